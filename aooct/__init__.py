@@ -1,0 +1,1 @@
+"""The `aooct` command-line entry point (see aooct/cli.py)."""

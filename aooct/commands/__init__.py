@@ -1,0 +1,1 @@
+"""One module per `aooct` sub-command, each exposing ``register(app: typer.Typer)``."""
