@@ -23,6 +23,7 @@ References
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -97,8 +98,12 @@ class Geometry:
     def __post_init__(self) -> None:
         for name in ("bscan_um_per_px", "depth_um_per_px", "aline_um_per_px"):
             value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            # numbers.Real admits numpy scalars (np.float32 is not a float subclass); bool is
+            # excluded because True would silently mean 1 µm.
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) \
+                    or not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a positive finite number of µm; got {value!r}")
+            object.__setattr__(self, name, float(value))  # plain floats: stable repr/JSON/equality
 
     @property
     def enface_um_per_px(self) -> tuple[float, float]:
@@ -171,11 +176,27 @@ def geometry_from_acquisition(acquisition: Acquisition) -> Geometry:
         bscan_um, aline_um = acquisition.um_per_px_override
     else:
         um_per_deg = retinal_mm_per_deg(acquisition.axial_length_mm) * 1000.0
-        n_bscans, _, n_alines = acquisition.sampling_px
+        n_bscans, _, n_alines = _checked_sampling(acquisition.sampling_px)
+        for name, deg in zip(("bscan", "aline"), acquisition.scan_field_deg):
+            if isinstance(deg, bool) or not isinstance(deg, numbers.Real) \
+                    or not (math.isfinite(deg) and deg > 0):
+                raise ValueError(f"scan_field_deg ({name}) must be a positive finite number of "
+                                 f"degrees; got {deg!r} — give the scanned field, e.g. 1.0")
         bscan_um = acquisition.scan_field_deg[0] * um_per_deg / n_bscans
         aline_um = acquisition.scan_field_deg[1] * um_per_deg / n_alines
+    # Geometry validates and converts to float, so a bad override or depth gets its message.
     return Geometry(
-        bscan_um_per_px=float(bscan_um),
-        depth_um_per_px=float(acquisition.depth_um_per_px),
-        aline_um_per_px=float(aline_um),
+        bscan_um_per_px=bscan_um,
+        depth_um_per_px=acquisition.depth_um_per_px,
+        aline_um_per_px=aline_um,
     )
+
+
+def _checked_sampling(sampling_px) -> tuple[int, int, int]:
+    """``(n_bscans, n_depth, n_alines)`` as positive ints, or a ValueError saying how to fix it."""
+    if len(sampling_px) != 3 or any(
+            isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1
+            for n in sampling_px):
+        raise ValueError(f"sampling_px must be three positive integers (n_bscans, n_depth, "
+                         f"n_alines); got {tuple(sampling_px)!r} — use the volume's shape")
+    return (int(sampling_px[0]), int(sampling_px[1]), int(sampling_px[2]))

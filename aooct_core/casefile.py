@@ -1,0 +1,396 @@
+"""The ``case.json`` schema (version 1): validation, parsing and writing.
+
+A case folder holds ``case.json`` plus one or more repeated volumes of one
+retinal location. ``case.json`` looks like::
+
+    {
+      "schema_version": 1,
+      "case_id": "S001_OD_T2",
+      "subject_id": "S001",
+      "eye": "OD",
+      "location_deg": {"horizontal": 2.0, "vertical": 0.0},
+      "axial_length_mm": 24.0,
+      "scan_field_deg": {"bscan": 1.0, "aline": 1.0},
+      "depth_um_per_px": 2.0,
+      "um_per_px": {"bscan": 2.2, "aline": 2.2},
+      "volumes": ["vol_00.tif", "vol_01.tif", "vol_02.tif"],
+      "acquired_at": "2026-01-31",
+      "notes": "free text"
+    }
+
+``um_per_px`` (an explicit lateral scale that replaces the Bennett eye model),
+``acquired_at`` and ``notes`` are optional. Location follows the convention of
+:mod:`aooct_core.geometry`: positive horizontal = temporal retina, positive
+vertical = superior retina, in degrees from the fovea.
+
+Validation collects every problem and raises one :class:`~aooct_core.io.InputError`
+whose message names each field, what was wrong and the fix. Unknown fields are
+errors (a typo such as ``"axial_lenght_mm"`` must not silently fall back to a
+default).
+"""
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from aooct_core.geometry import Acquisition
+from aooct_core.io.errors import InputError
+
+__all__ = ["SCHEMA_VERSION", "VOLUME_SUFFIXES", "CaseSpec", "validate_case_dict",
+           "parse_case_json", "case_json_dict", "write_case_json"]
+
+SCHEMA_VERSION = 1
+#: File suffixes a listed volume may have (lower case).
+VOLUME_SUFFIXES = (".tif", ".tiff", ".npy", ".dcm")
+
+_REQUIRED = ("schema_version", "case_id", "subject_id", "eye", "location_deg",
+             "axial_length_mm", "scan_field_deg", "depth_um_per_px", "volumes")
+_OPTIONAL = ("um_per_px", "acquired_at", "notes")
+# Ids become Dagster partition keys and object-store key segments, so keep them plain.
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_AXIAL_LENGTH_RANGE_MM = (18.0, 35.0)
+_MAX_LOCATION_DEG = 40.0
+_MAX_SCAN_FIELD_DEG = 40.0
+# An axial sampling above this is certainly a unit mistake (mm or nm given as µm).
+_MAX_DEPTH_UM_PER_PX = 100.0
+_MAX_LATERAL_UM_PER_PX = 1000.0
+
+
+@dataclass(frozen=True)
+class CaseSpec:
+    """The validated content of a ``case.json`` (sampling comes from the volumes).
+
+    Attributes
+    ----------
+    case_id, subject_id : str
+    eye : {"OD", "OS"}
+    location_deg : tuple of float
+        ``(horizontal, vertical)`` degrees; positive = temporal / superior retina.
+    axial_length_mm : float
+    scan_field_deg : tuple of float
+        ``(bscan, aline)`` degrees.
+    depth_um_per_px : float
+    um_per_px_override : tuple of float or None
+        ``(bscan, aline)`` µm/px that replaces the eye model.
+    volume_files : tuple of str
+        Volume file names relative to the case folder, in repeat order.
+    acquired_at, notes : str or None
+    """
+
+    case_id: str
+    subject_id: str
+    eye: str
+    location_deg: tuple[float, float]
+    axial_length_mm: float
+    scan_field_deg: tuple[float, float]
+    depth_um_per_px: float
+    volume_files: tuple[str, ...]
+    um_per_px_override: tuple[float, float] | None = None
+    acquired_at: str | None = None
+    notes: str | None = None
+
+    def acquisition(self, sampling_px: tuple[int, int, int]) -> Acquisition:
+        """Build the :class:`~aooct_core.geometry.Acquisition` once the volume shape is known.
+
+        Parameters
+        ----------
+        sampling_px : tuple of int
+            ``(n_bscans, n_depth, n_alines)`` of each volume.
+        """
+        extra = {k: v for k, v in (("acquired_at", self.acquired_at), ("notes", self.notes))
+                 if v is not None}
+        return Acquisition(
+            case_id=self.case_id, subject_id=self.subject_id, eye=self.eye,  # type: ignore[arg-type]
+            location_deg=self.location_deg, axial_length_mm=self.axial_length_mm,
+            scan_field_deg=self.scan_field_deg,
+            sampling_px=tuple(int(n) for n in sampling_px),  # type: ignore[arg-type]
+            depth_um_per_px=self.depth_um_per_px, um_per_px_override=self.um_per_px_override,
+            extra=extra)
+
+
+class _Checker:
+    """Collects problems so one error reports every bad field at once."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def fail(self, field: str, text: str) -> None:
+        self.problems.append(f"field '{field}' {text}")
+
+    def unknown(self, data: dict, allowed: tuple[str, ...], where: str) -> None:
+        for key in data:
+            if key not in allowed:
+                close = difflib.get_close_matches(str(key), allowed, n=1)
+                hint = f"did you mean '{close[0]}'?" if close else f"allowed: {', '.join(allowed)}"
+                self.problems.append(f"unknown field '{where}{key}' — {hint} (remove or rename it)")
+
+    def number(self, value: Any, field: str, *, lo: float, hi: float,
+               lo_open: bool = False, hint: str = "") -> float | None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            quoted = isinstance(value, str)
+            self.fail(field, f"must be a number; got {json.dumps(value)}"
+                      + (" — write it without quotes" if quoted else ""))
+            return None
+        value = float(value)
+        too_low = value <= lo if lo_open else value < lo
+        if not math.isfinite(value) or too_low or value > hi:
+            lo_txt = f"> {lo:g}" if lo_open else f">= {lo:g}"
+            self.fail(field, f"must be {lo_txt} and <= {hi:g}; got {value!r}"
+                      + (f" — {hint}" if hint else ""))
+            return None
+        return value
+
+    def pair(self, value: Any, field: str, keys: tuple[str, str], **limits) -> tuple | None:
+        if not isinstance(value, dict):
+            example = "{" + ", ".join(f'"{k}": 1.0' for k in keys) + "}"
+            self.fail(field, f"must be an object like {example}; got {json.dumps(value)}")
+            return None
+        self.unknown(value, keys, f"{field}.")
+        out = []
+        for key in keys:
+            if key not in value:
+                self.fail(f"{field}.{key}", "is missing — add it")
+                out.append(None)
+            else:
+                out.append(self.number(value[key], f"{field}.{key}", **limits))
+        return None if None in out else tuple(out)
+
+    def ident(self, value: Any, field: str) -> str | None:
+        if not isinstance(value, str) or not _ID_RE.match(value):
+            self.fail(field, "must be 1-128 characters of letters, digits, '.', '_' or '-' "
+                      f"starting with a letter or digit; got {json.dumps(value)}")
+            return None
+        return value
+
+
+def _check_volume_name(name: Any, checker: _Checker, index: int) -> str | None:
+    field = f"volumes[{index}]"
+    if not isinstance(name, str) or not name:
+        checker.fail(field, f"must be a file name string; got {json.dumps(name)}")
+        return None
+    pure = PurePosixPath(name)
+    if pure.is_absolute() or ".." in pure.parts or "\\" in name:
+        checker.fail(field, f"must be a path relative to the case folder without '..'; got "
+                     f"{json.dumps(name)} — copy the file into the case folder")
+        return None
+    if pure.suffix.lower() not in VOLUME_SUFFIXES:
+        checker.fail(field, f"has unsupported extension {json.dumps(pure.suffix)} in "
+                     f"{json.dumps(name)} — use one of {', '.join(VOLUME_SUFFIXES)}")
+        return None
+    return name
+
+
+def _check_date(value: Any, checker: _Checker) -> str | None:
+    if not isinstance(value, str):
+        checker.fail("acquired_at", f"must be an ISO date string like \"2026-01-31\"; got "
+                     f"{json.dumps(value)}")
+        return None
+    try:
+        datetime.fromisoformat(value)  # Python >= 3.11 also takes plain dates
+    except ValueError:
+        checker.fail("acquired_at", f"must be an ISO 8601 date or date-time like "
+                     f"\"2026-01-31\" or \"2026-01-31T09:30:00\"; got {json.dumps(value)}")
+        return None
+    return value
+
+
+def validate_case_dict(data: Any, *, source: str | Path = "case.json",
+                       folder: str | Path | None = None) -> CaseSpec:
+    """Validate a parsed ``case.json`` and return its :class:`CaseSpec`.
+
+    Parameters
+    ----------
+    data : Any
+        The decoded JSON.
+    source : str or Path
+        File name used in error messages.
+    folder : str or Path, optional
+        When given, every listed volume must exist as a file in this folder.
+
+    Raises
+    ------
+    InputError
+        Naming every bad field, what was wrong and the fix.
+    """
+    if not isinstance(data, dict):
+        raise InputError(source, f"must hold a JSON object {{...}}; got {type(data).__name__}")
+    c = _Checker()
+    c.unknown(data, _REQUIRED + _OPTIONAL, "")
+    for key in _REQUIRED:
+        if key not in data:
+            c.fail(key, "is missing — add it (see aooct_core/casefile.py for the schema)")
+    get = data.get
+    version = get("schema_version", SCHEMA_VERSION)
+    if isinstance(version, bool) or version != SCHEMA_VERSION:
+        c.fail("schema_version", f"must be {SCHEMA_VERSION}; got {json.dumps(version)} — this "
+               f"aooct reads schema_version {SCHEMA_VERSION}")
+    case_id = c.ident(get("case_id"), "case_id") if "case_id" in data else None
+    subject_id = c.ident(get("subject_id"), "subject_id") if "subject_id" in data else None
+    eye = get("eye")
+    if "eye" in data and eye not in ("OD", "OS"):
+        c.fail("eye", f'must be "OD" or "OS"; got {json.dumps(eye)} — use OD for the right eye, '
+               "OS for the left")
+    loc = c.pair(get("location_deg"), "location_deg", ("horizontal", "vertical"),
+                 lo=-_MAX_LOCATION_DEG, hi=_MAX_LOCATION_DEG,
+                 hint="give degrees of visual angle from the fovea (within ±40°)"
+                 ) if "location_deg" in data else None
+    al = c.number(get("axial_length_mm"), "axial_length_mm", lo=_AXIAL_LENGTH_RANGE_MM[0],
+                  hi=_AXIAL_LENGTH_RANGE_MM[1],
+                  hint="give the adult axial length in mm (typically 22-26)"
+                  ) if "axial_length_mm" in data else None
+    field_deg = c.pair(get("scan_field_deg"), "scan_field_deg", ("bscan", "aline"), lo=0.0,
+                       hi=_MAX_SCAN_FIELD_DEG, lo_open=True,
+                       hint="give the scanned field in degrees") if "scan_field_deg" in data else None
+    depth = c.number(get("depth_um_per_px"), "depth_um_per_px", lo=0.0, hi=_MAX_DEPTH_UM_PER_PX,
+                     lo_open=True, hint="give the axial sampling in tissue in µm per pixel"
+                     ) if "depth_um_per_px" in data else None
+    override = None
+    if "um_per_px" in data:
+        override = c.pair(get("um_per_px"), "um_per_px", ("bscan", "aline"), lo=0.0,
+                          hi=_MAX_LATERAL_UM_PER_PX, lo_open=True,
+                          hint="give lateral µm per pixel, or remove 'um_per_px' to use the eye model")
+    volumes: list[str] = []
+    if "volumes" in data:
+        raw = get("volumes")
+        if not isinstance(raw, list) or not raw:
+            c.fail("volumes", f'must be a non-empty list of file names like ["vol_00.tif"]; got '
+                   f"{json.dumps(raw)}")
+        else:
+            for i, name in enumerate(raw):
+                ok = _check_volume_name(name, c, i)
+                if ok is not None:
+                    volumes.append(ok)
+            dupes = sorted({v for v in volumes if volumes.count(v) > 1})
+            if dupes:
+                c.fail("volumes", f"lists {dupes} more than once — each repeat is its own file")
+            if folder is not None:
+                for name in volumes:
+                    if not (Path(folder) / name).is_file():
+                        c.fail("volumes", f"lists {json.dumps(name)} but {Path(folder) / name} does "
+                               "not exist — fix the name or copy the file into the case folder")
+    acquired_at = _check_date(get("acquired_at"), c) if "acquired_at" in data else None
+    notes = get("notes")
+    if "notes" in data and not isinstance(notes, str):
+        c.fail("notes", f"must be a string; got {json.dumps(notes)}")
+    if c.problems:
+        raise InputError(source, "; ".join(c.problems), problems=c.problems)
+    return CaseSpec(
+        case_id=case_id, subject_id=subject_id, eye=eye, location_deg=loc,  # type: ignore[arg-type]
+        axial_length_mm=al, scan_field_deg=field_deg, depth_um_per_px=depth,  # type: ignore[arg-type]
+        volume_files=tuple(volumes), um_per_px_override=override,
+        acquired_at=acquired_at, notes=notes,
+    )
+
+
+def parse_case_json(path: str | Path, *, check_files: bool = True) -> CaseSpec:
+    """Read and validate ``case.json``.
+
+    Parameters
+    ----------
+    path : str or Path
+        The ``case.json`` file, or the case folder holding it.
+    check_files : bool
+        Also check that every listed volume exists next to ``case.json``.
+
+    Returns
+    -------
+    CaseSpec
+        Acquisition fields and volume file names; the sampling (volume shape)
+        is filled in by :func:`aooct_core.io.load_case`.
+
+    Raises
+    ------
+    InputError
+        When the file is missing, is not JSON, or any field is invalid.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "case.json"
+    if not path.is_file():
+        raise InputError(path, "case.json not found — a case folder needs a case.json next to "
+                         "its volumes (see aooct_core/casefile.py)")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(path, f"is not UTF-8 text ({exc.reason}) — save case.json as UTF-8") from exc
+    if not text.strip():
+        raise InputError(path, "is empty — write the case fields as a JSON object")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(path, f"is not valid JSON: {exc.msg} at line {exc.lineno} column "
+                         f"{exc.colno} — fix the syntax (quotes, commas, braces)") from exc
+    return validate_case_dict(data, source=path, folder=path.parent if check_files else None)
+
+
+def case_json_dict(acquisition: Acquisition, volume_files: list[str] | tuple[str, ...]) -> dict:
+    """The ``case.json`` content (schema version 1) for an acquisition.
+
+    ``acquired_at`` and ``notes`` are taken from ``acquisition.extra`` when
+    present. The result is validated, so a bad acquisition fails here, not
+    when the case is read back.
+
+    Parameters
+    ----------
+    acquisition : Acquisition
+    volume_files : sequence of str
+        Volume file names relative to the case folder, in repeat order.
+
+    Returns
+    -------
+    dict
+        JSON-serialisable ``case.json`` content.
+    """
+    out: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "case_id": acquisition.case_id,
+        "subject_id": acquisition.subject_id,
+        "eye": acquisition.eye,
+        "location_deg": {"horizontal": float(acquisition.location_deg[0]),
+                         "vertical": float(acquisition.location_deg[1])},
+        "axial_length_mm": float(acquisition.axial_length_mm),
+        "scan_field_deg": {"bscan": float(acquisition.scan_field_deg[0]),
+                           "aline": float(acquisition.scan_field_deg[1])},
+        "depth_um_per_px": float(acquisition.depth_um_per_px),
+        "volumes": [str(v) for v in volume_files],
+    }
+    if acquisition.um_per_px_override is not None:
+        out["um_per_px"] = {"bscan": float(acquisition.um_per_px_override[0]),
+                            "aline": float(acquisition.um_per_px_override[1])}
+    for key in ("acquired_at", "notes"):
+        if acquisition.extra.get(key) is not None:
+            out[key] = acquisition.extra[key]
+    validate_case_dict(out, source=f"case.json of case {acquisition.case_id!r}")
+    return out
+
+
+def write_case_json(path: str | Path, data: dict) -> Path:
+    """Validate ``data`` and write it to ``path`` atomically (temp file + rename).
+
+    Returns
+    -------
+    Path
+        The written file.
+    """
+    path = Path(path)
+    validate_case_dict(data, source=path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2, ensure_ascii=False)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

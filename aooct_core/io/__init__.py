@@ -1,0 +1,34 @@
+"""Reading and writing AO-OCT data: case folders, volumes (TIFF, ``.npy``, DICOM) and en face images.
+
+Every reader returns float32 arrays with documented axes — volumes
+``(bscan, depth, aline)``, en face images ``(row, col)`` — and rejects bad
+input with :class:`InputError`, whose message names the file, the problem and
+the fix.
+"""
+from aooct_core.io.errors import CaseExistsError, InputError
+from aooct_core.io.volume import VolumeInfo, probe_volume, read_volume, write_volume
+from aooct_core.io.case import Case, case_content_hash, load_case, write_case
+from aooct_core.io.dicom import DicomVolume, deidentify_dicom, read_dicom_volume
+from aooct_core.io.enface import EnFaceImage, read_enface
+
+#: Alias kept for docs/ARCHITECTURE.md, which names the error ``VolumeFormatError``.
+VolumeFormatError = InputError
+
+__all__ = [
+    "InputError",
+    "CaseExistsError",
+    "VolumeFormatError",
+    "VolumeInfo",
+    "probe_volume",
+    "read_volume",
+    "write_volume",
+    "Case",
+    "load_case",
+    "write_case",
+    "case_content_hash",
+    "DicomVolume",
+    "read_dicom_volume",
+    "deidentify_dicom",
+    "EnFaceImage",
+    "read_enface",
+]
