@@ -56,12 +56,24 @@ def version() -> None:
 _register_commands()
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; every user error ends as one ``aooct: error: ...`` line and exit code 2."""
     try:
-        app()
+        result = app(args=argv, standalone_mode=False)
     except CliError as exc:
         print(f"aooct: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    except typer.Abort:
+        print("aooct: error: aborted", file=sys.stderr)
+        raise SystemExit(130) from None
+    except typer.TyperException as exc:
+        # Usage errors (bad option values, unknown commands) as one line, not a box.
+        # typer >= 0.29 vendors click; its ClickException derives from TyperException.
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        print(f"aooct: error: {message}", file=sys.stderr)
+        raise SystemExit(getattr(exc, "exit_code", 2)) from None
+    if isinstance(result, int) and result != 0:
+        raise SystemExit(result)
 
 
 if __name__ == "__main__":
