@@ -1,0 +1,230 @@
+"""Quality-control flags with documented, configurable thresholds.
+
+Each check compares one number from the pipeline with a ``warn`` and a ``fail``
+threshold. ``warn`` means "a person should look before publishing"; ``fail``
+means "the measurement would be meaningless" (the platform blocks downstream
+assets on it). Checks whose input is ``None`` are not evaluated.
+
+Defaults and why
+----------------
+================================  ======  ======  ==========================================
+check (input)                     warn    fail    rationale
+================================  ======  ======  ==========================================
+low_snr (snr_db)                  < 15    < 10    ``preprocessing.snr_db`` (IS/OS over vitreous
+                                                  floor, intensity dB); below ~10 dB cones are
+                                                  not resolved from speckle.
+residual_motion (µm RMS)          > 1.5   > 3.0   half a cone spacing at 2° (6.5 µm, Legras
+                                                  2018) smears neighbouring cones together.
+high_uncertainty (fraction)       > 0.2   > 0.4   share of detections / pixels the model is
+                                                  unsure of (ML uncertainty summary).
+too_few_cells (count)             < 100   < 30    density's Poisson relative SE is 1/√N: 10 %
+                                                  at 100 cells, 18 % at 30.
+implausible_density (|z|)         > 3     > 6     z against ``normative_cone_density`` at the
+                                                  eccentricity (cones only); disease can be
+                                                  > 3 SD low, a detector error is usually far
+                                                  beyond 6. Not evaluated beyond the norms
+                                                  (~34° at 24 mm axial length).
+registration_failure (bool)       —       False   repeats could not be aligned: averaged
+                                                  volume is not one retina.
+fragmented_vessels (components)   > 15    > 40    a perfused capillary plexus in a 1–2° field
+                                                  is nearly one network; many pieces mean a
+                                                  broken segmentation.
+================================  ======  ======  ==========================================
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Literal
+
+__all__ = ["QCThresholds", "QCFlag", "QCCheck", "qc_flags", "qc_checks"]
+
+Severity = Literal["warn", "fail"]
+
+
+@dataclass(frozen=True)
+class QCThresholds:
+    """Warn/fail thresholds of every QC check (see the module docstring for the rationale)."""
+
+    snr_warn_db: float = 15.0
+    snr_fail_db: float = 10.0
+    residual_motion_warn_um: float = 1.5
+    residual_motion_fail_um: float = 3.0
+    uncertainty_warn_fraction: float = 0.2
+    uncertainty_fail_fraction: float = 0.4
+    cell_count_warn: int = 100
+    cell_count_fail: int = 30
+    density_z_warn: float = 3.0
+    density_z_fail: float = 6.0
+    vessel_fragments_warn: int = 15
+    vessel_fragments_fail: int = 40
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+                raise ValueError(f"QCThresholds.{f.name} must be a finite number ≥ 0; got {v!r}")
+        # "lower is worse" checks need fail ≤ warn; "higher is worse" need fail ≥ warn.
+        pairs_low = [("snr_fail_db", "snr_warn_db"), ("cell_count_fail", "cell_count_warn")]
+        pairs_high = [
+            ("residual_motion_warn_um", "residual_motion_fail_um"),
+            ("uncertainty_warn_fraction", "uncertainty_fail_fraction"),
+            ("density_z_warn", "density_z_fail"),
+            ("vessel_fragments_warn", "vessel_fragments_fail"),
+        ]
+        for lo, hi in pairs_low + pairs_high:
+            if getattr(self, lo) > getattr(self, hi):
+                raise ValueError(f"QCThresholds: {lo} must be ≤ {hi}; got {getattr(self, lo)} > {getattr(self, hi)}")
+
+
+@dataclass(frozen=True)
+class QCFlag:
+    """A raised flag: which check, how bad, the measured value and the threshold it crossed."""
+
+    name: str
+    severity: Severity
+    value: float
+    threshold: float
+    message: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class QCCheck:
+    """One evaluated check, raised or not (the shape of the metadata DB's ``qc_results``)."""
+
+    name: str
+    passed: bool
+    severity: Severity | None
+    value: float
+    threshold: float
+    message: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _grade(name, value, warn, fail, *, higher_is_worse, what, unit) -> QCCheck:
+    bad = (lambda t: value > t) if higher_is_worse else (lambda t: value < t)
+    word = "above" if higher_is_worse else "below"
+    if bad(fail):
+        return QCCheck(name, False, "fail", float(value), float(fail), f"{what} {value:.3g}{unit} is {word} the fail limit {fail:g}{unit}")
+    if bad(warn):
+        return QCCheck(name, False, "warn", float(value), float(warn), f"{what} {value:.3g}{unit} is {word} the warn limit {warn:g}{unit}")
+    return QCCheck(name, True, None, float(value), float(warn), f"{what} {value:.3g}{unit} within limits")
+
+
+def qc_checks(
+    *,
+    snr_db: float | None = None,
+    residual_motion_um: float | None = None,
+    uncertainty_fraction: float | None = None,
+    cell_count: int | None = None,
+    density_cells_per_mm2: float | None = None,
+    eccentricity_deg: float | None = None,
+    registration_ok: bool | None = None,
+    vessel_fragment_count: int | None = None,
+    thresholds: QCThresholds = QCThresholds(),
+) -> list[QCCheck]:
+    """Evaluate every check whose input is given; see ``qc_flags`` for the parameters."""
+    t = thresholds
+    out: list[QCCheck] = []
+    numeric = {
+        "snr_db": snr_db, "residual_motion_um": residual_motion_um,
+        "uncertainty_fraction": uncertainty_fraction, "cell_count": cell_count,
+        "density_cells_per_mm2": density_cells_per_mm2, "eccentricity_deg": eccentricity_deg,
+        "vessel_fragment_count": vessel_fragment_count,
+    }
+    for key, v in numeric.items():
+        if v is not None and not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)):
+            raise ValueError(f"{key} must be a finite number or None; got {v!r}")
+    if snr_db is not None:
+        out.append(_grade("low_snr", snr_db, t.snr_warn_db, t.snr_fail_db, higher_is_worse=False, what="SNR", unit=" dB"))
+    if residual_motion_um is not None:
+        out.append(_grade("residual_motion", residual_motion_um, t.residual_motion_warn_um, t.residual_motion_fail_um,
+                          higher_is_worse=True, what="residual motion", unit=" µm RMS"))
+    if uncertainty_fraction is not None:
+        if not 0 <= uncertainty_fraction <= 1:
+            raise ValueError(f"uncertainty_fraction must be in [0, 1]; got {uncertainty_fraction!r}")
+        out.append(_grade("high_uncertainty", uncertainty_fraction, t.uncertainty_warn_fraction,
+                          t.uncertainty_fail_fraction, higher_is_worse=True, what="uncertain fraction", unit=""))
+    if cell_count is not None:
+        out.append(_grade("too_few_cells", cell_count, t.cell_count_warn, t.cell_count_fail,
+                          higher_is_worse=False, what="cell count", unit=" cells"))
+    if density_cells_per_mm2 is not None and eccentricity_deg is not None:
+        out.extend(_density_check(density_cells_per_mm2, eccentricity_deg, t))
+    if registration_ok is not None:
+        ok = bool(registration_ok)
+        out.append(QCCheck("registration_failure", ok, None if ok else "fail", float(ok), 1.0,
+                           "repeat registration succeeded" if ok else
+                           "repeat registration failed: the averaged volume is not one aligned retina"))
+    if vessel_fragment_count is not None:
+        out.append(_grade("fragmented_vessels", vessel_fragment_count, t.vessel_fragments_warn,
+                          t.vessel_fragments_fail, higher_is_worse=True, what="vessel mask components", unit=""))
+    return out
+
+
+def _density_check(density: float, eccentricity_deg: float, t: QCThresholds) -> list[QCCheck]:
+    """Cone density vs the norm; no check (empty list) beyond the published norms."""
+    from aooct_core.metrics.norms import cone_density_percentile, has_norm, normative_source
+
+    if not has_norm(eccentricity_deg):
+        return []
+    _, z = cone_density_percentile(density, eccentricity_deg)
+    c = _grade("implausible_density", abs(z), t.density_z_warn, t.density_z_fail,
+               higher_is_worse=True, what="|z| of density vs norm", unit="")
+    detail = f"({density:.0f} cells/mm² at {eccentricity_deg:.1f}°, z = {z:+.2f}; {normative_source(eccentricity_deg)})"
+    return [QCCheck(c.name, c.passed, c.severity, c.value, c.threshold, f"{c.message} {detail}")]
+
+
+def qc_flags(
+    *,
+    snr_db: float | None = None,
+    residual_motion_um: float | None = None,
+    uncertainty_fraction: float | None = None,
+    cell_count: int | None = None,
+    density_cells_per_mm2: float | None = None,
+    eccentricity_deg: float | None = None,
+    registration_ok: bool | None = None,
+    vessel_fragment_count: int | None = None,
+    thresholds: QCThresholds = QCThresholds(),
+) -> list[QCFlag]:
+    """Raised QC flags (warn or fail) for the inputs that are given.
+
+    Parameters
+    ----------
+    snr_db : float, optional
+        ``Preprocessed.snr_db``.
+    residual_motion_um : float, optional
+        ``Preprocessed.motion.residual_lateral_um_rms``.
+    uncertainty_fraction : float, optional
+        Fraction (0–1) of detections or mask pixels flagged uncertain by the model.
+    cell_count : int, optional
+        Detected cells in the field.
+    density_cells_per_mm2, eccentricity_deg : float, optional
+        Cone density and where it was measured (both needed for the check).
+    registration_ok : bool, optional
+        ``Preprocessed.registration_ok``.
+    vessel_fragment_count : int, optional
+        ``capillary_metrics(...)["fragment_count"].value``.
+    thresholds : QCThresholds
+        Warn/fail limits.
+
+    Returns
+    -------
+    list of QCFlag
+        Empty when every evaluated check passes.
+
+    Examples
+    --------
+    >>> [f.name for f in qc_flags(snr_db=8.0, registration_ok=True)]
+    ['low_snr']
+    """
+    checks = qc_checks(
+        snr_db=snr_db, residual_motion_um=residual_motion_um, uncertainty_fraction=uncertainty_fraction,
+        cell_count=cell_count, density_cells_per_mm2=density_cells_per_mm2, eccentricity_deg=eccentricity_deg,
+        registration_ok=registration_ok, vessel_fragment_count=vessel_fragment_count, thresholds=thresholds,
+    )
+    return [QCFlag(c.name, c.severity, c.value, c.threshold, c.message) for c in checks if not c.passed]
