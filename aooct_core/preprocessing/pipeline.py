@@ -1,0 +1,193 @@
+"""``preprocess_case``: raw repeated volumes → corrected average, layers, en face, OCTA.
+
+Order of the steps and why:
+
+1. motion estimate (within and across repeats) and weighted average of the corrected
+   repeats, with OCTA decorrelation between consecutive corrected repeats;
+2. normalization of the average (B-scan drift, robust percentile scale, still linear);
+3. layer surfaces on the average (speckle-reduced, so the ridges are clean);
+4. lateral refinement from the cone-lattice phase of the IS/OS + COST slabs, which needs
+   the surfaces, then the average is recomputed with the refined shifts;
+5. en face slabs and OCTA slabs relative to the surfaces;
+6. quality numbers: speckle contrast, SNR, motion residual.
+
+Everything stays on the chosen device until the end; only small arrays (shifts,
+per-B-scan statistics) visit the host in between.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from aooct_core.geometry import Geometry
+from aooct_core.preprocessing.backend import get_backend, synchronize, to_host
+from aooct_core.preprocessing.averaging import average_repeats
+from aooct_core.preprocessing.enface import enface_slabs, slab_bounds_px, slab_projection
+from aooct_core.preprocessing.lattice import lattice_row_shifts
+from aooct_core.preprocessing.layers import segment_layers
+from aooct_core.preprocessing.normalization import normalize_volume, snr_db, speckle_contrast
+from aooct_core.preprocessing.registration import MotionReport, estimate_motion
+
+__all__ = ["Preprocessed", "preprocess_case", "speckle_mask"]
+
+
+@dataclass
+class Preprocessed:
+    """Result of :func:`preprocess_case` (see the contract in docs).
+
+    Attributes
+    ----------
+    volume : float32 (n_bscans, n_depth, n_alines)
+        Motion-corrected, repeat-averaged, normalized linear intensity (not flattened).
+    surfaces_px : dict str → float32 (n_bscans, n_alines)
+        "ILM", "ISOS", "COST", "RPE" depth in px.
+    enface : dict str → float32 (n_bscans, n_alines)
+        "isos", "cost", "rpe", "nfl", "svp", "dvp", "octa_svp", "octa_dvp" (OCTA all-NaN
+        for a single repeat).
+    motion : MotionReport
+    speckle_contrast : float
+        Median local SD/mean in the inner-retina slab (see :func:`speckle_mask`).
+    snr_db : float
+        Mean RPE intensity over the vitreous noise floor, dB.
+    registration_ok : bool
+    timings_s : dict str → float
+        Wall time of each step (device synchronised), s.
+    """
+
+    volume: np.ndarray
+    surfaces_px: dict
+    enface: dict
+    motion: MotionReport
+    speckle_contrast: float
+    snr_db: float
+    registration_ok: bool
+    timings_s: dict = field(default_factory=dict)
+
+
+def speckle_mask(surfaces: dict, shape: tuple[int, int, int], *, device: str = "cpu"):
+    """Voxels of the mid inner retina (30-45 % of ILM→IS/OS): few vessels, no bright bands."""
+    xp = get_backend(device).xp
+    ilm = surfaces["ILM"]
+    thickness = surfaces["ISOS"] - ilm
+    z = xp.arange(shape[1], dtype=xp.float32)[None, :, None]
+    return (z >= (ilm + 0.30 * thickness)[:, None, :]) & (z <= (ilm + 0.45 * thickness)[:, None, :])
+
+
+def _band_speckle_contrast(volume, surfaces: dict, *, device: str) -> float:
+    # Only the depth range of the band is filtered (the window is one px deep, so
+    # cropping in depth changes nothing) — on 512³ this avoids two full-volume filters.
+    xp = get_backend(device).xp
+    ilm = surfaces["ILM"]
+    thickness = surfaces["ISOS"] - ilm
+    z0 = max(0, int(np.floor(float((ilm + 0.30 * thickness).min()))))
+    z1 = min(volume.shape[1], int(np.ceil(float((ilm + 0.45 * thickness).max()))) + 1)
+    if z1 <= z0:
+        raise ValueError("speckle band is empty: ILM and IS/OS surfaces are not in order; check the layers")
+    shifted = {"ILM": ilm - np.float32(z0), "ISOS": surfaces["ISOS"] - np.float32(z0)}
+    sub = volume[:, z0:z1]
+    mask = speckle_mask(shifted, sub.shape, device=device)
+    return speckle_contrast(xp.ascontiguousarray(sub), mask=mask, device=device)
+
+
+def preprocess_case(volumes, geometry: Geometry, *, device: str = "cpu", reference: int | None = None,
+                    search_px: tuple[int, int] = (12, 12), within_volume: bool | None = None,
+                    high_percentile: float = 99.5, column_step: int = 4, lattice: bool = True,
+                    return_on_device: bool = False) -> Preprocessed:
+    """Motion-correct, register, average, normalize, segment and project a case.
+
+    Parameters
+    ----------
+    volumes : array (n_repeats, n_bscans, n_depth, n_alines), any real dtype
+        Linear intensity of the repeated volumes of one location (NumPy, memmap or —
+        with ``device="cuda"`` — CuPy). uint16 is fine and is the cheapest to upload.
+    geometry : Geometry
+        Sampling in µm/px.
+    device : {"cpu", "cuda"}
+    reference : int or None
+        Reference repeat; None picks the least-moving one.
+    search_px, within_volume :
+        See :func:`~aooct_core.preprocessing.registration.estimate_motion`.
+    high_percentile :
+        See :func:`~aooct_core.preprocessing.normalization.normalize_volume`.
+    column_step :
+        See :func:`~aooct_core.preprocessing.layers.segment_layers`.
+    lattice : bool
+        Refine the lateral shifts with the cone-lattice phase of the IS/OS + COST en face
+        image (:func:`~aooct_core.preprocessing.lattice.lattice_row_shifts`) and re-average;
+        applied only when its two estimates agree (``motion.lattice_agreement``).
+    return_on_device : bool
+        Keep ``volume``, surfaces and en face images on the device (CuPy arrays) —
+        for benchmarks that time the download separately.
+
+    Returns
+    -------
+    Preprocessed
+
+    Examples
+    --------
+    >>> from aooct_core.phantom import make_phantom  # doctest: +SKIP
+    >>> ph = make_phantom(seed=0, shape_px=(32, 256, 48))  # doctest: +SKIP
+    >>> out = preprocess_case(ph.volumes, ph.geometry)  # doctest: +SKIP
+    >>> out.volume.shape  # doctest: +SKIP
+    (32, 256, 48)
+    """
+    if not isinstance(geometry, Geometry):
+        raise ValueError(f"geometry must be an aooct_core.geometry.Geometry; got {type(geometry).__name__}")
+    if getattr(volumes, "ndim", 0) == 3:
+        raise ValueError(f"volumes must be 4-D (repeat, bscan, depth, aline); got 3-D shape {volumes.shape} "
+                         "— pass volume[None] for a single volume")
+    timings = {}
+    clock = [time.perf_counter()]
+
+    def tick(name):
+        synchronize(device)
+        now = time.perf_counter()
+        timings[name] = now - clock[0]
+        clock[0] = now
+
+    report, average, decor = estimate_motion(
+        volumes, geometry, reference=reference, device=device, search_px=search_px,
+        within_volume=within_volume, return_average=True)
+    tick("motion_and_average")
+    volume, _ = normalize_volume(average, device=device, high_percentile=high_percentile)
+    del average
+    tick("normalize")
+    layer_timings: dict = {}
+    surfaces = segment_layers(volume, depth_um_per_px=geometry.depth_um_per_px, device=device,
+                              column_step=column_step, timings=layer_timings)
+    tick("layers")
+    timings.update({f"layers.{k}": v for k, v in layer_timings.items()})
+    if lattice:
+        # Cone-lattice phase gives back the mean lateral jitter the repeats cannot see;
+        # the surfaces barely move with a sub-pixel lateral change, so they are kept.
+        cones = sum(to_host(slab_projection(volume, *slab_bounds_px(name, surfaces,
+                                                                     depth_um_per_px=geometry.depth_um_per_px),
+                                            device=device)) for name in ("isos", "cost"))
+        correction, agreement = lattice_row_shifts(cones)
+        shifts = report.shifts_px.copy()
+        shifts[..., 1] += correction[None, :]
+        report = replace(report, shifts_px=shifts, lattice_agreement=agreement)
+        if np.any(correction):
+            average, decor = average_repeats(volumes, shifts, weights=report.weights, device=device,
+                                             decorrelation=decor is not None)
+            volume, _ = normalize_volume(average, device=device, high_percentile=high_percentile)
+            del average
+        tick("lattice")
+    enface = enface_slabs(volume, surfaces, depth_um_per_px=geometry.depth_um_per_px,
+                          decorrelation=decor, device=device)
+    del decor
+    tick("enface_octa")
+    contrast = _band_speckle_contrast(volume, surfaces, device=device)
+    snr = snr_db(volume, surfaces["RPE"], surfaces["ILM"], device=device)
+    tick("quality")
+    if not return_on_device:
+        volume = to_host(volume)
+        surfaces = {k: to_host(v) for k, v in surfaces.items()}
+        enface = {k: to_host(v) for k, v in enface.items()}
+        tick("download")
+    return Preprocessed(volume=volume, surfaces_px=surfaces, enface=enface, motion=report,
+                        speckle_contrast=contrast, snr_db=snr, registration_ok=report.registration_ok,
+                        timings_s=timings)
+

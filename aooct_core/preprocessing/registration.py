@@ -1,0 +1,430 @@
+"""Motion correction of repeated volumes: B-scan displacements in one common frame.
+
+Model: observed B-scan ``b`` of repeat ``r`` is the motion-free B-scan ``b`` displaced
+by ``m[r, b] = (depth_px, aline_px)``. The estimate has four steps, each a batched
+phase correlation of all B-scans at once (:mod:`aooct_core.preprocessing.motion`):
+
+1. **Rigid, then per B-scan, across repeats.** Each repeat is matched to the reference
+   repeat as a whole (mean cross-power spectrum of all valid B-scans), then every B-scan
+   is refined in a small window around that rigid shift. This gives
+   ``d[r, b] = m[r, b] - m[ref, b]`` precisely, because both see the same tissue.
+2. **Mean frame.** Subtracting the weighted mean over repeats, ``e = d - mean_r d``,
+   maps every repeat onto the *mean* displacement ``M[b] = mean_r m[r, b]`` (its
+   jitter is ~1/sqrt(R) of one repeat's), and the repeats are averaged there.
+3. **Saccades** (≥ 3 repeats): a jump of one repeat between consecutive B-scans shows
+   in ``e`` of every repeat; attributing it to the repeat that moved gives back its
+   share of ``M`` (:func:`_saccade_steps`).
+4. **Within volume.** Adjacent B-scans of the mean-frame average are registered to each
+   other. Axially their cumulative sum tracks ``M[b]`` plus smooth anatomy (tilt,
+   curvature), removed as a low-order polynomial. Laterally only saccade-sized jumps are
+   used (for ≤ 2 repeats): adjacent B-scans see different cones.
+   What remains is the slow lateral drift of ``M`` (≈ drift / sqrt(R)) and the
+   polynomial part of the axial ``M``.
+
+Dim or blinked B-scans (low mean intensity) and B-scans whose correlation peak is weak
+are rejected: their displacement is interpolated from neighbours, they get weight 0
+in the average and they are listed in ``rejected_bscans``.
+
+References
+----------
+.. [1] Kocaoglu OP, Lee S, Jonnal RS, et al. "Imaging cone photoreceptors in three
+       dimensions and in time using ultrahigh resolution optical coherence tomography with
+       adaptive optics." Biomed. Opt. Express 2(4):748-763 (2011).
+.. [2] Jonnal RS et al. "In vivo functional imaging of human cone photoreceptors."
+       Opt. Express 15(24):16141-16160 (2007); registration 15 µm -> 1.3 µm RMS (2011).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.ndimage import median_filter
+
+from aooct_core.geometry import Geometry
+from aooct_core.preprocessing.averaging import average_repeats
+from aooct_core.preprocessing.backend import get_backend, to_device, to_host
+from aooct_core.preprocessing.motion import (
+    Spectra,
+    compute_spectra,
+    dim_bscans,
+    lateral_row_weights,
+    match_spectra,
+)
+
+__all__ = ["MotionReport", "estimate_motion", "pick_reference", "adjacent_shifts"]
+
+
+@dataclass(frozen=True)
+class MotionReport:
+    """Estimated B-scan motion of a case and its quality.
+
+    Attributes
+    ----------
+    shifts_px : ndarray float32 (n_repeats, n_bscans, 2)
+        Estimated ``(depth_px, aline_px)`` displacement of each observed B-scan in the
+        motion-free frame (same convention as the phantom's ``motion_px``), defined up
+        to one constant per repeat (see the module docstring for what stays unobservable).
+    reference : int
+        Index of the reference repeat.
+    rigid_shift_px : ndarray float32 (n_repeats, 2)
+        Whole-volume shift of each repeat relative to the reference.
+    quality : ndarray float32 (n_repeats, n_bscans)
+        Correlation-peak height relative to a perfect match (reference repeat: 1).
+    weights : ndarray float32 (n_repeats, n_bscans)
+        Averaging weight (0 = rejected).
+    rejected_bscans : list of (repeat, bscan)
+        Dim / blinked / unmatched B-scans.
+    residual_lateral_um_rms : float
+        Estimated residual lateral (A-line axis) motion after correction, µm RMS: the
+        expected size of the mean displacement over repeats, which matching repeats to each
+        other cannot see (see :func:`_mean_frame_residual`); NaN for a single repeat,
+        where no estimate without ground truth is available.
+    residual_axial_px_rms : float
+        The same for the depth axis, px RMS.
+    registration_ok : bool
+        False when more than ``max_rejected_fraction`` of B-scans were rejected or a
+        rigid shift hit the edge of its search window.
+    lattice_agreement : float
+        Set by :func:`~aooct_core.preprocessing.pipeline.preprocess_case` when the
+        cone-lattice refinement ran: agreement of its per-peak estimates (NaN = not run);
+        ≥ 0.5 means the lateral shifts include it.
+    """
+
+    shifts_px: np.ndarray
+    reference: int
+    rigid_shift_px: np.ndarray
+    quality: np.ndarray
+    weights: np.ndarray
+    rejected_bscans: list = field(default_factory=list)
+    residual_lateral_um_rms: float = float("nan")
+    residual_axial_px_rms: float = float("nan")
+    registration_ok: bool = True
+    lattice_agreement: float = float("nan")
+
+
+def _check_volumes(volumes) -> None:
+    if getattr(volumes, "ndim", 0) != 4:
+        raise ValueError(
+            "volumes must be 4-D (repeat, bscan, depth, aline); got shape "
+            f"{getattr(volumes, 'shape', None)} — stack repeats with np.stack, or add an axis "
+            "with volume[None] for a single volume")
+    if volumes.shape[0] < 1 or volumes.shape[1] < 2 or volumes.shape[2] < 8 or volumes.shape[3] < 8:
+        raise ValueError(f"volumes shape {volumes.shape} is too small: need ≥ 2 B-scans and ≥ 8 px "
+                         "in depth and along the A-lines")
+
+
+def pick_reference(volumes, *, valid=None, device: str = "cpu") -> int:
+    """Pick the repeat least affected by motion and blinks.
+
+    Score = fraction of usable B-scans × mean correlation of adjacent rows of the
+    repeat's en face projection (lateral jitter between B-scans lowers it).
+
+    Returns
+    -------
+    int, index into the repeat axis.
+    """
+    _check_volumes(volumes)
+    backend = get_backend(device)
+    xp = backend.xp
+    n_repeats = volumes.shape[0]
+    scores = np.zeros(n_repeats)
+    for r in range(n_repeats):
+        vol = to_device(volumes[r], device).astype(xp.float32, copy=False)
+        enface = to_host(xp.sqrt(xp.maximum(vol, 0)).mean(axis=1))
+        ok = np.ones(enface.shape[0], bool) if valid is None else np.asarray(valid[r], bool)
+        rows = enface[ok] - enface[ok].mean(axis=1, keepdims=True)
+        rows /= np.linalg.norm(rows, axis=1, keepdims=True) + 1e-12
+        corr = (rows[1:] * rows[:-1]).sum(axis=1).mean() if len(rows) > 1 else 0.0
+        scores[r] = ok.mean() * corr
+    return int(np.argmax(scores))
+
+
+def _interp_invalid(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Fill rows where ``valid`` is False by linear interpolation along the B-scan axis."""
+    out = values.copy()
+    if valid.all() or not valid.any():
+        return out
+    idx = np.arange(len(valid))
+    for k in range(values.shape[1]):
+        out[~valid, k] = np.interp(idx[~valid], idx[valid], values[valid, k])
+    return out
+
+
+def _per_bscan_shifts(spec_m, spec_f, shape, center, search_px, sigma_px, chunk, backend, lateral=True):
+    # Chunks bound the size of the cross-power spectra and correlation surfaces.
+    xp = backend.xp
+    n = len(spec_m)
+    parts = []
+    for start in range(0, n, chunk):
+        sl = slice(start, min(n, start + chunk))
+        parts.append(match_spectra(spec_m[sl], spec_f[sl], shape, backend, center_px=center[sl],
+                                   search_px=search_px, sigma_px=sigma_px, lateral=lateral))
+    return tuple(to_host(xp.concatenate([p[k] for p in parts])) for k in range(3))
+
+
+def _spectra_chunked(volume, chunk, backend, row_weights, as_fixed=True) -> Spectra:
+    xp = backend.xp
+    parts = [compute_spectra(volume[s:s + chunk], backend, row_weights=row_weights, as_fixed=as_fixed)
+             for s in range(0, volume.shape[0], chunk)]
+    if len(parts) == 1:
+        return parts[0]
+    return Spectra(xp.concatenate([p.image for p in parts]), parts[0].rows,
+                   xp.concatenate([p.row_spec for p in parts]), xp.concatenate([p.profile for p in parts]))
+
+
+def adjacent_shifts(volume, *, valid=None, device: str = "cpu", search_px=(8, 8), sigma_px: float = 1.5,
+                    chunk_bscans: int | None = None):
+    """Displacement of each usable B-scan relative to the previous usable one.
+
+    Parameters
+    ----------
+    volume : array (n_bscans, n_depth, n_alines), linear intensity
+    valid : bool array (n_bscans,) or None
+
+    Returns
+    -------
+    cumulative : ndarray float32 (n_bscans, 2)
+        Cumulative sum of the adjacent displacements (first usable B-scan = 0),
+        interpolated over unusable B-scans.
+    quality : ndarray float32 (n_bscans,)
+    """
+    backend = get_backend(device)
+    vol = to_device(volume, device)
+    chunk = chunk_bscans or (vol.shape[0] if device == "cuda" else 32)
+    spec = _spectra_chunked(vol, chunk, backend, lateral_row_weights(vol, device=device))
+    return _adjacent_track(spec, valid, tuple(vol.shape[1:]), search_px, sigma_px, chunk, backend)
+
+
+def _adjacent_track(spec: Spectra, valid, shape, search_px, sigma_px, chunk, backend, lateral=True):
+    xp = backend.xp
+    n = len(spec)
+    valid = np.ones(n, bool) if valid is None else np.asarray(valid, bool)
+    idx = np.flatnonzero(valid)
+    cumulative = np.zeros((n, 2), np.float32)
+    quality = np.zeros(n, np.float32)
+    if len(idx) < 2:
+        return cumulative, quality
+    if len(idx) < n:
+        spec = spec[to_device(idx, backend.device)]
+    center = xp.zeros((len(idx) - 1, 2), dtype=xp.int64)
+    steps, q, _ = _per_bscan_shifts(spec[1:], spec[:-1], shape, center, search_px, sigma_px, chunk, backend,
+                                    lateral=lateral)
+    cumulative[idx] = np.concatenate([np.zeros((1, 2), np.float32), np.cumsum(steps, axis=0)])
+    quality[idx[1:]] = q
+    quality[idx[0]] = q[0]
+    return _interp_invalid(cumulative, valid), quality
+
+
+def _isolated_outliers(d: np.ndarray, threshold_px: float) -> np.ndarray:
+    """B-scans whose shift jumps away from *both* neighbourhoods: a false correlation peak.
+
+    Eye motion is continuous between B-scans except for saccades, which are steps, and a
+    running median of 5 keeps steps while removing isolated spikes. Returns (R, B) bool.
+    """
+    if d.shape[1] < 5:
+        return np.zeros(d.shape[:2], bool)
+    smooth = median_filter(d, size=(1, 5, 1), mode="nearest")
+    return (np.abs(d - smooth) > threshold_px).any(axis=2)
+
+
+def _saccade_steps(e: np.ndarray, threshold_px: float) -> np.ndarray:
+    """Per-repeat step series of (micro)saccades found in the across-repeat shifts.
+
+    A saccade of size S in repeat r at B-scan b shifts ``e[r]`` by S (R-1)/R and every other
+    ``e[r']`` by -S/R. With ≥ 3 repeats and saccades rarely coinciding, the per-repeat steps
+    are the jump vector minus its median over repeats (the median repeat did not jump),
+    so the mean-frame part S/R — invisible to across-repeat matching — is recovered too.
+
+    Parameters
+    ----------
+    e : (R, B) mean-frame shifts along one axis, px
+    threshold_px : jumps below this (max over repeats) are treated as drift/tremor
+
+    Returns
+    -------
+    (R, B) cumulative saccade displacement of each repeat, px (0 before the first jump).
+    """
+    n_repeats = e.shape[0]
+    jumps = np.diff(e, axis=1)
+    if n_repeats < 3:
+        return np.zeros_like(e)
+    big = np.abs(jumps).max(axis=0) > threshold_px
+    steps = np.where(big[None], jumps - np.median(jumps, axis=0, keepdims=True), 0)
+    return np.concatenate([np.zeros((n_repeats, 1)), np.cumsum(steps, axis=1)], axis=1).astype(np.float32)
+
+
+def _within_volume_track(track: np.ndarray, *, axial_degree: int, step_threshold_px: float) -> np.ndarray:
+    """Motion of the mean frame from its adjacent-B-scan steps: (B, 2) px.
+
+    Axial: the cumulative track minus a polynomial of ``axial_degree`` along the B-scans —
+    retinal tilt and curvature are smooth, the layers are continuous, so the steps are
+    precise (~0.1 px on the phantom) and only the polynomial part of the motion is lost.
+    Lateral: only jumps above ``step_threshold_px`` (saccades). Adjacent B-scans hold
+    different rows of cones, so each lateral step is uncertain by ~0.7 px RMS (phantom,
+    2.26 µm/px) and integrating every step adds more error than the drift it removes.
+    """
+    b = np.arange(len(track), dtype=np.float64)
+    axial = track[:, 0] - np.polyval(np.polyfit(b, track[:, 0], min(axial_degree, len(b) - 1)), b)
+    steps = np.diff(track[:, 1])
+    jumps = np.where(np.abs(steps) > step_threshold_px, steps, 0)
+    lateral = np.concatenate([[0.0], np.cumsum(jumps)])
+    return np.stack([axial - axial.mean(), lateral - lateral.mean()], axis=1).astype(np.float32)
+
+
+def _mean_frame_residual(e: np.ndarray, usable: np.ndarray) -> np.ndarray:
+    """Expected RMS of the mean displacement ``M[b]`` that across-repeat matching cannot see.
+
+    With independent motion in R repeats, ``e[r, b] = m[r, b] - M[b]`` scatter with the
+    motion variance σ² (R-1)/R around 0 and ``M[b]`` has variance σ²/R, so
+    ``E[M²] = Σ_r e² / (R (R - 1))``. Returns (2,) px, NaN for fewer than 2 usable repeats.
+    """
+    n_used = usable.sum(axis=0)
+    ok = n_used >= 2
+    if not ok.any():
+        return np.full(2, np.nan)
+    centred = e - e.mean(axis=1, keepdims=True)          # one constant per repeat is free
+    sq = (centred ** 2 * usable[..., None]).sum(axis=0)[ok]
+    k = n_used[ok][:, None].astype(np.float64)
+    return np.sqrt((sq / (k * (k - 1))).mean(axis=0))
+
+
+def estimate_motion(volumes, geometry: Geometry, *, reference: int | None = None, device: str = "cpu",
+                    search_px: tuple[int, int] = (12, 12), rigid_search_fraction: float = 0.25,
+                    sigma_px: float = 1.5, within_volume: bool | None = None,
+                    axial_detrend_degree: int = 2, saccade_threshold_px: float = 1.5,
+                    min_quality: float = 0.05, outlier_px: float = 2.0,
+                    dim_fraction: float = 0.5, max_rejected_fraction: float = 0.1,
+                    chunk_bscans: int | None = None, return_average: bool = False):
+    """Estimate every B-scan's displacement for a case of repeated volumes.
+
+    Parameters
+    ----------
+    volumes : array (n_repeats, n_bscans, n_depth, n_alines), any real dtype, linear intensity
+        May live on the GPU (CuPy) or be a NumPy memmap; it is never modified.
+    geometry : Geometry
+        For the residual in µm.
+    reference : int or None
+        Reference repeat; None picks one with :func:`pick_reference`.
+    device : {"cpu", "cuda"}
+    search_px : (int, int)
+        Per-B-scan search half-window (depth, aline) around the rigid shift, px.
+    rigid_search_fraction : float
+        Rigid search half-window as a fraction of the B-scan size.
+    sigma_px : float
+        Correlation peak width (Gaussian spectral window), px.
+    within_volume : bool or None
+        Track the mean frame's motion along the B-scan sequence by registering adjacent
+        B-scans of the mean-frame average (step 3 of the module docstring; see
+        :func:`_within_volume_track`). None = yes.
+    axial_detrend_degree : int
+        Polynomial (along the B-scans) removed from the axial within-volume track as
+        anatomy (tilt, curvature).
+    saccade_threshold_px : float
+        Lateral jumps between consecutive B-scans larger than this are treated as
+        (micro)saccades (see :func:`_saccade_steps`); for ≤ 2 repeats the within-volume
+        lateral track is used instead, above max(threshold, 4 × its robust step noise).
+    min_quality : float
+        B-scans whose correlation peak is below this fraction of a perfect match are rejected.
+    outlier_px : float
+        A B-scan whose across-repeat shift differs from the running median of its 5
+        neighbours by more than this is a false match and is rejected.
+    dim_fraction : float
+        B-scans dimmer than this fraction of the median B-scan are rejected (blinks).
+    chunk_bscans : int or None
+        B-scans per FFT batch (memory bound); default all on CUDA, 32 on the CPU.
+    return_average : bool
+        Also return the corrected repeat average and the OCTA decorrelation (float32, on
+        ``device``; decorrelation None for one repeat).
+
+    Returns
+    -------
+    MotionReport, or (MotionReport, average, decorrelation) when ``return_average``.
+    """
+    _check_volumes(volumes)
+    if reference is not None and not 0 <= int(reference) < volumes.shape[0]:
+        raise ValueError(f"reference must index a repeat in [0, {volumes.shape[0] - 1}]; got {reference}")
+    backend = get_backend(device)
+    xp = backend.xp
+    n_repeats, n_bscans, n_depth, n_alines = volumes.shape
+    shape = (n_depth, n_alines)
+    chunk = chunk_bscans or (n_bscans if device == "cuda" else 32)
+    valid = np.stack([~dim_bscans(volumes[r], dim_fraction=dim_fraction, device=device)
+                      for r in range(n_repeats)])
+    if reference is not None:
+        ref = int(reference)
+    else:
+        ref = pick_reference(volumes, valid=valid, device=device) if n_repeats > 1 else 0
+
+    d = np.zeros((n_repeats, n_bscans, 2), np.float32)
+    quality = np.ones((n_repeats, n_bscans), np.float32)
+    rigid = np.zeros((n_repeats, 2), np.float32)
+    rigid_edge = False
+    ref_vol = to_device(volumes[ref], device)
+    row_weights = lateral_row_weights(ref_vol, device=device)
+    spec_ref = _spectra_chunked(ref_vol, chunk, backend, row_weights)
+    del ref_vol
+    rigid_radius = (int(rigid_search_fraction * n_depth), int(rigid_search_fraction * n_alines))
+    for r in range(n_repeats):
+        if r == ref:
+            continue
+        spec_r = _spectra_chunked(to_device(volumes[r], device), chunk, backend, row_weights, as_fixed=False)
+        pair_ok = valid[r] & valid[ref]
+        g, _, g_edge = match_spectra(spec_r, spec_ref, shape, backend,
+                                     center_px=xp.zeros((1, 2), dtype=xp.int64), search_px=rigid_radius,
+                                     sigma_px=sigma_px,
+                                     mean_over=to_device(pair_ok if pair_ok.any() else valid[r], device))
+        rigid[r] = to_host(g)[0]
+        rigid_edge |= bool(to_host(g_edge)[0])
+        center = xp.broadcast_to(xp.rint(g).astype(xp.int64), (n_bscans, 2))
+        shifts, q, edge = _per_bscan_shifts(spec_r, spec_ref, shape, center, search_px, sigma_px,
+                                            chunk, backend)
+        del spec_r
+        d[r] = shifts
+        quality[r] = np.where(edge, 0, q)
+    usable = valid & (quality >= min_quality) & ~_isolated_outliers(d, outlier_px)
+    usable[ref] = valid[ref]
+    for r in range(n_repeats):
+        d[r] = _interp_invalid(d[r], usable[r])
+    weights = usable.astype(np.float32)
+    w_any = weights.sum(axis=0)
+    w_mean = np.where(w_any[None] > 0, weights, 1.0) / np.where(w_any > 0, w_any, n_repeats)[None]
+    mean_rel = (w_mean[..., None] * d).sum(axis=0)        # M[b] - m[ref, b]
+    e = d - mean_rel[None]
+
+    # Saccades seen across repeats give back their mean-frame share (lateral axis).
+    saccades = _saccade_steps(e[..., 1], saccade_threshold_px)
+    e_clean = e.copy()
+    e_clean[..., 1] -= saccades - saccades.mean(axis=0, keepdims=True)
+    shifts = e.astype(np.float32)
+    shifts[..., 1] += saccades.mean(axis=0)[None] - saccades.mean(axis=0).mean()
+    within = True if within_volume is None else bool(within_volume)
+    if within:
+        # Adjacent B-scans of the reference (spectra already at hand) track m[ref] plus
+        # anatomy; adding mean_rel turns that into the mean frame's M plus anatomy.
+        # With ≥ 3 repeats only the axial track is used (saccades come from the repeats).
+        track, _ = _adjacent_track(spec_ref, valid[ref], shape, search_px, sigma_px, chunk, backend,
+                                   lateral=n_repeats < 3)
+        track = track + mean_rel
+        step_noise = 1.4826 * np.median(np.abs(np.diff(track[:, 1]) - np.median(np.diff(track[:, 1]))))
+        fast = _within_volume_track(track, axial_degree=axial_detrend_degree,
+                                    step_threshold_px=max(saccade_threshold_px, 4 * step_noise))
+        if n_repeats >= 3:
+            fast[:, 1] = 0          # saccades already came from the across-repeat jumps
+        shifts = shifts + fast[None]
+    del spec_ref
+    average = decor = None
+    if return_average:
+        average, decor = average_repeats(volumes, shifts, weights=weights, device=device,
+                                         decorrelation=n_repeats > 1)
+    # Across-repeat estimate of what is left; for the axial axis, where the within-volume
+    # track also corrects part of the mean frame, it is close to an upper bound.
+    resid = _mean_frame_residual(e_clean, usable)
+
+    rejected = [(int(r), int(b)) for r, b in zip(*np.nonzero(~usable))]
+    ok = (len(rejected) <= max_rejected_fraction * n_repeats * n_bscans) and not rigid_edge
+    report = MotionReport(
+        shifts_px=shifts, reference=ref, rigid_shift_px=rigid, quality=quality, weights=weights,
+        rejected_bscans=rejected,
+        residual_lateral_um_rms=float(resid[1] * geometry.aline_um_per_px),
+        residual_axial_px_rms=float(resid[0]), registration_ok=bool(ok))
+    return (report, average, decor) if return_average else report

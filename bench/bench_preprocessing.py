@@ -1,0 +1,215 @@
+"""CPU benchmark of aooct_core.preprocessing: speed, memory, accuracy, speckle vs N.
+
+Run (about 2-3 min on 2 cores)::
+
+    nice -n 10 .venv/bin/python bench/bench_preprocessing.py [--seeds 6] [--quick]
+
+Prints markdown tables (copied into bench/results_preprocessing.md):
+
+1. speed — ``estimate_motion`` on a 3 × 128×256×128 phantom against a baseline that loops
+   scikit-image's ``phase_cross_correlation`` (upsample_factor=10) over the B-scans of the
+   non-reference repeats; both timed in this run (best of n);
+2. memory — tracemalloc peak of motion correction and of the full pipeline, relative to
+   the input size;
+3. accuracy over phantom seeds — residual motion (est − true, one constant per repeat
+   removed), surface depth errors;
+4. speckle contrast vs number of averaged repeats N on the phantom, and on the real
+   AO-OCT series ``aooct-rpe/full-fov`` (same field averaged over N volumes) when present.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from aooct_core.phantom import make_phantom  # noqa: E402
+from aooct_core.preprocessing import estimate_motion, preprocess_case, speckle_contrast  # noqa: E402
+from aooct_core.preprocessing.pipeline import speckle_mask  # noqa: E402
+
+SHARED = Path(os.environ.get("AOOCT_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+def _best(fn, n):
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def residual(est, true, um_per_px):
+    err = est - true
+    err = err - err.mean(axis=1, keepdims=True)
+    rms = np.sqrt((err ** 2).mean(axis=(0, 1)))
+    return float(rms[0]), float(rms[1] * um_per_px)
+
+
+def bench_speed(ph, rounds: int = 5) -> None:
+    from scipy import ndimage
+    from skimage.registration import phase_cross_correlation
+
+    vols, geom = ph.volumes, ph.geometry
+    ref = 0
+    pairs = [(r, b) for r in range(1, vols.shape[0]) for b in range(vols.shape[1])]
+    # The machine is shared and loaded by others: every baseline call is timed on its own
+    # and its fastest time over the rounds is kept (a lower bound of the baseline, which
+    # favours the baseline); ours is the fastest of the same number of whole runs.
+    est = np.full(len(pairs), np.inf)
+    corr = np.full(len(pairs), np.inf)
+    best = {"ours": np.inf, "ours_est": np.inf, "ours_1": np.inf}
+
+    def ours():
+        return estimate_motion(vols, geom, reference=ref, return_average=True)
+
+    import scipy.fft
+
+    for _ in range(rounds):
+        for i, (r, b) in enumerate(pairs):
+            t0 = time.perf_counter()
+            shift = phase_cross_correlation(vols[ref, b], vols[r, b], upsample_factor=10)[0]
+            t1 = time.perf_counter()
+            ndimage.shift(vols[r, b], shift, order=1, mode="nearest")
+            t2 = time.perf_counter()
+            est[i] = min(est[i], t1 - t0)
+            corr[i] = min(corr[i], t2 - t0)
+        best["ours"] = min(best["ours"], _best(ours, 1))
+        best["ours_est"] = min(best["ours_est"], _best(lambda: estimate_motion(vols, geom, reference=ref), 1))
+        with scipy.fft.set_workers(1):
+            best["ours_1"] = min(best["ours_1"], _best(ours, 1))
+    base_est, base_corr = float(est.sum()), float(corr.sum())
+    print(f"\n### Speed, 3 × 128×256×128 phantom (this CPU: 2 shared cores, no GPU; {rounds} interleaved rounds)\n")
+    print("| method | time (s) | ours faster by |")
+    print("|---|---|---|")
+    print(f"| baseline A: loop skimage phase_cross_correlation (upsample 10) over {len(pairs)} B-scan pairs, "
+          f"estimate only (sum of per-call best times) | {base_est:.3f} | {base_est / best['ours_est']:.1f}× "
+          f"(vs ours estimate only) |")
+    print(f"| baseline B: A + scipy.ndimage.shift (order 1) per B-scan (correction) | {base_corr:.3f} | "
+          f"{base_corr / best['ours']:.1f}× (vs ours with average) |")
+    print(f"| ours, estimate only: estimate_motion() | {best['ours_est']:.3f} | — |")
+    print(f"| ours with the corrected average: estimate_motion(return_average=True) | {best['ours']:.3f} | — |")
+    print(f"| ours with average, scipy.fft workers=1 | {best['ours_1']:.3f} | B: {base_corr / best['ours_1']:.1f}× |")
+
+
+def bench_memory(ph) -> None:
+    vols, geom = ph.volumes, ph.geometry
+    size = vols.nbytes
+    rows = []
+    for name, fn in (("estimate_motion", lambda: estimate_motion(vols, geom)),
+                     ("estimate_motion + average", lambda: estimate_motion(vols, geom, return_average=True)),
+                     ("preprocess_case", lambda: preprocess_case(vols, geom))):
+        tracemalloc.start()
+        out = fn()
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        del out
+        rows.append((name, peak))
+    print(f"\n### Peak memory (input {size / 2**20:.1f} MiB float32, tracemalloc)\n")
+    print("| step | extra peak (MiB) | (input + extra) / input |")
+    print("|---|---|---|")
+    for name, peak in rows:
+        print(f"| {name} | {peak / 2**20:.1f} | {(size + peak) / size:.2f}× |")
+
+
+def bench_accuracy(seeds) -> None:
+    print("\n### Accuracy on phantoms (3 × 128×256×128, default motion)\n")
+    print("| seed | axial before (px) | axial after (px) | lateral before (µm) | lateral after (µm) | "
+          "est. residual lat (µm) | rejected | ILM / ISOS / COST / RPE RMS err (px) | time (s) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    lat, ax, surf = [], [], []
+    for seed in seeds:
+        ph = make_phantom(seed=seed, n_repeats=3)
+        t0 = time.perf_counter()
+        out = preprocess_case(ph.volumes, ph.geometry)
+        dt = time.perf_counter() - t0
+        um = ph.geometry.aline_um_per_px
+        b_ax, b_lat = residual(np.zeros_like(ph.motion_px), ph.motion_px, um)
+        a_ax, a_lat = residual(out.motion.shifts_px, ph.motion_px, um)
+        errs = [float(np.sqrt(np.mean((out.surfaces_px[k] - ph.surfaces_px[k]) ** 2)))
+                for k in ("ILM", "ISOS", "COST", "RPE")]
+        lat.append(a_lat)
+        ax.append(a_ax)
+        surf.append(max(errs))
+        print(f"| {seed} | {b_ax:.2f} | {a_ax:.2f} | {b_lat:.2f} | {a_lat:.2f} | "
+              f"{out.motion.residual_lateral_um_rms:.2f} | {len(out.motion.rejected_bscans)} | "
+              f"{' / '.join(f'{e:.2f}' for e in errs)} | {dt:.2f} |")
+    print(f"\nmedian over seeds: axial {np.median(ax):.2f} px (target ≤ 1), lateral {np.median(lat):.2f} µm "
+          f"(target ≤ 1.0), mean lateral {np.mean(lat):.2f} µm, worst surface RMS {max(surf):.2f} px (target ≤ 2)")
+
+
+def bench_speckle_phantom(n_max: int) -> None:
+    ph = make_phantom(seed=0, n_repeats=n_max, shape_px=(64, 256, 128))
+    print(f"\n### Speckle contrast vs N — phantom (seed 0, {n_max} × 64×256×128)\n")
+    print("Median local SD/mean (3 B-scans × 1 px × 9 A-lines windows) in the mid inner retina of the "
+          "motion-corrected average; the phantom's model predicts C(N) = C(1)/sqrt(N) for independent speckle.\n")
+    print("| N | C(N) measured | C(1)/sqrt(N) predicted | C(N)·sqrt(N) |")
+    print("|---|---|---|---|")
+    c1 = None
+    for n in [k for k in (1, 2, 3, 4, 6, 8, 12, 16) if k <= n_max]:
+        out = preprocess_case(ph.volumes[:n], ph.geometry)
+        c = out.speckle_contrast
+        c1 = c if c1 is None else c1
+        print(f"| {n} | {c:.3f} | {c1 / np.sqrt(n):.3f} | {c * np.sqrt(n):.3f} |")
+    # The same N = 1 volume measured in the phantom's own truth frame, as a cross-check.
+    mask = speckle_mask(ph.surfaces_px, ph.volumes.shape[1:])
+    print(f"\nN=1 without any processing (raw repeat 0, true surfaces): "
+          f"{speckle_contrast(ph.volumes[0], mask=mask):.3f}")
+
+
+def bench_speckle_real() -> None:
+    folder = SHARED / "aooct-rpe" / "full-fov" / "0201"
+    if not folder.exists():
+        print(f"\n### Speckle contrast vs N — real AO-OCT: skipped ({folder} not found)")
+        return
+    import tifffile
+
+    print("\n### Speckle contrast vs N — real AO-OCT RPE en face (aooct-rpe/full-fov/0201, Soltanian-Zadeh 2024)\n")
+    print("Same 490×500 field averaged over N registered volumes; median local SD/mean in 9×9 windows "
+          "of the linear-intensity image (the RPE cell pattern itself sets a floor).\n")
+    print("| N | C(N) | C(1)/sqrt(N) | C(N)·sqrt(N) |")
+    print("|---|---|---|---|")
+    rows = []
+    for path in sorted(folder.glob("average_N*.tif")):
+        n = int(path.stem.split("N")[-1])
+        img = tifffile.imread(path).astype(np.float32)
+        if img.ndim == 3:
+            img = img.mean(axis=-1) if img.shape[-1] in (3, 4) else img[0]
+        rows.append((n, speckle_contrast(img, window_px=(9, 9))))
+    rows.sort()
+    c1 = rows[0][1]
+    for n, c in rows:
+        print(f"| {n} | {c:.3f} | {c1 / np.sqrt(n):.3f} | {c * np.sqrt(n):.3f} |")
+    ns = np.array([r[0] for r in rows], float)
+    cs = np.array([r[1] for r in rows], float)
+    slope = np.polyfit(np.log(ns), np.log(cs), 1)[0]
+    # C² = a/N + b: speckle part a, structure floor b (least squares in C²).
+    a, b = np.linalg.lstsq(np.stack([1 / ns, np.ones_like(ns)], 1), cs ** 2, rcond=None)[0]
+    print(f"\nlog-log slope {slope:.2f} (pure speckle: −0.5); fit C² = {a:.4f}/N + {b:.4f} "
+          f"(structure floor C = {np.sqrt(max(b, 0)):.3f})")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seeds", type=int, default=6)
+    parser.add_argument("--quick", action="store_true", help="skip the slow baseline and use 2 seeds")
+    args = parser.parse_args(argv)
+    print("# aooct preprocessing benchmark (CPU)")
+    ph = make_phantom(seed=0, n_repeats=3)
+    if not args.quick:
+        bench_speed(ph)
+    bench_memory(ph)
+    bench_accuracy(range(2 if args.quick else args.seeds))
+    bench_speckle_phantom(4 if args.quick else 8)
+    bench_speckle_real()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

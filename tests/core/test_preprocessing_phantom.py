@@ -1,0 +1,80 @@
+"""Accuracy of aooct_core.preprocessing against the ground-truth phantom (and real data).
+
+Default tests use small phantoms (seconds); the full-size accuracy suite is ``slow``.
+Targets (issue 3): residual lateral motion ≤ 1.0 µm RMS, axial ≤ 1 px, surface depth
+error ≤ 2 px, speckle contrast falling with N as the phantom predicts (1/sqrt(N)).
+Measured figures are in bench/results_preprocessing.md; the lateral and axial targets are
+met as medians over seeds but NOT on every seed (drift of the mean over repeats is
+partly unobservable), so the slow test checks medians plus a per-seed improvement.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from aooct_core.preprocessing import preprocess_case, speckle_contrast
+
+phantom = pytest.importorskip("aooct_core.phantom")
+
+
+def _residual(est, true, um_per_px):
+    err = est - true
+    err = err - err.mean(axis=1, keepdims=True)   # one constant per repeat is free
+    rms = np.sqrt((err ** 2).mean(axis=(0, 1)))
+    return float(rms[0]), float(rms[1] * um_per_px)
+
+
+def test_speckle_contrast_falls_as_one_over_sqrt_n():
+    ph = phantom.make_phantom(seed=2, n_repeats=4, shape_px=(32, 256, 64))
+    c1 = preprocess_case(ph.volumes[:1], ph.geometry).speckle_contrast
+    c4 = preprocess_case(ph.volumes, ph.geometry).speckle_contrast
+    assert 0.4 < c4 / c1 < 0.6, (c1, c4)          # 1/sqrt(4) = 0.5
+
+
+def test_pipeline_on_small_phantom_meets_surface_and_axial_targets():
+    ph = phantom.make_phantom(seed=4, n_repeats=3, shape_px=(48, 256, 96))
+    out = preprocess_case(ph.volumes, ph.geometry)
+    axial, _ = _residual(out.motion.shifts_px, ph.motion_px, ph.geometry.aline_um_per_px)
+    assert axial <= 1.0
+    for name in ("ILM", "ISOS", "COST", "RPE"):
+        err = out.surfaces_px[name] - ph.surfaces_px[name]
+        assert np.sqrt(np.mean(err ** 2)) <= 2.0, name
+    assert out.registration_ok
+    # The cone slab is brighter where the truth has cones: en face mean of isos > svp.
+    assert out.enface["isos"].mean() > out.enface["svp"].mean()
+
+
+@pytest.mark.slow
+def test_full_size_phantom_accuracy_over_seeds():
+    axial, lateral, surfaces = [], [], []
+    for seed in range(6):
+        ph = phantom.make_phantom(seed=seed, n_repeats=3)
+        out = preprocess_case(ph.volumes, ph.geometry)
+        um = ph.geometry.aline_um_per_px
+        _, before_lat = _residual(np.zeros_like(ph.motion_px), ph.motion_px, um)
+        ax, lat = _residual(out.motion.shifts_px, ph.motion_px, um)
+        assert lat <= 0.7 * before_lat, (seed, before_lat, lat)
+        assert np.isfinite(out.motion.residual_lateral_um_rms)
+        axial.append(ax)
+        lateral.append(lat)
+        surfaces += [float(np.sqrt(np.mean((out.surfaces_px[k] - ph.surfaces_px[k]) ** 2)))
+                     for k in ("ILM", "ISOS", "COST", "RPE")]
+    # Targets as medians over seeds; single seeds miss them (see results_preprocessing.md).
+    assert np.median(axial) <= 1.0, axial
+    assert np.median(lateral) <= 1.0, lateral
+    assert max(surfaces) <= 2.0, surfaces
+
+
+@pytest.mark.slow
+def test_real_aooct_series_speckle_falls_with_n(shared_data):
+    tifffile = pytest.importorskip("tifffile")
+    folder = shared_data / "aooct-rpe" / "full-fov" / "0201"
+    if not folder.exists():
+        pytest.skip(f"{folder} not found")
+    curve = {}
+    for path in folder.glob("average_N*.tif"):
+        img = tifffile.imread(path).astype(np.float32)
+        curve[int(path.stem.split("N")[-1])] = speckle_contrast(img, window_px=(9, 9))
+    ns = sorted(curve)
+    values = [curve[n] for n in ns]
+    assert all(a > b for a, b in zip(values, values[1:])), curve

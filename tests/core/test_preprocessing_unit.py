@@ -1,0 +1,241 @@
+"""Unit tests of aooct_core.preprocessing on a tiny local synthetic retina (fast, no phantom)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from aooct_core.geometry import Geometry
+from aooct_core.preprocessing import (
+    average_repeats,
+    dim_bscans,
+    enface_slabs,
+    estimate_motion,
+    flatten_volume,
+    from_db,
+    normalize_volume,
+    phase_correlate,
+    preprocess_case,
+    segment_layers,
+    shift_bscans,
+    speckle_contrast,
+    to_db,
+    to_host,
+)
+
+try:
+    import torch
+
+    _CUDA = bool(torch.cuda.is_available())
+except ImportError:  # torch is a project dependency; this only guards odd installs
+    _CUDA = False
+DEVICES = ["cpu"] + (["cuda"] if _CUDA else [])
+GEOM = Geometry(bscan_um_per_px=2.26, depth_um_per_px=2.0, aline_um_per_px=2.26)
+
+
+def make_synthetic(*, seed=0, n_repeats=2, shape=(32, 96, 48), motion_um=4.0, blink=None):
+    """Small layered retina with a cone mosaic, per-repeat speckle and per-B-scan motion.
+
+    Returns volumes (R, B, D, A) float32, motion_px (R, B, 2), surfaces dict (B, A) px.
+    Layer centres (px): ILM 14, ISOS 56, COST 64, RPE 70 (depth 2 µm/px).
+    """
+    rng = np.random.default_rng(seed)
+    n_b, n_d, n_a = shape
+    pad = 12
+    wide = n_a + 2 * pad
+    # En face cone mosaic on a wider field so lateral shifts bring real content in.
+    pts = rng.uniform([0, 0], [n_b, wide], size=(int(n_b * wide / 5), 2))
+    cones = np.zeros((n_b, wide))
+    np.add.at(cones, (pts[:, 0].astype(int), pts[:, 1].astype(int)), rng.uniform(0.5, 1.5, len(pts)))
+    cones = ndimage.gaussian_filter(cones, 1.0)
+    cones /= cones.max() / 2.0   # AO-OCT cones are bright, compact reflections
+    z = np.arange(n_d, dtype=float)[:, None]
+    tilt = np.linspace(-2, 2, n_b)
+
+    def reflectivity(b):
+        zz = z - tilt[b]
+        prof = 0.002 + 0.4 * ((zz > 14) & (zz < 22)) + 0.08 * ((zz >= 22) & (zz < 50))
+        prof = prof + 0.5 * np.exp(-0.5 * ((zz - 56) / 0.8) ** 2) * (0.1 + cones[b])[None, :]
+        prof = prof + 0.3 * np.exp(-0.5 * ((zz - 64) / 0.8) ** 2) * (0.1 + cones[b])[None, :]
+        prof = prof + 1.0 * np.exp(-0.5 * ((zz - 70) / 1.2) ** 2) + 0.2 * (zz > 74)
+        return ndimage.gaussian_filter(prof * np.ones((1, wide)), (0.6, 0.6))
+
+    truth = np.stack([reflectivity(b) for b in range(n_b)])
+    motion = np.zeros((n_repeats, n_b, 2), np.float32)
+    vols = np.zeros((n_repeats, n_b, n_d, n_a), np.float32)
+    for r in range(n_repeats):
+        lat = np.cumsum(rng.normal(0, 0.3, n_b)) + rng.normal(0, motion_um / 2.26 / 3, n_b)
+        ax = 1.5 * np.sin(2 * np.pi * (np.arange(n_b) / n_b + rng.uniform())) + rng.normal(0, 0.3, n_b)
+        motion[r, :, 0] = ax - ax.mean()
+        motion[r, :, 1] = lat - lat.mean()
+        for b in range(n_b):
+            moved = ndimage.shift(truth[b], (motion[r, b, 0], motion[r, b, 1]), order=3, mode="nearest")
+            vols[r, b] = moved[:, pad:pad + n_a]
+        speckle = rng.exponential(size=vols[r].shape)
+        vols[r] = np.maximum(vols[r], 0) * ndimage.gaussian_filter(speckle, (0, 0.5, 0.5)) * 1000
+        vols[r] += rng.exponential(2.0, size=vols[r].shape)
+    if blink is not None:
+        vols[blink[0], blink[1]] *= 0.05
+    surfaces = {name: (c + tilt[:, None] + np.zeros((n_b, n_a))).astype(np.float32)
+                for name, c in (("ILM", 14.5), ("ISOS", 56.0), ("COST", 64.0), ("RPE", 70.0))}
+    return vols, motion, surfaces
+
+
+def _residual_rms(est, true):
+    err = est - true
+    err = err - err.mean(axis=1, keepdims=True)  # one constant per repeat is free
+    return np.sqrt((err ** 2).mean(axis=(0, 1)))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_phase_correlate_recovers_subpixel_shifts(device):
+    rng = np.random.default_rng(1)
+    base = ndimage.gaussian_filter(rng.random((12, 64, 64)), (0, 2, 2)).astype(np.float32) ** 3
+    true = rng.uniform(-5, 5, (12, 2)).astype(np.float32)
+    moved = np.stack([ndimage.shift(b, t, order=3, mode="wrap") for b, t in zip(base, true)])
+    est = phase_correlate(moved, base, device=device)
+    assert est.shifts_px.shape == (12, 2) and est.shifts_px.dtype == np.float32
+    assert np.abs(est.shifts_px - true).max() < 0.35
+    assert (est.quality > 0.5).all()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_shift_bscans_round_trip_and_inputs_untouched(device):
+    rng = np.random.default_rng(2)
+    vol = ndimage.gaussian_filter(rng.random((4, 40, 40)), 3).astype(np.float64)
+    copy = vol.copy()
+    shifts = np.array([[1.5, -2.25], [0, 0], [-3, 0.5], [0.25, 4]], np.float32)
+    out = to_host(shift_bscans(vol, shifts, device=device))
+    back = to_host(shift_bscans(out, -shifts, device=device))
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(vol, copy)
+    np.testing.assert_allclose(back[:, 6:-6, 6:-6], vol[:, 6:-6, 6:-6], atol=0.02 * vol.max())
+    np.testing.assert_allclose(out[1], vol[1], rtol=1e-6)
+
+
+def test_input_validation_messages():
+    with pytest.raises(ValueError, match="4-D"):
+        estimate_motion(np.zeros((8, 32, 32)), GEOM)
+    with pytest.raises(ValueError, match="reference"):
+        estimate_motion(np.ones((2, 8, 32, 32)), GEOM, reference=5)
+    with pytest.raises(ValueError, match="device"):
+        phase_correlate(np.ones((2, 8, 8)), np.ones((2, 8, 8)), device="tpu")
+    with pytest.raises(ValueError, match="volume\\[None\\]"):
+        preprocess_case(np.ones((8, 32, 32)), GEOM)
+
+
+def test_db_round_trip():
+    x = np.array([1e-3, 1.0, 250.0], np.float32)
+    np.testing.assert_allclose(from_db(to_db(x)), x, rtol=1e-5)
+    np.testing.assert_allclose(to_db(np.array([10.0, 100.0])), [10.0, 20.0], rtol=1e-6)
+
+
+def test_dim_bscans_flags_blink():
+    vols, _, _ = make_synthetic(seed=3, n_repeats=1, blink=(0, 7))
+    flags = dim_bscans(vols[0])
+    assert flags[7] and flags.sum() == 1
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_motion_correction_accuracy_small_phantom(device):
+    phantom = pytest.importorskip("aooct_core.phantom")
+    ph = phantom.make_phantom(seed=3, n_repeats=3, shape_px=(32, 256, 64))
+    before = _residual_rms(np.zeros_like(ph.motion_px), ph.motion_px)
+    report = estimate_motion(ph.volumes, ph.geometry, device=device)
+    after = _residual_rms(report.shifts_px, ph.motion_px)
+    assert report.shifts_px.shape == ph.motion_px.shape and report.shifts_px.dtype == np.float32
+    assert after[0] < 1.0 and after[0] < 0.7 * before[0], (before, after)   # axial px
+    assert after[1] < 0.7 * before[1], (before, after)                         # lateral px
+    assert np.isfinite(report.residual_lateral_um_rms)
+
+
+def test_blinked_bscan_is_rejected_and_reported():
+    vols, _, _ = make_synthetic(seed=5, n_repeats=3, blink=(1, 10))
+    report = estimate_motion(vols, GEOM)
+    assert (1, 10) in report.rejected_bscans
+    assert report.weights[1, 10] == 0
+    assert report.registration_ok
+
+
+def test_average_repeats_lowers_speckle_and_decorrelation():
+    vols, motion, _ = make_synthetic(seed=6, n_repeats=3, motion_um=0.0)
+    mean, decor = average_repeats(vols, motion, decorrelation=True)
+    one = vols[0]
+    band = np.zeros(one.shape, bool)
+    band[:, 30:45, 8:-8] = True
+    c1 = speckle_contrast(one, mask=band)
+    c3 = speckle_contrast(mean, mask=band)
+    assert c3 < 0.8 * c1
+    assert decor.shape == one.shape and np.nanmax(decor) <= 1.0 + 1e-6 and np.nanmin(decor) >= -1e-6
+
+
+def test_normalize_volume_scale_and_drift():
+    vols, _, _ = make_synthetic(seed=7, n_repeats=1)
+    vol = vols[0] * np.linspace(0.5, 1.5, vols.shape[1])[:, None, None]
+    out, gain = normalize_volume(vol, drift_sigma_bscans=0)
+    means = out.mean(axis=(1, 2))
+    assert means.std() / means.mean() < 0.05
+    assert 0.5 < np.percentile(out, 99.5) < 2.0
+    assert out.dtype == np.float32 and gain.shape == (vols.shape[1],)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_layers_on_motion_free_phantom(device):
+    phantom = pytest.importorskip("aooct_core.phantom")
+    ph = phantom.make_phantom(seed=5, n_repeats=3, shape_px=(16, 256, 64), motion_scale=0.0)
+    mean = ph.volumes.mean(axis=0)
+    found = {k: to_host(v) for k, v in segment_layers(mean, depth_um_per_px=2.0, device=device).items()}
+    for name in ("ILM", "ISOS", "COST", "RPE"):
+        err = np.abs(found[name] - ph.surfaces_px[name])
+        assert found[name].dtype == np.float32
+        assert np.sqrt(np.mean(err ** 2)) < 2.0 and np.percentile(err, 95) < 3.0, (name, np.median(err))
+
+
+def test_flatten_puts_surface_at_one_depth():
+    vols, _, surfaces = make_synthetic(seed=9, n_repeats=1, motion_um=0.0)
+    flat = flatten_volume(vols[0], surfaces["RPE"], target_depth_px=70)
+    profile = flat[:, 60:80].mean(axis=(0, 2))
+    assert 9 <= int(np.argmax(profile)) <= 11
+
+
+def test_preprocess_case_contract():
+    vols, _, _ = make_synthetic(seed=10, n_repeats=2)
+    vols_u16 = np.clip(vols, 0, 65535).astype(np.uint16)
+    copy = vols_u16.copy()
+    out = preprocess_case(vols_u16, GEOM)
+    np.testing.assert_array_equal(vols_u16, copy)
+    assert out.volume.shape == vols.shape[1:] and out.volume.dtype == np.float32
+    assert set(out.surfaces_px) >= {"ILM", "ISOS", "COST", "RPE"}
+    assert set(out.enface) == {"isos", "cost", "rpe", "nfl", "svp", "dvp", "octa_svp", "octa_dvp"}
+    for img in out.enface.values():
+        assert img.shape == (vols.shape[1], vols.shape[3]) and img.dtype == np.float32
+    assert np.isfinite(out.enface["octa_svp"]).all()
+    assert out.motion.shifts_px.shape == (2, vols.shape[1], 2)
+    assert 0 < out.speckle_contrast < 2 and np.isfinite(out.snr_db) and out.snr_db > 3
+    assert isinstance(out.registration_ok, bool)
+
+
+def test_single_volume_has_nan_octa():
+    vols, _, _ = make_synthetic(seed=11, n_repeats=1)
+    out = preprocess_case(vols[:1], GEOM)
+    assert np.isnan(out.enface["octa_dvp"]).all() and np.isfinite(out.enface["isos"]).all()
+
+
+@pytest.mark.skipif(not _CUDA, reason="needs a CUDA device")
+@pytest.mark.gpu
+def test_cpu_and_gpu_agree():
+    vols, _, _ = make_synthetic(seed=12, n_repeats=2)
+    cpu = preprocess_case(vols, GEOM, device="cpu")
+    gpu = preprocess_case(vols, GEOM, device="cuda")
+    np.testing.assert_allclose(gpu.motion.shifts_px, cpu.motion.shifts_px, atol=0.02)
+    np.testing.assert_allclose(gpu.volume, cpu.volume, rtol=1e-3, atol=1e-3)
+    for name in cpu.surfaces_px:
+        assert np.mean(np.abs(gpu.surfaces_px[name] - cpu.surfaces_px[name]) <= 0.5) >= 0.98
+
+
+def test_enface_slabs_pick_the_right_band():
+    vols, motion, surfaces = make_synthetic(seed=13, n_repeats=2, motion_um=0.0)
+    mean, _ = average_repeats(vols, motion)
+    imgs = enface_slabs(mean, surfaces, depth_um_per_px=2.0)
+    assert imgs["rpe"].mean() > imgs["isos"].mean() > imgs["svp"].mean() * 0.5
+    assert np.isnan(imgs["octa_svp"]).all()
