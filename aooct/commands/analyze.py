@@ -1,0 +1,338 @@
+"""``aooct analyze``: cells, capillaries and nerve fiber bundles from images, volumes or cases.
+
+Contract (stable; outside tools rely on it)
+-------------------------------------------
+``aooct analyze INPUT... --out OUT [--um-per-px F] [--target cones|rpe|capillaries|nfl|all]``
+
+* ``INPUT`` — any mix of case folders (with ``case.json``), volume files (3-D ``.tif``/``.tiff``,
+  ``.npy``, ``.dcm``), 2-D en face images (``.tif``/``.tiff``/``.png``/``.npy``) and folders of
+  en face images (each image is one input). All inputs are analysed in ONE process; each
+  model is loaded once.
+* For each input, ``OUT/<input name without extension>/`` receives:
+
+  - ``detections.csv`` — header ``row,col``; 0-based float pixel coordinates of the detected
+    cell centres in the en face frame: the image itself for images, (B-scan, A-line) of the
+    first volume for volumes and cases (preprocessing registers to repeat 0). These are the
+    cones, or the RPE cells when ``--target rpe``; with ``--target all`` the RPE cells go to
+    ``detections_rpe.csv``.
+  - ``vessels.png`` — binary capillary mask (0/255, 8-bit), when capillaries are analysed.
+  - ``metrics.json`` — keys where they apply: ``cone_count``, ``cone_density_cells_per_mm2``,
+    ``cone_density_ci95`` ``[lo, hi]``, ``nnd_um_mean``, ``rpe_count``,
+    ``capillary_area_density``, ``capillary_mean_diameter_um``, ``qc_flags`` (list of
+    ``{name, severity, value, threshold, message}``), plus ``input``, ``kind``,
+    ``um_per_px``, ``model_versions``, ``uncertainty`` and ``notes``. Physical metrics need
+    a pixel size: from ``--um-per-px``, the case geometry, the file or its sidecar JSON;
+    without one they are omitted and ``notes`` says so.
+  - ``nfl.png`` — binary nerve-fiber-bundle mask, when NFL is analysed (extra file).
+* Extra options (not part of the stable contract): ``--backend torch|onnx|tensorrt``,
+  ``--device cpu|cuda``. Uncertainty is always estimated by test-time augmentation (the
+  identity, two mirror flips and a 180° rotation); its QC summary is in
+  ``metrics.json["uncertainty"]``.
+* Volumes and cases are preprocessed with ``aooct_core.preprocessing.preprocess_case``
+  (reference repeat 0). Cone images sampled closer than 5 px per cone are resampled for
+  detection (spacing from the normative density at the case's eccentricity, or from the
+  image's power spectrum) and the points are mapped back to the input's pixel frame.
+* ``--target`` default: ``all`` for cases and volumes (cones on IS/OS, RPE on the RPE slab,
+  capillaries on the OCTA/SVP slab, NFL on the NFL slab); ``cones`` for en face images.
+* Outputs of an input are written to a temporary folder and renamed into place, so a
+  failed input never leaves half-written results. A failing input prints one line
+  ``aooct: error: <input>: <problem>`` on stderr; the other inputs are still processed and
+  the command exits non-zero (2) at the end.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import typer
+
+from aooct.errors import CliError
+
+TARGETS = ("cones", "rpe", "capillaries", "nfl", "all")
+_IMAGE_SUFFIXES = {".tif", ".tiff", ".png", ".npy", ".jpg", ".jpeg", ".bmp"}
+_VOLUME_ONLY = {".dcm"}
+
+
+def _kind_of(path: Path) -> str:
+    """"case", "folder", "volume" or "image" for one INPUT path."""
+    if path.is_dir():
+        return "case" if (path / "case.json").is_file() else "folder"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file or folder")
+    suffix = path.suffix.lower()
+    if suffix in _VOLUME_ONLY:
+        return "volume"
+    if suffix in (".tif", ".tiff"):
+        import tifffile
+        with tifffile.TiffFile(path) as tf:
+            n_pages = len(tf.pages)
+            shape = tf.series[0].shape if tf.series else ()
+        squeezed = [s for s in shape if s > 1]
+        rgb = len(squeezed) == 3 and squeezed[-1] in (3, 4)
+        return "volume" if (n_pages > 1 or len(squeezed) == 3) and not rgb else "image"
+    if suffix == ".npy":
+        arr = np.load(path, mmap_mode="r")
+        return "volume" if arr.ndim == 3 and arr.shape[-1] not in (3, 4) else "image"
+    if suffix in _IMAGE_SUFFIXES:
+        return "image"
+    raise ValueError(f"{path}: unsupported file type {suffix!r}; give a case folder, a volume "
+                     "(.tif/.npy/.dcm), an en face image (.tif/.png/.npy) or a folder of images")
+
+
+def _expand(inputs: list[Path]) -> list[tuple[Path, str | None]]:
+    """(path, kind or None when it could not be determined) for each analysable input."""
+    out = []
+    for path in inputs:
+        try:
+            kind = _kind_of(path)
+        except (OSError, ValueError) as exc:
+            out.append((path, f"error:{exc}"))
+            continue
+        if kind == "folder":
+            files = sorted(p for p in path.iterdir()
+                           if p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES)
+            if not files:
+                out.append((path, f"error:{path}: folder holds no case.json and no images"))
+            out += [(p, "image") for p in files]
+        else:
+            out.append((path, kind))
+    return out
+
+
+def _targets_for(target: str | None, kind: str) -> list[str]:
+    if target is None:
+        target = "cones" if kind == "image" else "all"
+    return ["cones", "rpe", "capillaries", "nfl"] if target == "all" else [target]
+
+
+def _enface_for_volume(volumes: np.ndarray, geometry) -> tuple[dict, dict]:
+    """Preprocess (registered to repeat 0) → (slabs by target, QC inputs)."""
+    from aooct_core.preprocessing import preprocess_case
+    pre = preprocess_case(volumes, geometry, reference=0)
+    octa = pre.enface.get("octa_svp")
+    vessel_slab = octa if octa is not None and np.all(np.isfinite(octa)) else pre.enface["svp"]
+    slabs = {"cones": pre.enface["isos"], "rpe": pre.enface["rpe"],
+             "capillaries": vessel_slab, "nfl": pre.enface["nfl"]}
+    qc = {"snr_db": float(pre.snr_db), "registration_ok": bool(pre.registration_ok),
+          "residual_motion_um": float(pre.motion.residual_lateral_um_rms)}
+    # NaN = not measurable (e.g. residual motion of a single volume): leave the check out.
+    return slabs, {k: v for k, v in qc.items() if not (isinstance(v, float) and not np.isfinite(v))}
+
+
+def _load_input(path: Path, kind: str, um_per_px: float | None) -> dict:
+    """Read one input → {"slabs": {target: image}, "um_per_px", "qc", "notes", "eccentricity_deg"}."""
+    from aooct_core.geometry import Geometry
+    from aooct_core.io import load_case, probe_volume, read_enface, read_volume
+    notes: list[str] = []
+    if kind == "image":
+        enf = read_enface(path, um_per_px=um_per_px)
+        um = enf.um_per_px
+        img = enf.image
+        return {"slabs": {t: img for t in ("cones", "rpe", "capillaries", "nfl")},
+                "um_per_px": um, "qc": {}, "notes": notes, "eccentricity_deg": None}
+    if kind == "case":
+        case = load_case(path)
+        geometry = case.geometry
+        if um_per_px is not None:
+            geometry = Geometry(um_per_px, geometry.depth_um_per_px, um_per_px)
+        slabs, qc = _enface_for_volume(case.volumes(), geometry)
+        ecc = float(np.hypot(*case.acquisition.location_deg))
+        return {"slabs": slabs, "um_per_px": geometry.enface_um_per_px, "qc": qc,
+                "notes": notes, "eccentricity_deg": ecc}
+    info = probe_volume(path)
+    spacing = dict(info.spacing_um)
+    depth = spacing.get("depth")
+    if depth is None:
+        depth = 2.0
+        notes.append("depth_um_per_px not in the file: assumed 2.0 µm/px for the slab limits")
+    lateral = um_per_px or (spacing.get("bscan") and spacing.get("aline")
+                            and (spacing["bscan"], spacing["aline"]))
+    if not lateral:
+        notes.append("lateral µm/px unknown (pass --um-per-px): physical metrics omitted")
+    pair = (lateral, lateral) if isinstance(lateral, (int, float)) else lateral
+    # Preprocessing needs a lateral scale for its search windows only; 1 µm/px is used when
+    # none is known and no physical metric is reported from it.
+    geometry = Geometry(float(pair[0]) if pair else 1.0, float(depth), float(pair[1]) if pair else 1.0)
+    slabs, qc = _enface_for_volume(read_volume(path)[None], geometry)
+    return {"slabs": slabs, "um_per_px": tuple(pair) if pair else None, "qc": qc,
+            "notes": notes, "eccentricity_deg": None}
+
+
+def _expected_cone_spacing_um(eccentricity_deg: float | None) -> float | None:
+    """Normative centre-to-centre cone spacing at an eccentricity (triangular lattice), µm.
+
+    Lets the detector resample AO-OCT slabs sampled near Nyquist; None when the
+    eccentricity is unknown (en face images), in which case no resampling happens.
+    """
+    if eccentricity_deg is None:
+        return None
+    from aooct_core.metrics.norms import normative_cone_density
+    density, _ = normative_cone_density(eccentricity_deg)
+    return float(np.sqrt(2.0 / (np.sqrt(3.0) * density)) * 1000.0)
+
+
+def _write_png(path: Path, mask: np.ndarray) -> None:
+    from PIL import Image
+    Image.fromarray((np.asarray(mask, bool) * 255).astype(np.uint8)).save(path)
+
+
+def _write_csv(path: Path, points_rc: np.ndarray) -> None:
+    with open(path, "w") as fh:
+        fh.write("row,col\n")
+        for r, c in np.asarray(points_rc, np.float64).reshape(-1, 2):
+            fh.write(f"{r:.3f},{c:.3f}\n")
+
+
+def _mv(m) -> tuple[float, float | None, float | None]:
+    return float(m.value), m.ci_low, m.ci_high
+
+
+def analyze_one(path: Path, kind: str, out_dir: Path, *, target: str | None,
+                um_per_px: float | None, backend: str, device: str) -> Path:
+    """Analyse one input and move its results atomically into ``out_dir/<name>``."""
+    from ml.inference import detect_cells, segment_vessels
+    from ml.uncertainty import uncertainty_summary
+    data = _load_input(path, kind, um_per_px)
+    um = data["um_per_px"]
+    metrics: dict = {"input": str(path), "kind": kind,
+                     "um_per_px": list(um) if um else None, "model_versions": {},
+                     "uncertainty": {}, "notes": data["notes"]}
+    qc_inputs = dict(data["qc"])
+    name = path.stem if path.is_file() else path.name
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=out_dir))
+    try:
+        if um is None:
+            metrics["notes"].append("µm/px unknown (pass --um-per-px or a sidecar JSON): "
+                                    "physical metrics omitted")
+        for t in _targets_for(target, kind):
+            img = data["slabs"][t]
+            if t in ("cones", "rpe"):
+                spacing = _expected_cone_spacing_um(data["eccentricity_deg"]) if t == "cones" else None
+                det = detect_cells(img, target=t, uncertainty="tta", backend=backend, device=device,
+                                   um_per_px=um, expected_spacing_um=spacing)
+                metrics["model_versions"][t] = det.model_version
+                metrics["uncertainty"][t] = uncertainty_summary(det.heatmap_mean, det.heatmap_var,
+                                                                confidence=det.confidence)
+                csv_name = "detections_rpe.csv" if (t == "rpe" and "cones" in _targets_for(target, kind)) \
+                    else "detections.csv"
+                _write_csv(tmp / csv_name, det.points_rc)
+                metrics[f"{'cone' if t == 'cones' else 'rpe'}_count"] = int(len(det.points_rc))
+                if t == "cones":
+                    qc_inputs["cell_count"] = int(len(det.points_rc))
+                    qc_inputs["uncertainty_fraction"] = metrics["uncertainty"][t]["low_confidence_fraction"]
+                if t == "cones" and um is not None and len(det.points_rc) >= 3:
+                    from aooct_core.metrics import mosaic_metrics
+                    mm = mosaic_metrics(det.points_rc, image_shape=img.shape, um_per_px=um)
+                    d, lo, hi = _mv(mm["density_cells_per_mm2"])
+                    metrics["cone_density_cells_per_mm2"] = d
+                    metrics["cone_density_ci95"] = [lo, hi]
+                    metrics["nnd_um_mean"] = float(mm["nnd_um_mean"].value)
+                    qc_inputs["density_cells_per_mm2"] = d
+            else:
+                seg = segment_vessels(img, target=t, uncertainty="tta", backend=backend,
+                                      device=device)
+                metrics["model_versions"][t] = seg.model_version
+                metrics["uncertainty"][t] = uncertainty_summary(seg.probability_mean, seg.probability_var)
+                if t == "capillaries":
+                    _write_png(tmp / "vessels.png", seg.mask)
+                    if um is not None:
+                        from aooct_core.metrics import capillary_metrics
+                        cm = capillary_metrics(seg.mask, um_per_px=um)
+                        metrics["capillary_area_density"] = float(cm["area_density"].value)
+                        metrics["capillary_mean_diameter_um"] = float(cm["mean_diameter_um"].value)
+                else:
+                    _write_png(tmp / "nfl.png", seg.mask)
+        if data["eccentricity_deg"] is not None:
+            qc_inputs["eccentricity_deg"] = data["eccentricity_deg"]
+        metrics["qc_flags"] = _qc(qc_inputs)
+        (tmp / "metrics.json").write_text(json.dumps(_finite_or_null(metrics), indent=2,
+                                                     default=_json_default, allow_nan=False))
+        final = out_dir / name
+        _replace_dir(tmp, final)
+        return final
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
+def _qc(inputs: dict) -> list[dict]:
+    from aooct_core.qc import qc_flags
+    return [{"name": f.name, "severity": f.severity, "value": f.value,
+             "threshold": f.threshold, "message": f.message} for f in qc_flags(**inputs)]
+
+
+def _finite_or_null(obj):
+    """NaN/inf → None so that metrics.json is strict JSON (a metric that is undefined, e.g.
+    the mean diameter of an empty mask, is reported as null, never as a made-up number)."""
+    if isinstance(obj, dict):
+        return {k: _finite_or_null(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_or_null(v) for v in obj]
+    if isinstance(obj, (float, np.floating)) and not np.isfinite(obj):
+        return None
+    return obj
+
+
+def _json_default(obj):
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def _replace_dir(tmp: Path, final: Path) -> None:
+    """Move ``tmp`` to ``final``; an older ``final`` is removed only after the swap."""
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}.old")
+        if old.exists():
+            shutil.rmtree(old)
+        final.rename(old)
+    tmp.rename(final)
+    if old is not None:
+        shutil.rmtree(old)
+
+
+def analyze(
+    inputs: list[Path] = typer.Argument(..., help="Case folders, volume files, en face images or folders of images."),
+    out: Path = typer.Option(..., "--out", help="Output folder; one sub-folder per input."),
+    um_per_px: float = typer.Option(None, "--um-per-px", help="Lateral pixel size in µm (overrides the input's)."),
+    target: str = typer.Option(None, "--target",
+                               help="cones|rpe|capillaries|nfl|all (default: all for cases/volumes, cones for images)."),
+    backend: str = typer.Option("torch", "--backend", help="Inference backend: torch|onnx|tensorrt."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+) -> None:
+    """Detect cells and segment vessels/nerve fibers; write detections.csv, vessels.png, metrics.json."""
+    if target is not None and target not in TARGETS:
+        raise CliError(f"--target must be one of {'|'.join(TARGETS)}; got {target!r}")
+    if um_per_px is not None and not (np.isfinite(um_per_px) and um_per_px > 0):
+        raise CliError(f"--um-per-px must be a positive number of µm; got {um_per_px}")
+    out.mkdir(parents=True, exist_ok=True)
+    failures, seen = 0, set()
+    for path, kind in _expand(list(inputs)):
+        name = path.stem if path.is_file() else path.name
+        try:
+            if kind.startswith("error:"):
+                raise ValueError(kind[len("error:"):])
+            if name in seen:
+                raise ValueError(f"another input already wrote {out / name}; rename one of them")
+            seen.add(name)
+            final = analyze_one(path, kind, out, target=target, um_per_px=um_per_px,
+                                backend=backend, device=device)
+            print(f"{path}: ok → {final}")
+        except Exception as exc:  # noqa: BLE001 - reported per input; the run fails at the end
+            failures += 1
+            detail = str(exc) if isinstance(exc, (ValueError, OSError)) else f"{type(exc).__name__}: {exc}"
+            print(f"aooct: error: {path}: {detail}", file=sys.stderr)
+    if failures:
+        raise CliError(f"{failures} input(s) failed; see the errors above")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``analyze`` command to the ``aooct`` app."""
+    app.command(name="analyze")(analyze)

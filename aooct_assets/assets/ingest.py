@@ -1,0 +1,85 @@
+"""``raw_volume``: copy a dropped case into the object store, register it, retire the drop."""
+
+import hashlib
+import json
+from datetime import datetime, timezone
+
+from dagster import AssetExecutionContext, Config, DataVersion, Failure, MaterializeResult, asset
+
+from aooct_assets.assets._common import (CODE_VERSION, RETRY, artifact_metadata, case_prefix,
+                                         db_of, json_bytes, put, record_artifacts, step_errors,
+                                         store_of)
+from aooct_assets.partitions import cases_partitions
+from aooct_assets.sensors import content_hash_of_drop
+from resources.dagster_resources import unwrap
+
+__all__ = ["raw_volume", "RawVolumeConfig"]
+
+
+class RawVolumeConfig(Config):
+    """Set by the drop sensor; leave empty to re-run from the copy already in the store."""
+
+    drop_prefix: str = ""
+    content_hash: str = ""
+
+
+@asset(partitions_def=cases_partitions, group_name="ingest", code_version="raw-1",
+       retry_policy=RETRY, kinds={"python", "s3"},
+       required_resource_keys={"object_store", "drop_store", "metadata_db"},
+       description="The dropped case (case.json + repeated volumes) copied to cases/<id>/raw/.")
+def raw_volume(context: AssetExecutionContext, config: RawVolumeConfig) -> MaterializeResult:
+    from aooct_core.casefile import validate_case_dict
+    from aooct_core.geometry import eccentricity_deg
+
+    case_id = context.partition_key
+    store, db = store_of(context), db_of(context)
+    raw = f"{case_prefix(case_id)}/raw"
+    written: dict = {}
+    with step_errors(f"ingest of case {case_id}"):
+        drop = unwrap(context.resources.drop_store)
+        src = config.drop_prefix.strip("/")
+        if src and drop.exists(f"{src}/case.json"):
+            case_dict = json.loads(drop.get_bytes(f"{src}/case.json"))
+            if case_dict.get("case_id") != case_id:
+                raise Failure(f"drop {src!r} holds case {case_dict.get('case_id')!r}, not partition "
+                              f"{case_id!r}", allow_retries=False)
+            for name in case_dict["volumes"]:
+                put(store, f"{raw}/{name}", drop.get_bytes(f"{src}/{name}"), written)
+            put(store, f"{raw}/case.json", drop.get_bytes(f"{src}/case.json"), written)
+        elif store.exists(f"{raw}/case.json"):
+            context.log.info(f"no drop given or it was already retired; using {store.uri(raw)}")
+            case_dict = json.loads(store.get_bytes(f"{raw}/case.json"))
+            for name in [*case_dict["volumes"], "case.json"]:
+                data = store.get_bytes(f"{raw}/{name}")
+                written[f"{raw}/{name}"] = {"sha256": hashlib.sha256(data).hexdigest(),
+                                            "size_bytes": len(data)}
+        else:
+            raise Failure(f"no data for case {case_id!r}: the drop {src!r} is gone and "
+                          f"{store.uri(raw)} is empty — drop the case folder again",
+                          allow_retries=False)
+        spec = validate_case_dict(case_dict, source=store.uri(f"{raw}/case.json"))
+        digest = content_hash_of_drop(store, raw, case_dict)
+        if config.content_hash and digest != config.content_hash:
+            raise Failure(f"drop {src!r} changed after the sensor requested it (sha256 "
+                          f"{config.content_hash[:12]} → {digest[:12]}); it will be picked up again",
+                          allow_retries=False)
+        put(store, f"{raw}/manifest.json", json_bytes({
+            "case_id": case_id, "content_hash": digest,
+            "files": {k.rsplit("/", 1)[1]: v["sha256"] for k, v in written.items()},
+        }), written)
+        if src and drop.exists(f"{src}/case.json"):
+            # Only now, with every byte committed in the store, is the drop retired.
+            drop.move_prefix(src, f"_processed/{src}-{digest[:8]}")
+        ecc = eccentricity_deg(spec.location_deg)
+        db.upsert_case(case_id=case_id, subject_id=spec.subject_id, eye=spec.eye,
+                       location_h_deg=spec.location_deg[0], location_v_deg=spec.location_deg[1],
+                       eccentricity_deg=ecc, axial_length_mm=spec.axial_length_mm,
+                       acquired_at=spec.acquired_at, status="processing", content_hash=digest)
+        db.record_run(context.run_id, case_id, status="running", dagster_run_id=context.run_id,
+                      started_at=datetime.now(timezone.utc), code_version=CODE_VERSION)
+        record_artifacts(db, case_id, "raw_volume", store, written, context.run_id)
+    meta = artifact_metadata(store, written)
+    meta.update(case_id=case_id, subject_id=spec.subject_id, eye=spec.eye,
+                eccentricity_deg=round(ecc, 3), n_repeats=len(spec.volume_files),
+                content_hash=digest, uri=store.uri(raw))
+    return MaterializeResult(metadata=meta, data_version=DataVersion(digest))

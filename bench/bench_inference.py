@@ -1,0 +1,54 @@
+"""CPU inference speed: 150×150 and 512×512 images, peak finding included.
+
+Usage: nice -n 10 .venv/bin/python bench/bench_inference.py [--threads 2] [--repeats 20]
+Prints a Markdown table (median ms per image) for each backend and uncertainty mode.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from ml.inference import detect_cells, segment_vessels
+
+
+def _time(fn, repeats: int) -> float:
+    fn()  # warm-up (model load, ORT session, allocator)
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return float(np.median(ts) * 1000)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[150, 512])
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    import os
+    os.environ["AOOCT_ORT_THREADS"] = str(args.threads)
+    rng = np.random.default_rng(0)
+    print(f"threads={args.threads}, torch {torch.__version__}")
+    print("| task | size | backend | uncertainty | median ms |")
+    print("|---|---|---|---|---|")
+    for size in args.sizes:
+        img = (rng.random((size, size)) * 255).astype(np.uint8)
+        for backend in ("torch", "onnx"):
+            for unc, n in ((None, 1), ("tta", 4)):
+                reps = args.repeats if size == 150 else max(3, args.repeats // 5)
+                ms = _time(lambda: detect_cells(img, target="cones", backend=backend,
+                                                uncertainty=unc, n_samples=n), reps)
+                print(f"| cones | {size}×{size} | {backend} | {unc} | {ms:.1f} |", flush=True)
+        ms = _time(lambda: segment_vessels(img, target="capillaries", uncertainty=None),
+                   max(3, args.repeats // 5))
+        print(f"| capillaries | {size}×{size} | torch | None | {ms:.1f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""Task definitions: which data, which subjects are held out, which training settings.
+
+The hold-out subjects are fixed here (not chosen by score) so every number in
+``bench/results_ml.md`` can be reproduced. Committed weights are the models trained on
+the *training* subjects only — the same models that were scored on the held-out subjects.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+from ml.augment import AugmentConfig
+from ml.data import (Sample, load_cone_set, load_rossa, load_rpe_set, split_by_subject,
+                     synthetic_nfl_samples)
+from ml.train import TrainConfig
+
+__all__ = ["TASK_KINDS", "HOLDOUT", "default_config", "load_task_data", "cone_folds"]
+
+TASK_KINDS = {"cones": "cells", "rpe": "cells", "capillaries": "vessels", "nfl": "nfl"}
+
+#: Held-out subjects per task and set (subject-level split, fixed before training).
+HOLDOUT = {
+    "cones": {"confocal": {"JC_0138", "JC_0395"},
+              "split-detector": {"JC_10121", "JC_10318", "JC_0905"}},
+    "rpe": {"aooct-rpe": {"1610", "3339"}},
+    "capillaries": {"octa": "ROSSA val split"},
+    "nfl": {"synthetic-nfl": "seeds 1000+ (never trained on)"},
+}
+
+#: Wall-clock guards (min) — the sum stays inside the shared CPU budget.
+_MINUTES = {"cones": 16.0, "rpe": 12.0, "capillaries": 14.0, "nfl": 5.0}
+_STEPS = {"cones": 4000, "rpe": 3000, "capillaries": 3000, "nfl": 1200}
+
+
+def default_config(task: str, **overrides) -> TrainConfig:
+    """Training settings sized to finish in ≤ 20 min on 2 CPU cores."""
+    if task not in TASK_KINDS:
+        raise ValueError(f"unknown task {task!r}; choose one of {sorted(TASK_KINDS)}")
+    aug = AugmentConfig()
+    if task == "capillaries":
+        aug = replace(aug, patch_px=128, zoom=(0.85, 1.2))
+    if task == "nfl":
+        aug = replace(aug, patch_px=96, zoom=(0.7, 1.4))
+    cfg = TrainConfig(task=task, kind=TASK_KINDS[task], steps=_STEPS[task],
+                      max_minutes=_MINUTES[task],
+                      batch_size=8 if task == "capillaries" else 12, augment=aug)
+    return replace(cfg, **overrides)
+
+
+def cone_folds(n_folds: int = 5, *, root=None) -> list[dict[str, set[str]]]:
+    """Subject-level folds for cones: fold k holds out the k-th confocal subject (sorted)
+    and every n_folds-th split-detector subject starting at k (round robin, sorted ids)."""
+    folds = [{"confocal": set(), "split-detector": set()} for _ in range(n_folds)]
+    for modality in ("confocal", "split-detector"):
+        subjects = sorted({s.subject_id for s in load_cone_set(modality, root=root)})
+        for i, sid in enumerate(subjects):
+            folds[i % n_folds][modality].add(sid)
+    return folds
+
+
+def load_task_data(task: str, *, root=None, holdout: dict | None = None
+                   ) -> tuple[list[Sample], dict[str, list[Sample]]]:
+    """Training samples and held-out sets (name → samples) of a task.
+
+    ``holdout`` overrides :data:`HOLDOUT` for cones (cross-validation folds).
+    """
+    if task == "cones":
+        train, held = [], {}
+        spec = holdout or HOLDOUT["cones"]
+        for modality in ("confocal", "split-detector"):
+            tr, te = split_by_subject(load_cone_set(modality, root=root), spec[modality])
+            train += tr
+            held[modality] = te
+        return train, held
+    if task == "rpe":
+        tr, te = split_by_subject(load_rpe_set(root=root), HOLDOUT["rpe"]["aooct-rpe"])
+        return tr, {"aooct-rpe": te}
+    if task == "capillaries":
+        return load_rossa("train", root=root), {"rossa-val": load_rossa("val", root=root)}
+    if task == "nfl":
+        return synthetic_nfl_samples(160, seed=0), {"synthetic-nfl": synthetic_nfl_samples(20, seed=1000)}
+    raise ValueError(f"unknown task {task!r}; choose one of {sorted(TASK_KINDS)}")

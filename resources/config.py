@@ -1,0 +1,88 @@
+"""Platform configuration from environment variables, with embedded defaults.
+
+Every endpoint comes from one variable so that the same code runs on a laptop
+(embedded SQLite, local folders, MLflow on SQLite) and on a cluster
+(PostgreSQL, S3/MinIO, an MLflow server) without edits:
+
+===========================  =====================================================
+variable                     meaning (default)
+===========================  =====================================================
+``AOOCT_HOME``               state folder (``./.aooct_home``)
+``AOOCT_DB_URL``             metadata DB (``sqlite:///$AOOCT_HOME/aooct.db``);
+                             PostgreSQL: ``postgresql+psycopg2://user@host/db``
+``AOOCT_OBJECT_STORE``       artifacts: a folder or ``s3://bucket/prefix``
+                             (``$AOOCT_HOME/objects``)
+``AOOCT_S3_ENDPOINT_URL``    S3-compatible endpoint, e.g. MinIO
+                             (falls back to ``AWS_ENDPOINT_URL``; unset = AWS)
+``AOOCT_S3_REGION``          S3 region (falls back to ``AWS_REGION``, then ``us-east-1``)
+``MLFLOW_TRACKING_URI``      model registry (``sqlite:///$AOOCT_HOME/mlflow.db``)
+``AOOCT_DROP``               where new cases are dropped: a folder or ``s3://`` prefix
+                             (``$AOOCT_HOME/drop``)
+``AOOCT_DEVICE``             compute device for GPU steps: ``cpu`` or ``cuda`` (``cpu``)
+``DAGSTER_HOME``             Dagster instance folder (``$AOOCT_HOME/dagster``), set by
+                             ``aooct demo``; ``dagster.yaml`` in the repository shows
+                             the PostgreSQL variant
+===========================  =====================================================
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["PlatformConfig", "load_config"]
+
+
+@dataclass(frozen=True)
+class PlatformConfig:
+    """Resolved endpoints of one deployment (all strings, ready for the resources)."""
+
+    home: Path
+    db_url: str
+    object_store: str
+    s3_endpoint_url: str | None
+    s3_region: str
+    mlflow_tracking_uri: str
+    drop: str
+    device: str
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.home / "dagster"
+
+    @property
+    def mlflow_artifacts(self) -> Path:
+        return self.home / "mlflow_artifacts"
+
+
+def load_config(env: Mapping[str, str] | None = None) -> PlatformConfig:
+    """Read the platform configuration from ``env`` (default ``os.environ``).
+
+    Relative local paths are resolved against the current directory so that the
+    Dagster daemon, the webserver and ``aooct ui`` started from the same folder
+    see the same data.
+    """
+    env = os.environ if env is None else env
+    home = Path(env.get("AOOCT_HOME") or "./.aooct_home").expanduser().resolve()
+    device = env.get("AOOCT_DEVICE", "cpu")
+    if device.split(":")[0] not in ("cpu", "cuda"):
+        raise ValueError(f"AOOCT_DEVICE must be 'cpu' or 'cuda[:N]'; got {device!r}")
+    return PlatformConfig(
+        home=home,
+        db_url=env.get("AOOCT_DB_URL") or f"sqlite:///{home / 'aooct.db'}",
+        object_store=_local_or_s3(env.get("AOOCT_OBJECT_STORE"), home / "objects"),
+        s3_endpoint_url=env.get("AOOCT_S3_ENDPOINT_URL") or env.get("AWS_ENDPOINT_URL") or None,
+        s3_region=env.get("AOOCT_S3_REGION") or env.get("AWS_REGION") or "us-east-1",
+        mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow.db'}",
+        drop=_local_or_s3(env.get("AOOCT_DROP"), home / "drop"),
+        device=device,
+    )
+
+
+def _local_or_s3(value: str | None, default: Path) -> str:
+    if not value:
+        return str(default)
+    if value.startswith("s3://"):
+        return value
+    return str(Path(value).expanduser().resolve())

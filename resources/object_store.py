@@ -1,0 +1,347 @@
+"""Object store: one interface, a local-folder, an S3 (boto3) and an in-memory implementation.
+
+Keys are ``/``-separated relative paths (``cases/<case_id>/corrected/volume.npy``).
+Every write goes through a temporary key and is committed atomically
+(``os.replace`` locally, a server-side copy on S3, whose objects only appear once
+complete), so a killed writer never leaves a partial object under its final key.
+Temporary keys contain ``.tmp-`` and are never listed.
+
+Transient failures (S3 throttling/5xx, dropped connections) surface as
+:class:`TransientStoreError` so that the orchestrator's retry policy can tell them
+from bad input, which must not be retried.
+"""
+from __future__ import annotations
+
+import abc
+import os
+import shutil
+import tempfile
+import threading
+import uuid
+from pathlib import Path
+
+__all__ = [
+    "ObjectStore",
+    "LocalObjectStore",
+    "S3ObjectStore",
+    "InMemoryObjectStore",
+    "TransientStoreError",
+    "make_object_store",
+    "TMP_MARKER",
+]
+
+TMP_MARKER = ".tmp-"
+
+
+class TransientStoreError(RuntimeError):
+    """A store operation failed for a reason that a retry may fix (network, throttling, 5xx)."""
+
+
+def _check_key(key: str) -> str:
+    if not isinstance(key, str) or not key or key.startswith("/") or "\\" in key:
+        raise ValueError(f"object key must be a non-empty relative '/'-separated path; got {key!r}")
+    parts = key.split("/")
+    if any(p in ("..", ".", "") for p in parts):
+        raise ValueError(f"object key must not contain '.' or '..' segments; got {key!r}")
+    return key
+
+
+class ObjectStore(abc.ABC):
+    """Abstract byte store addressed by relative keys."""
+
+    @abc.abstractmethod
+    def put_bytes(self, key: str, data: bytes) -> None:
+        """Store ``data`` under ``key`` atomically (temporary key, then commit)."""
+
+    @abc.abstractmethod
+    def get_bytes(self, key: str) -> bytes:
+        """Return the bytes under ``key``; ``FileNotFoundError`` naming the key if absent."""
+
+    @abc.abstractmethod
+    def exists(self, key: str) -> bool: ...
+
+    @abc.abstractmethod
+    def list_objects(self, prefix: str = "") -> dict[str, int]:
+        """Committed keys under ``prefix`` with their sizes in bytes, sorted by key."""
+
+    @abc.abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove ``key`` (no error if it is already absent)."""
+
+    @abc.abstractmethod
+    def uri(self, key: str) -> str:
+        """A URI a person can paste (``file:///...`` or ``s3://...``)."""
+
+    def list_keys(self, prefix: str = "") -> list[str]:
+        """Committed keys under ``prefix``, sorted."""
+        return list(self.list_objects(prefix))
+
+    def put_file(self, key: str, path: str | os.PathLike) -> None:
+        self.put_bytes(key, Path(path).read_bytes())
+
+    def get_file(self, key: str, path: str | os.PathLike) -> Path:
+        """Copy ``key`` to the local ``path`` (atomically) and return the path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}{TMP_MARKER}{uuid.uuid4().hex}")
+        tmp.write_bytes(self.get_bytes(key))
+        os.replace(tmp, path)
+        return path
+
+    def move(self, src: str, dst: str) -> None:
+        """Move one object: the copy is committed before the source is deleted, so nothing is lost."""
+        self.put_bytes(dst, self.get_bytes(src))
+        self.delete(src)
+
+    def move_prefix(self, src_prefix: str, dst_prefix: str, *, last: tuple[str, ...] = ("case.json",)
+                    ) -> list[str]:
+        """Move every object under ``src_prefix/`` to ``dst_prefix/``; returns the new keys.
+
+        Objects named in ``last`` move last, so an interrupted move of a case folder leaves
+        its ``case.json`` (and thus a complete description of what is missing) in place.
+        """
+        src_prefix, dst_prefix = src_prefix.rstrip("/") + "/", dst_prefix.rstrip("/") + "/"
+        moved = []
+        keys = sorted(self.list_keys(src_prefix), key=lambda k: (k.rsplit("/", 1)[-1] in last, k))
+        for key in keys:
+            new_key = dst_prefix + key[len(src_prefix):]
+            self.move(key, new_key)
+            moved.append(new_key)
+        return moved
+
+    def size(self, key: str) -> int:
+        sizes = self.list_objects(key)
+        if key not in sizes:
+            raise FileNotFoundError(f"object {self.uri(key)} does not exist")
+        return sizes[key]
+
+
+class LocalObjectStore(ObjectStore):
+    """Objects as files under ``root``; commit by ``os.replace`` in the same folder."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root).expanduser().resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def __repr__(self) -> str:
+        return f"LocalObjectStore({str(self.root)!r})"
+
+    def _path(self, key: str) -> Path:
+        return self.root / _check_key(key)
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{TMP_MARKER}", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(bytes(data))
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def put_file(self, key: str, path: str | os.PathLike) -> None:
+        dest = self._path(key)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}{TMP_MARKER}{uuid.uuid4().hex}")
+        try:
+            shutil.copyfile(path, tmp)
+            os.replace(tmp, dest)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    def get_bytes(self, key: str) -> bytes:
+        path = self._path(key)
+        if not path.is_file():
+            raise FileNotFoundError(f"object {self.uri(key)} does not exist")
+        return path.read_bytes()
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def list_objects(self, prefix: str = "") -> dict[str, int]:
+        out = {}
+        for dirpath, _dirnames, filenames in os.walk(self.root):
+            for name in filenames:
+                if TMP_MARKER in name:
+                    continue
+                full = Path(dirpath) / name
+                key = full.relative_to(self.root).as_posix()
+                if key.startswith(prefix):
+                    out[key] = full.stat().st_size
+        return dict(sorted(out.items()))
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def move(self, src: str, dst: str) -> None:
+        s, d = self._path(src), self._path(dst)
+        if not s.is_file():
+            raise FileNotFoundError(f"object {self.uri(src)} does not exist")
+        d.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(s, d)  # atomic within one file system
+
+    def uri(self, key: str) -> str:
+        return self._path(key).as_uri()
+
+    def local_path(self, key: str) -> Path:
+        """The file behind ``key`` (local store only), for zero-copy readers."""
+        return self._path(key)
+
+
+class S3ObjectStore(ObjectStore):
+    """Objects in ``s3://bucket/prefix`` through boto3; works with MinIO via ``endpoint_url``.
+
+    ``max_attempts`` is botocore's own retry budget per call; transient errors left
+    after it are raised as :class:`TransientStoreError` for the orchestrator to retry.
+    """
+
+    def __init__(self, bucket: str, prefix: str = "", *, endpoint_url: str | None = None,
+                 region: str | None = "us-east-1", max_attempts: int = 3, client=None):
+        import boto3
+        from botocore.config import Config
+
+        if not bucket:
+            raise ValueError("S3ObjectStore needs a bucket name, e.g. S3ObjectStore('aooct', 'prod')")
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.endpoint_url = endpoint_url
+        self.client = client or boto3.client(
+            "s3", endpoint_url=endpoint_url, region_name=region,
+            config=Config(retries={"max_attempts": max_attempts, "mode": "standard"}),
+        )
+
+    def __repr__(self) -> str:
+        return f"S3ObjectStore(s3://{self.bucket}/{self.prefix})"
+
+    def _full(self, key: str) -> str:
+        _check_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _call(self, fn, **kwargs):
+        from botocore.exceptions import (BotoCoreError, ClientError, ConnectionError,
+                                         EndpointConnectionError, ReadTimeoutError)
+
+        try:
+            return fn(Bucket=self.bucket, **kwargs)
+        except ClientError as exc:
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            code = exc.response.get("Error", {}).get("Code", "")
+            if status >= 500 or code in ("SlowDown", "Throttling", "RequestTimeout", "InternalError"):
+                raise TransientStoreError(f"S3 {fn.__name__} on s3://{self.bucket}: {exc}") from exc
+            raise
+        except (EndpointConnectionError, ConnectionError, ReadTimeoutError) as exc:
+            raise TransientStoreError(f"S3 {fn.__name__} on s3://{self.bucket}: {exc}") from exc
+        except BotoCoreError:
+            raise
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        final = self._full(key)
+        tmp = f"{final}{TMP_MARKER}{uuid.uuid4().hex}"
+        self._call(self.client.put_object, Key=tmp, Body=bytes(data))
+        try:
+            self._call(self.client.copy_object, Key=final,
+                       CopySource={"Bucket": self.bucket, "Key": tmp})
+        finally:
+            self._call(self.client.delete_object, Key=tmp)
+
+    def get_bytes(self, key: str) -> bytes:
+        from botocore.exceptions import ClientError
+
+        try:
+            return self._call(self.client.get_object, Key=self._full(key))["Body"].read()
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                raise FileNotFoundError(f"object {self.uri(key)} does not exist") from exc
+            raise
+
+    def exists(self, key: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self._call(self.client.head_object, Key=self._full(key))
+            return True
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+                return False
+            raise
+
+    def list_objects(self, prefix: str = "") -> dict[str, int]:
+        base = f"{self.prefix}/" if self.prefix else ""
+        out, token = {}, None
+        while True:
+            kwargs = {"Prefix": base + prefix}
+            if token:
+                kwargs["ContinuationToken"] = token
+            page = self._call(self.client.list_objects_v2, **kwargs)
+            for obj in page.get("Contents", []):
+                key = obj["Key"][len(base):]
+                if TMP_MARKER not in key:
+                    out[key] = int(obj["Size"])
+            if not page.get("IsTruncated"):
+                break
+            token = page["NextContinuationToken"]
+        return dict(sorted(out.items()))
+
+    def delete(self, key: str) -> None:
+        self._call(self.client.delete_object, Key=self._full(key))
+
+    def move(self, src: str, dst: str) -> None:
+        if not self.exists(src):
+            raise FileNotFoundError(f"object {self.uri(src)} does not exist")
+        self._call(self.client.copy_object, Key=self._full(dst),
+                   CopySource={"Bucket": self.bucket, "Key": self._full(src)})
+        self.delete(src)
+
+    def uri(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self._full(key)}"
+
+
+class InMemoryObjectStore(ObjectStore):
+    """A dict-backed store for tests; thread-safe."""
+
+    def __init__(self):
+        self._data: dict[str, bytes] = {}
+        self._lock = threading.Lock()
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        with self._lock:
+            self._data[_check_key(key)] = bytes(data)
+
+    def get_bytes(self, key: str) -> bytes:
+        with self._lock:
+            if key not in self._data:
+                raise FileNotFoundError(f"object {self.uri(key)} does not exist")
+            return self._data[key]
+
+    def exists(self, key: str) -> bool:
+        with self._lock:
+            return key in self._data
+
+    def list_objects(self, prefix: str = "") -> dict[str, int]:
+        with self._lock:
+            return {k: len(v) for k, v in sorted(self._data.items()) if k.startswith(prefix)}
+
+    def delete(self, key: str) -> None:
+        with self._lock:
+            self._data.pop(key, None)
+
+    def uri(self, key: str) -> str:
+        return f"memory://{key}"
+
+
+def make_object_store(url: str, *, endpoint_url: str | None = None,
+                      region: str | None = "us-east-1") -> ObjectStore:
+    """Build a store from ``s3://bucket/prefix``, ``memory://`` or a local folder path."""
+    if url.startswith("s3://"):
+        bucket, _, prefix = url[len("s3://"):].partition("/")
+        return S3ObjectStore(bucket, prefix, endpoint_url=endpoint_url, region=region)
+    if url.startswith("memory://"):
+        return InMemoryObjectStore()
+    if url.startswith("file://"):
+        url = url[len("file://"):]
+    return LocalObjectStore(url)

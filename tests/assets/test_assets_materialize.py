@@ -1,0 +1,107 @@
+"""Tier 2: ``materialize`` one partition with test resources (local folders, SQLite, CPU)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from dagster import AssetKey, DagsterInstance, materialize
+
+from aooct_assets.assets import raw_volume
+from aooct_assets.testing import check_results, make_test_resources, materialized, run_case
+from resources.object_store import InMemoryObjectStore, TransientStoreError
+
+from conftest import drop_case
+
+
+@pytest.fixture
+def dropped(phantom_case, tmp_path):
+    drop_case(phantom_case, tmp_path / "drop", "incoming-PH1")
+    return make_test_resources(tmp_path)
+
+
+def test_every_asset_materializes_with_numbers_hashes_and_db_records(dropped, tmp_path):
+    result = run_case("PH1", dropped, drop_prefix="incoming-PH1", checks=False)
+    assert result.success
+    meta = materialized(result)
+    assert set(meta) == {"raw_volume", "corrected_volume", "enface_projections", "cone_detections",
+                         "rpe_detections", "capillary_mask", "nfl_mask", "metrics", "report"}
+    for name, m in meta.items():
+        assert len(m["content_hash"]) == 64 and m["code_version"], name
+    assert np.isfinite(meta["corrected_volume"]["residual_motion_um"])
+    assert meta["corrected_volume"]["snr_db"] > 10
+    cones = meta["cone_detections"]
+    assert cones["model_name"] == "aooct-cones" and cones["model_version"].startswith("cones-")
+    m = meta["metrics"]
+    assert {"cone_count", "cone_density_cells_per_mm2", "cone_density_ci_low", "cone_density_ci_high",
+            "model_versions"} <= set(m)
+    store, db = dropped["object_store"], dropped["metadata_db"]
+    # the drop was copied, verified and retired; nothing is left half-way
+    assert dropped["drop_store"].list_keys("incoming-PH1/") == []
+    assert dropped["drop_store"].list_keys("_processed/")
+    assert store.exists("cases/PH1/corrected/volume.npy")
+    vol = np.load(store.local_path("cases/PH1/corrected/volume.npy"))
+    assert vol.dtype == np.float32 and vol.shape == (48, 256, 64)
+    case = db.get_case("PH1")
+    assert case["status"] == "processed" and case["content_hash"] == meta["raw_volume"]["content_hash"]
+    assert {r["structure"] for r in db.get_metrics("PH1")} == {"cones", "rpe", "capillaries", "nfl"}
+    assert {a["asset_key"] for a in db.list_artifacts("PH1")} >= {"raw_volume", "metrics", "report"}
+    html = store.get_bytes("cases/PH1/report/report.html").decode()
+    assert html.count("data:image/png;base64,") >= 6 and "src='http" not in html
+    assert "density_cells_per_mm2" in html and "PH1" in html
+
+
+def test_low_snr_blocks_segmentation_and_is_recorded(tmp_path):
+    from aooct_core.phantom import make_phantom, write_phantom
+
+    write_phantom(tmp_path / "drop" / "NOISY", make_phantom(seed=5, shape_px=(32, 256, 48), snr_db=2.0,
+                                                            case_id="NOISY"))
+    res = make_test_resources(tmp_path)
+    result = run_case("NOISY", res, drop_prefix="NOISY")
+    assert not result.success
+    checks = check_results(result)
+    assert not checks["snr"].passed and checks["snr"].severity.value == "ERROR"
+    assert "corrected_volume" in materialized(result)
+    assert "cone_detections" not in materialized(result)   # blocked downstream
+    db = res["metadata_db"]
+    assert db.get_case("NOISY")["status"] == "qc_failed"
+    assert db.get_case("NOISY")["qc_status"] == "fail"
+    snr = next(q for q in db.get_qc("NOISY") if q["check_name"] == "snr")
+    assert snr["severity"] == "fail" and snr["threshold"] == 10.0
+
+
+def test_bad_volume_fails_once_with_a_clear_error(tmp_path, phantom_case):
+    drop = drop_case(phantom_case, tmp_path / "drop", "BAD")
+    (drop / "vol_01.tif").write_bytes(b"this is not a TIFF file")
+    res = make_test_resources(tmp_path)
+    result = run_case("PH1", res, drop_prefix="BAD")
+    assert not result.success
+    failures = [ev for ev in result.all_events if ev.is_step_failure]
+    assert [ev.step_key for ev in failures] == ["preprocess_case"]
+    assert "vol_01.tif" in failures[0].event_specific_data.error.to_string()
+    assert not [ev for ev in result.all_events if ev.event_type_value == "STEP_RESTARTED"]
+    assert res["metadata_db"].get_case("PH1")["status"] == "failed"
+
+
+class _FlakyStore(InMemoryObjectStore):
+    def __init__(self, failures: int):
+        super().__init__()
+        self.failures = failures
+
+    def put_bytes(self, key, data):
+        if self.failures > 0:
+            self.failures -= 1
+            raise TransientStoreError("S3 put_object: SlowDown (injected)")
+        super().put_bytes(key, data)
+
+
+def test_transient_store_errors_are_retried_with_backoff(tmp_path, phantom_case):
+    drop_case(phantom_case, tmp_path / "drop", "PH1")
+    res = make_test_resources(tmp_path, object_store=_FlakyStore(failures=2))
+    instance = DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("cases", ["PH1"])
+    result = materialize([raw_volume], partition_key="PH1", resources=res, instance=instance,
+                         run_config={"ops": {"raw_volume": {"config": {"drop_prefix": "PH1"}}}})
+    assert result.success
+    restarts = [ev for ev in result.all_events if ev.event_type_value == "STEP_RESTARTED"]
+    assert len(restarts) == 2
+    assert res["object_store"].exists("cases/PH1/raw/manifest.json")
+    assert result.asset_materializations_for_node("raw_volume")[0].asset_key == AssetKey("raw_volume")

@@ -1,0 +1,105 @@
+"""Inference with the committed weights: tiny images, backends, uncertainty, tiling."""
+import numpy as np
+import pytest
+import torch
+
+from ml import WEIGHTS_DIR
+from ml.augment import render_heatmap
+from ml.inference import detect_cells, segment_vessels
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def _weights(task):
+    path = WEIGHTS_DIR / f"{task}.pt"
+    if not path.exists():
+        pytest.fail(f"committed weights {path} missing — run `aooct train {task}`")
+    return path
+
+
+def _mosaic(shape=(96, 96), spacing=7.0, seed=0):
+    rng = np.random.default_rng(seed)
+    pts = []
+    for i, r in enumerate(np.arange(3, shape[0] - 3, spacing * np.sqrt(3) / 2)):
+        for c in np.arange(3 + (spacing / 2) * (i % 2), shape[1] - 3, spacing):
+            pts.append((r, c))
+    pts = np.array(pts) + rng.normal(0, 0.3, (len(pts), 2))
+    img = render_heatmap(pts, shape, spacing / 4.5) * 180 + 20 + rng.normal(0, 8, shape)
+    return np.clip(img, 0, 255).astype(np.uint8), pts
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_detect_cells_tiny_image(device):
+    _weights("cones")
+    img, pts = _mosaic()
+    before = img.copy()
+    det = detect_cells(img, target="cones", device=device, uncertainty="tta")
+    np.testing.assert_array_equal(img, before)
+    assert det.points_rc.dtype == np.float32 and det.points_rc.shape[1] == 2
+    assert det.heatmap_mean.shape == img.shape and det.heatmap_var.shape == img.shape
+    assert np.all((det.confidence >= 0) & (det.confidence <= 1))
+    assert det.model_version.startswith("cones-")
+    from ml.evaluate import evaluate_detections
+    assert evaluate_detections(det.points_rc, pts, image_shape=img.shape).dice > 0.8
+
+
+def test_no_uncertainty_means_nan_variance():
+    _weights("cones")
+    img, _ = _mosaic(shape=(48, 48))
+    det = detect_cells(img, target="cones", uncertainty=None)
+    assert np.all(np.isnan(det.heatmap_var))
+
+
+def test_mc_dropout_and_bad_options():
+    _weights("cones")
+    img, _ = _mosaic(shape=(48, 48))
+    det = detect_cells(img, target="cones", uncertainty="mc", n_samples=3)
+    assert np.all(np.isfinite(det.heatmap_var))
+    with pytest.raises(ValueError, match="target"):
+        detect_cells(img, target="capillaries")
+    with pytest.raises(ValueError, match="backend"):
+        detect_cells(img, target="cones", backend="nope")
+    with pytest.raises(ValueError, match="mc"):
+        detect_cells(img, target="cones", backend="onnx", uncertainty="mc")
+
+
+def test_onnx_matches_torch():
+    _weights("cones")
+    img, _ = _mosaic()
+    a = detect_cells(img, target="cones", backend="torch", uncertainty=None)
+    b = detect_cells(img, target="cones", backend="onnx", uncertainty=None)
+    np.testing.assert_allclose(a.heatmap_mean, b.heatmap_mean, atol=1e-4)
+    assert len(a.points_rc) == len(b.points_rc)
+    np.testing.assert_allclose(a.points_rc, b.points_rc, atol=1e-2)
+
+
+def test_tiling_matches_whole_image(monkeypatch):
+    _weights("capillaries")
+    import ml.inference as inf
+    rng = np.random.default_rng(0)
+    img = rng.random((150, 170)).astype(np.float32)
+    whole = segment_vessels(img, target="capillaries", uncertainty=None)
+    monkeypatch.setattr(inf, "_TILE_PX", 96)
+    monkeypatch.setattr(inf, "_TILE_OVERLAP_PX", 24)
+    tiled = segment_vessels(img, target="capillaries", uncertainty=None)
+    # interior agreement: tiles see 24 px of context, the receptive field is larger, so
+    # small differences are expected but masks must agree almost everywhere
+    assert np.mean(whole.mask == tiled.mask) > 0.97
+
+
+def test_segment_vessels_and_nfl():
+    _weights("capillaries")
+    _weights("nfl")
+    img = np.zeros((64, 64), np.float32)
+    img[30:33] = 1.0
+    seg = segment_vessels(img, target="capillaries", uncertainty="tta")
+    assert seg.mask.dtype == bool and seg.orientation_rad is None
+    assert np.all(np.isfinite(seg.probability_var))
+    nfl = segment_vessels(img, target="nfl", uncertainty="tta")
+    assert nfl.orientation_rad.shape == img.shape
+    assert np.all((nfl.orientation_rad >= 0) & (nfl.orientation_rad < np.pi))
+
+
+def test_committed_weights_are_small():
+    total = sum(p.stat().st_size for p in WEIGHTS_DIR.iterdir() if p.is_file())
+    assert total < 10 * 1024 * 1024

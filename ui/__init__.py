@@ -1,0 +1,1 @@
+"""aooct review app (Streamlit): pages, data access through resources/, roles and auth."""

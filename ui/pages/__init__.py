@@ -1,0 +1,1 @@
+"""Page scripts routed by ui/app.py with st.navigation (not imported as modules)."""

@@ -1,0 +1,63 @@
+"""Admin: users and roles, and the audit log with filters."""
+from __future__ import annotations
+
+import streamlit as st
+
+from ui import data
+from ui.auth import audit, authorize, hash_password, require_page
+from ui.roles import ROLES
+from ui.widgets import flash, show_flash
+
+user = require_page("admin")
+st.title("Admin")
+show_flash()
+db = data.get_db()
+
+st.subheader("Users")
+users = db.list_users()
+st.dataframe([{k: u.get(k) for k in ("username", "name", "email", "role", "active", "created_at")}
+              for u in users], hide_index=True, width="stretch")
+
+c1, c2 = st.columns(2)
+with c1, st.form("role_form"):
+    st.markdown("**Change a role**")
+    who = st.selectbox("User", [u["username"] for u in users], key="role_user")
+    role = st.selectbox("Role", ROLES, key="role_new")
+    change = st.form_submit_button("Set role")
+if change and authorize("manage_users", action="set_role"):
+    old = next(u["role"] for u in users if u["username"] == who)
+    db.set_role(who, role)
+    audit(user.username, "set_role", detail={"username": who, "from": old, "to": role})
+    flash(f"{who} is now {role}.")
+    st.rerun()
+with c2, st.form("user_form", clear_on_submit=True):
+    st.markdown("**Create a user**")
+    username = st.text_input("Username", key="new_username")
+    name = st.text_input("Name", key="new_name")
+    email = st.text_input("E-mail", key="new_email")
+    password = st.text_input("Password", type="password", key="new_password")
+    new_role = st.selectbox("Role", ROLES, key="new_role")
+    create = st.form_submit_button("Create user")
+if create and authorize("manage_users", action="create_user"):
+    if not username.strip() or len(password) < 8:
+        st.error("A user needs a username and a password of at least 8 characters.")
+    elif db.get_user(username.strip()):
+        st.error(f"User {username.strip()!r} already exists; change the role instead.")
+    else:
+        db.create_user(username.strip(), name=name or username.strip(), email=email,
+                       password_hash=hash_password(password), role=new_role)
+        audit(user.username, "create_user", detail={"username": username.strip(), "role": new_role})
+        flash(f"Created {username.strip()} ({new_role}).")
+        st.rerun()
+
+st.subheader("Audit log")
+if authorize("view_audit", action="view_audit"):
+    a1, a2, a3, a4 = st.columns(4)
+    actor = a1.text_input("Actor", key="audit_actor").strip() or None
+    action = a2.text_input("Action", key="audit_action").strip() or None
+    case_id = a3.text_input("Case", key="audit_case").strip() or None
+    denied_only = a4.checkbox("Denials only", key="audit_denied")
+    rows = db.list_audit(actor=actor, action=action, case_id=case_id, limit=500)
+    if denied_only:
+        rows = [r for r in rows if not r["allowed"]]
+    st.dataframe(rows, hide_index=True, width="stretch")

@@ -1,0 +1,133 @@
+"""Case review: en face viewer with overlays and uncertainty, B-scan viewer with layer
+surfaces, metrics with CI and normative percentile, QC flags, approve/reject."""
+from __future__ import annotations
+
+import streamlit as st
+
+from ui import data
+from ui.auth import audit, authorize, require_page
+from ui.overlays import compose_bscan, encode_png
+from ui.widgets import enface_layers, enface_picture, flash, pick_case, show_flash
+
+user = require_page("review")
+st.title("Case review")
+show_flash()
+case = pick_case("review_case")
+if case is None:
+    st.stop()
+case_id = case["case_id"]
+db = data.get_db()
+st.caption(
+    f"Subject {case.get('subject_id')} · {case.get('eye')} · eccentricity "
+    f"{case.get('eccentricity_deg') or float('nan'):.2f}° · status **{case.get('status')}** · "
+    f"QC **{case.get('qc_status') or 'none'}**"
+)
+art = data.case_artifacts(case_id)
+
+view_col, side_col = st.columns([3, 2])
+with view_col:
+    st.subheader("En face")
+    if not art.enface:
+        st.info("No en face images yet: the pipeline has not produced them for this case.")
+    else:
+        slabs = sorted(art.enface)
+        slab = st.selectbox("Slab", slabs, index=slabs.index("cost") if "cost" in slabs else 0,
+                            key="slab")
+        image = data.load_array(art.enface[slab])
+        layers = enface_layers(art, image.shape)
+        t1, t2, t3, t4 = st.columns(4)
+        show_points = [t for t, col, label in (("cones", t1, "Cones"), ("rpe", t2, "RPE cells"))
+                       if t in layers["points"] and col.toggle(label, value=(t == "cones"), key=f"tog_{t}")]
+        show_masks = [s for s, col, label in (("capillaries", t3, "Capillaries"), ("nfl", t4, "Nerve fibers"))
+                      if s in layers["masks"] and col.toggle(label, value=False, key=f"tog_{s}")]
+        unc_names = sorted(layers["uncertainty"])
+        heat = st.selectbox("Uncertainty heat map", ["none", *unc_names], key="heat")
+        contrast = st.slider("Contrast (percentiles)", 0.0, 100.0, (1.0, 99.5), step=0.5, key="contrast")
+        for message in layers["skipped"]:
+            st.warning(message)
+        png, factor = enface_picture(
+            image, layers, show_points=show_points, show_masks=show_masks,
+            heatmap=None if heat == "none" else heat, contrast=contrast,
+        )
+        counts = ", ".join(f"{len(layers['points'][t])} {t}" for t in show_points)
+        st.image(png, caption=f"{slab} slab {image.shape[0]}×{image.shape[1]} px"
+                 + (f" · {counts}" if counts else "") + (f" · ×{factor} display" if factor > 1 else ""))
+
+    st.subheader("B-scan")
+    if art.volume is None:
+        st.info("No corrected volume yet.")
+    else:
+        volume_shape = data.load_array(art.volume).shape
+        index = st.slider("B-scan index", 0, volume_shape[0] - 1, volume_shape[0] // 2, key="bscan_index")
+        bscan = data.load_bscan(case_id, art.volume, index)
+        names = []
+        if art.surfaces:
+            names = st.multiselect("Layer surfaces", sorted(art.surfaces), default=sorted(art.surfaces),
+                                   key="surfaces")
+        rgb = compose_bscan(bscan, {n: data.load_array(art.surfaces[n])[index] for n in names})
+        st.image(encode_png(rgb), caption=f"B-scan {index} (depth × A-line); surfaces: "
+                 + (", ".join(names) or "none"))
+
+with side_col:
+    st.subheader("Metrics")
+    metrics = db.get_metrics(case_id)
+    if not metrics:
+        st.info("No metrics yet.")
+    else:
+        def _num(v) -> str:  # a metric the pipeline could not compute is stored as null
+            return "—" if v is None else f"{v:.4g}"
+
+        st.dataframe(
+            [{"metric": f"{r['structure']} · {r['metric']}", "value": _num(r["value"]),
+              "95% CI": (f"{_num(r['ci_low'])}–{_num(r['ci_high'])}"
+                         if r.get("ci_low") is not None and r.get("ci_high") is not None else ""),
+              "unit": r["unit"], "method": r.get("method")} for r in metrics],
+            hide_index=True, width="stretch",
+        )
+        density = [r for r in metrics if r["structure"] == "cones" and r["metric"] == "density_cells_per_mm2"]
+        if density and density[-1]["value"] is not None and case.get("eccentricity_deg") is not None:
+            from aooct_core.metrics import cone_density_percentile
+
+            axial = case.get("axial_length_mm")
+            try:
+                pct, z = cone_density_percentile(
+                    density[-1]["value"], float(case["eccentricity_deg"]),
+                    **({"axial_length_mm": float(axial)} if axial else {}))
+            except ValueError as exc:  # outside the published norms: say so, show no number
+                st.info(f"No normative percentile: {exc}")
+            else:
+                st.metric("Cone density vs. healthy eyes", f"{pct:.0f}th percentile")
+                st.caption(f"z = {z:+.2f} against the normative mean ± SD at "
+                           f"{float(case['eccentricity_deg']):.1f}°"
+                           + ("" if axial else "; axial length unknown, the norm assumes 24 mm"))
+
+    st.subheader("QC flags")
+    qc = db.get_qc(case_id)
+    if not qc:
+        st.info("No QC results yet.")
+    else:
+        st.dataframe([{"check": r["check_name"], "passed": r["passed"], "severity": r.get("severity"),
+                       "value": r.get("value"), "threshold": r.get("threshold")} for r in qc],
+                     hide_index=True, width="stretch")
+
+    st.subheader("Decision")
+    for r in db.get_reviews(case_id):
+        st.write(f"**{r['decision']}** by {r['reviewer']} ({r['created_at'][:16]}): {r.get('comment') or ''}")
+    with st.form("review_form", clear_on_submit=True):
+        decision = st.radio("Decision", ["approve", "reject"], horizontal=True, key="decision")
+        comment = st.text_area("Comment", key="review_comment")
+        submitted = st.form_submit_button("Submit decision")
+    if submitted and authorize("review_case", action="review_case", case_id=case_id):
+        if decision == "reject" and not comment.strip():
+            st.error("Say why the case is rejected in the comment.")
+        else:
+            review_id = db.add_review(case_id, user.username, decision, comment)
+            db.set_case_status(case_id, "approved" if decision == "approve" else "rejected")
+            audit(user.username, f"review_{decision}", case_id=case_id,
+                  detail={"review_id": review_id, "comment": comment})
+            flash(f"Case {case_id} {decision}d.")
+            st.rerun()
+
+    if art.report is not None:
+        st.download_button("Download report (HTML)", data.get_store().get_bytes(art.report),
+                           file_name=f"{case_id}_report.html", mime="text/html", key="dl_report")

@@ -1,0 +1,78 @@
+"""Upload (Tech): a case zip or a folder on the server, validated before it is dropped for ingest."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import streamlit as st
+
+from aooct_core.io.errors import InputError
+from ui import data
+from ui.auth import audit, authorize, require_page
+from ui.upload import UploadLimits, drop_for_ingest, extract_zip_safely, validate_case_folder
+
+user = require_page("upload")
+st.title("Upload a case")
+limits = UploadLimits.from_env()
+cfg = data.ui_config()
+st.caption(
+    f"A case folder holds case.json and its volumes. Limits: "
+    f"{limits.max_file_bytes / 1024**2:.0f} MB per file, {limits.max_total_bytes / 1024**2:.0f} MB "
+    f"in total, {limits.max_files} files. Valid cases go to {cfg.drop}."
+)
+
+
+def _drop(folder: Path, source: str) -> None:
+    if not authorize("upload_case", action="upload", detail={"source": source}):
+        return
+    try:
+        case = validate_case_folder(folder, limits=limits)
+        if cfg.drop.startswith("s3://"):
+            where = drop_for_ingest(case, "", store=data.get_drop_store())
+        else:
+            where = drop_for_ingest(case, cfg.drop)
+    except InputError as exc:
+        audit(user.username, "upload_rejected", detail={"source": source, "problems": exc.problems})
+        st.error(f"Rejected: {exc}")
+        return
+    audit(user.username, "upload", case_id=case.case_id,
+          detail={"source": source, "dropped_at": where, "n_volumes": case.n_volumes,
+                  "volume_shape_px": list(case.volume_shape_px), "bytes": case.total_bytes})
+    st.success(f"Case {case.case_id} ({case.n_volumes} volume(s) of {case.volume_shape_px}) "
+               f"is queued for ingest at {where}.")
+
+
+tab_zip, tab_folder = st.tabs(["Zip file", "Folder on the server"])
+with tab_zip:
+    uploaded = st.file_uploader("Case zip", type=["zip"], key="upload_zip")
+    if (uploaded is not None and st.button("Validate and queue", key="upload_zip_go")
+            and authorize("upload_case", action="upload", detail={"source": uploaded.name})):
+        with tempfile.TemporaryDirectory(prefix="aooct-upload-") as tmp:
+            zip_path = Path(tmp) / "upload.zip"
+            zip_path.write_bytes(uploaded.getvalue())
+            try:
+                folder = extract_zip_safely(zip_path, Path(tmp) / "x", limits=limits)
+            except InputError as exc:
+                audit(user.username, "upload_rejected",
+                      detail={"source": uploaded.name, "problems": exc.problems})
+                st.error(f"Rejected {uploaded.name}: {exc.problem}")
+            else:
+                _drop(folder, uploaded.name)
+with tab_folder:
+    # Reading server folders is limited to AOOCT_UPLOAD_ROOT (e.g. the acquisition share),
+    # so the upload page cannot be used to copy arbitrary server files into the pipeline.
+    root = os.environ.get("AOOCT_UPLOAD_ROOT")
+    if not root:
+        st.info("Set AOOCT_UPLOAD_ROOT to the folder that holds acquisitions to queue cases "
+                "straight from the server.")
+    else:
+        path = st.text_input(f"Case folder under {root}", key="upload_folder")
+        if st.button("Validate and queue", key="upload_folder_go") and path:
+            folder = Path(root, path).expanduser().resolve()
+            if not folder.is_relative_to(Path(root).expanduser().resolve()):
+                audit(user.username, "upload_rejected", allowed=False,
+                      detail={"source": path, "problems": ["outside AOOCT_UPLOAD_ROOT"]})
+                st.error(f"Rejected: {path} is outside {root}.")
+            else:
+                _drop(folder, path)
