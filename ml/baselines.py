@@ -24,11 +24,14 @@ from ml.data import normalize_image
 __all__ = ["estimate_spacing_px", "log_cell_detector", "frangi_vessels"]
 
 
-def estimate_spacing_px(image: np.ndarray, *, min_px: float = 3.0, max_px: float = 40.0) -> float:
+def estimate_spacing_px(image: np.ndarray, *, min_px: float = 3.0, max_px: float = 40.0,
+                        return_prominence: bool = False):
     """Cell spacing in px from the peak of the radially averaged power spectrum.
 
     For a triangular mosaic of spacing ``d`` the first spectral ring lies at
-    ``f = 2 / (√3 d)`` cycles/px, hence ``d = 2 / (√3 f)``.
+    ``f = 2 / (√3 d)`` cycles/px, hence ``d = 2 / (√3 f)``. With ``return_prominence``
+    also returns the ring's height over the median of the (f²-whitened) profile in the
+    search band; a mosaic gives a clear ring (> 3), noise does not.
     """
     img = normalize_image(image).astype(np.float64)
     img = img - img.mean()
@@ -49,8 +52,14 @@ def estimate_spacing_px(image: np.ndarray, *, min_px: float = 3.0, max_px: float
     if not ok.any():
         raise ValueError(f"image {image.shape} too small to estimate a spacing in [{min_px}, {max_px}] px")
     flat = prof * freqs ** 2
-    f_peak = freqs[ok][int(np.argmax(flat[ok]))]
-    return float(2 / (np.sqrt(3) * f_peak))
+    i_peak = int(np.argmax(flat[ok]))
+    spacing = float(2 / (np.sqrt(3) * freqs[ok][i_peak]))
+    if not return_prominence:
+        return spacing
+    # A peak on the band's high-frequency edge is the noise floor rising, not a ring.
+    edge = i_peak == int(ok.sum()) - 1
+    prominence = 0.0 if edge else float(flat[ok][i_peak] / (np.median(flat[ok]) + 1e-30))
+    return spacing, prominence
 
 
 def log_cell_detector(image: np.ndarray, *, spacing_px: float | None = None,

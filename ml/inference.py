@@ -37,6 +37,7 @@ _TILE_OVERLAP_PX = 32
 # to Nyquist (AO-OCT: ~2.5-4 px per cone) are resampled so cells are ~8 px apart.
 _MIN_SPACING_PX = 5.0
 _TARGET_SPACING_PX = 8.0
+_MIN_RING_PROMINENCE = 8.0  # phantom IS/OS slabs: ~15-20; white noise: < 5
 
 
 @dataclass(frozen=True)
@@ -244,7 +245,11 @@ def _zoom_factors(image, um_per_px, expected_spacing_um) -> tuple[float, float]:
         from ml.baselines import estimate_spacing_px
         if min(image.shape) < 32:
             return (1.0, 1.0)
-        spacing_px = np.full(2, estimate_spacing_px(image, min_px=2.2, max_px=40.0))
+        spacing, prominence = estimate_spacing_px(image, min_px=2.2, max_px=40.0,
+                                                  return_prominence=True)
+        if prominence < _MIN_RING_PROMINENCE:  # no mosaic ring (noise, vessels): leave as is
+            return (1.0, 1.0)
+        spacing_px = np.full(2, spacing)
     if spacing_px.min() >= _MIN_SPACING_PX:
         return (1.0, 1.0)
     return tuple(float(max(1.0, _TARGET_SPACING_PX / s)) for s in spacing_px)

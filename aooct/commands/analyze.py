@@ -53,6 +53,8 @@ import typer
 from aooct.errors import CliError
 
 TARGETS = ("cones", "rpe", "capillaries", "nfl", "all")
+# Fewer cells than this give no meaningful density / spacing (and QC flags the count).
+_MIN_CELLS_FOR_METRICS = 10
 _IMAGE_SUFFIXES = {".tif", ".tiff", ".png", ".npy", ".jpg", ".jpeg", ".bmp"}
 _VOLUME_ONLY = {".dcm"}
 
@@ -153,6 +155,9 @@ def _load_input(path: Path, kind: str, um_per_px: float | None) -> dict:
                             and (spacing["bscan"], spacing["aline"]))
     if not lateral:
         notes.append("lateral µm/px unknown (pass --um-per-px): physical metrics omitted")
+    notes.append("retinal eccentricity unknown for a bare volume: cone spacing taken from the "
+                 "image spectrum when it shows a clear mosaic ring; use a case folder for the "
+                 "normative spacing at the case's location")
     pair = (lateral, lateral) if isinstance(lateral, (int, float)) else lateral
     # Preprocessing needs a lateral scale for its search windows only; 1 µm/px is used when
     # none is known and no physical metric is reported from it.
@@ -224,7 +229,10 @@ def analyze_one(path: Path, kind: str, out_dir: Path, *, target: str | None,
                 if t == "cones":
                     qc_inputs["cell_count"] = int(len(det.points_rc))
                     qc_inputs["uncertainty_fraction"] = metrics["uncertainty"][t]["low_confidence_fraction"]
-                if t == "cones" and um is not None and len(det.points_rc) >= 3:
+                if t == "cones" and um is not None and len(det.points_rc) < _MIN_CELLS_FOR_METRICS:
+                    metrics["notes"].append(f"only {len(det.points_rc)} cones detected: mosaic "
+                                            "metrics (density, NND) not computed")
+                if t == "cones" and um is not None and len(det.points_rc) >= _MIN_CELLS_FOR_METRICS:
                     from aooct_core.metrics import mosaic_metrics
                     mm = mosaic_metrics(det.points_rc, image_shape=img.shape, um_per_px=um)
                     d, lo, hi = _mv(mm["density_cells_per_mm2"])

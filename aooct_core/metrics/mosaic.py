@@ -155,16 +155,9 @@ def voronoi_cells(points_um: np.ndarray, field_um: tuple[float, float]) -> dict[
     keep = bound[owner]
     owner, flat = owner[keep], flat[keep]
     xy = verts[flat]
-    # Order each convex polygon's vertices by angle around the cell's seed point.
-    ang = np.arctan2(xy[:, 0] - points_um[owner, 0], xy[:, 1] - points_um[owner, 1])
-    order = np.lexsort((ang, owner))
-    owner, xy = owner[order], xy[order]
-    nxt = np.arange(len(owner)) + 1
-    starts = np.r_[0, np.flatnonzero(np.diff(owner)) + 1]
-    ends = np.r_[starts[1:], len(owner)]
-    nxt[ends - 1] = starts  # close each polygon
-    cross = xy[:, 1] * xy[nxt, 0] - xy[nxt, 1] * xy[:, 0]
-    area = 0.5 * np.abs(np.bincount(owner, weights=cross, minlength=n))
+    area = np.zeros(n)
+    if len(owner):  # with few cells, none may have a Voronoi cell wholly inside the field
+        area = _polygon_areas(owner, xy, points_um, n)
     out["bound"] = bound
     out["area_um2"] = np.where(bound, area, np.nan)
     out["n_sides"] = np.where(bound, lengths, 0)
@@ -176,6 +169,20 @@ def voronoi_cells(points_um: np.ndarray, field_um: tuple[float, float]) -> dict[
     with np.errstate(invalid="ignore", divide="ignore"):
         out["icd_um"] = np.where(bound, tot / deg, np.nan)
     return out
+
+
+def _polygon_areas(owner: np.ndarray, xy: np.ndarray, points_um: np.ndarray, n: int) -> np.ndarray:
+    """Shoelace areas (µm²) of the bound cells from their flattened (cell, vertex) pairs."""
+    # Order each convex polygon's vertices by angle around the cell's seed point.
+    ang = np.arctan2(xy[:, 0] - points_um[owner, 0], xy[:, 1] - points_um[owner, 1])
+    order = np.lexsort((ang, owner))
+    owner, xy = owner[order], xy[order]
+    nxt = np.arange(len(owner)) + 1
+    starts = np.r_[0, np.flatnonzero(np.diff(owner)) + 1]
+    ends = np.r_[starts[1:], len(owner)]
+    nxt[ends - 1] = starts  # close each polygon
+    cross = xy[:, 1] * xy[nxt, 0] - xy[nxt, 1] * xy[:, 0]
+    return 0.5 * np.abs(np.bincount(owner, weights=cross, minlength=n))
 
 
 def _widest_grid(points_um: np.ndarray, field_um: tuple[float, float]) -> BlockGrid:

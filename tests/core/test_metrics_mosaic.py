@@ -188,3 +188,13 @@ def test_make_phantom_truth_end_to_end():
         # Jitter of 0.1 spacing shortens the nearest of 6 neighbours by ~1.27 σ√2 ≈ 0.18 spacing.
         assert 0.75 * cones["spacing_um"] < m["nnd_um_mean"].value < 0.95 * cones["spacing_um"]
         assert m["icd_um_mean"].value == pytest.approx(cones["spacing_um"], rel=0.05)
+
+
+@pytest.mark.parametrize("n_cells", [4, 5, 6, 8])
+def test_few_cells_with_no_bound_voronoi_cell_give_nan_shape_metrics_not_a_crash(n_cells):
+    # Regression: with a handful of cells none has a Voronoi cell inside the field, which
+    # used to raise IndexError while closing the (empty) polygon list.
+    points = np.random.default_rng(0).uniform(0, 99, (n_cells, 2))
+    m = mosaic_metrics(points, image_shape=(100, 100), um_per_px=1.0)
+    assert m["count"].value == n_cells
+    assert np.isfinite(m["density_cells_per_mm2"].value)
