@@ -14,7 +14,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -225,27 +225,55 @@ def write_case(folder: str | Path, acquisition: Acquisition, volumes, *, fmt: st
             write_volume(tmp / name, vol, fmt=fmt)
             _fsync_file(tmp / name)
         _casefile.write_case_json(tmp / "case.json", content)
-        _move_into_place(tmp, folder, overwrite=overwrite)
+        commit_case_folder(tmp, folder, overwrite=overwrite)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
     return folder
 
 
-def _move_into_place(tmp: Path, folder: Path, *, overwrite: bool) -> None:
+def commit_case_folder(tmp: str | Path, folder: str | Path, *, overwrite: bool,
+                       same: Callable[[Path, Path], bool] | None = None,
+                       overwrite_hint: str = "pass overwrite=True to replace it, or choose another folder",
+                       ) -> bool:
+    """Move a finished case folder ``tmp`` to ``folder`` atomically.
+
+    ``rename(2)`` replaces an empty folder atomically and fails on a non-empty one, so a
+    concurrent writer cannot be clobbered; a different existing case is swapped out via a
+    hidden trash folder and put back if the final rename fails.
+
+    Parameters
+    ----------
+    tmp, folder : path
+        The finished case (same file system) and its destination.
+    overwrite : bool, keyword-only
+        Replace an existing, different case.
+    same : callable ``(existing, new) -> bool``, keyword-only
+        Whether the existing folder already holds this case (default: equal
+        :func:`case_content_hash`); an unreadable existing folder counts as different.
+    overwrite_hint : str, keyword-only
+        How to get past :class:`CaseExistsError`, for the message.
+
+    Returns
+    -------
+    bool
+        False when an identical case was already there (``tmp`` is then left for the
+        caller to remove), True when ``tmp`` was moved into place.
+    """
+    tmp, folder = Path(tmp), Path(folder)
     if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
         raise CaseExistsError(folder, "exists and is not a folder — remove it or choose another "
                               "case folder")
     if folder.is_dir() and any(folder.iterdir()):
+        same = same or (lambda old, new: case_content_hash(old) == case_content_hash(new))
         try:
-            old_hash = case_content_hash(folder)
-        except InputError:
-            old_hash = None  # not a valid case: certainly different from the new one
-        if old_hash is not None and old_hash == case_content_hash(tmp):
-            return  # identical case already there; the caller removes tmp
+            identical = same(folder, tmp)
+        except (InputError, OSError):
+            identical = False  # not a readable case: certainly different from the new one
+        if identical:
+            return False
         if not overwrite:
-            raise CaseExistsError(folder, "already holds a different case — pass overwrite=True "
-                                  "to replace it, or choose another folder")
+            raise CaseExistsError(folder, f"already holds a different case — {overwrite_hint}")
         trash = folder.parent / f".{folder.name}.old-{uuid.uuid4().hex}"
         os.rename(folder, trash)
         try:
@@ -255,14 +283,13 @@ def _move_into_place(tmp: Path, folder: Path, *, overwrite: bool) -> None:
             raise
         shutil.rmtree(trash)
     else:
-        # rename(2) replaces an empty directory atomically and fails on a non-empty one,
-        # so a concurrent writer cannot be clobbered.
         os.rename(tmp, folder)
     dir_fd = os.open(folder.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+    return True
 
 
 def case_content_hash(folder: str | Path) -> str:

@@ -33,6 +33,11 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from aooct_core.curcio import (
+    CURCIO_1990_MEAN_DENSITY,
+    CURCIO_MAX_ECCENTRICITY_MM,
+    curcio_cone_density_cells_per_mm2,
+)
 from aooct_core.geometry import retinal_mm_per_deg
 
 if TYPE_CHECKING:
@@ -53,17 +58,6 @@ Source = Literal["auto", "legras2018", "curcio1990"]
 # (eccentricity deg, mean cones/mm², SD cones/mm²), Legras et al. 2018, abstract.
 LEGRAS_2018: tuple[tuple[float, float, float], ...] = ((2.0, 28884.0, 3692.0), (6.0, 15843.0, 1598.0))
 
-# (eccentricity mm, four-meridian mean cones/mm²), Curcio et al. 1990 (PRtopo data).
-CURCIO_1990_MEAN_DENSITY: tuple[tuple[float, float], ...] = (
-    (0.00, 197000.0), (0.05, 150750.0), (0.10, 112500.0), (0.15, 90250.0),
-    (0.20, 71750.0), (0.30, 52250.0), (0.40, 40750.0), (0.50, 33750.0),
-    (0.60, 29250.0), (0.70, 25000.0), (0.80, 21750.0), (0.90, 20000.0),
-    (1.00, 18750.0), (2.00, 11125.0), (3.00, 8225.0), (4.00, 6367.0),
-    (5.00, 5900.0), (6.00, 5425.0), (7.00, 5150.0), (8.00, 4900.0),
-    (9.00, 4675.0), (10.00, 4450.0),
-)
-_CURCIO_MM = np.array([e for e, _ in CURCIO_1990_MEAN_DENSITY])
-_CURCIO_LOG = np.log([d for _, d in CURCIO_1990_MEAN_DENSITY])
 _LEGRAS_LO, _LEGRAS_HI = LEGRAS_2018
 
 
@@ -77,7 +71,7 @@ def _check_ecc(eccentricity_deg: float) -> float:
 def has_norm(eccentricity_deg: float, *, axial_length_mm: float = 24.0) -> bool:
     """Whether ``normative_cone_density(..., source="auto")`` covers this eccentricity."""
     ecc = _check_ecc(eccentricity_deg)
-    return ecc * retinal_mm_per_deg(axial_length_mm) <= _CURCIO_MM[-1]
+    return ecc * retinal_mm_per_deg(axial_length_mm) <= CURCIO_MAX_ECCENTRICITY_MM
 
 
 def normative_source(eccentricity_deg: float, *, source: Source = "auto") -> str:
@@ -129,13 +123,7 @@ def normative_cone_density(
         mean = math.exp(math.log(m0) + frac * (math.log(m1) - math.log(m0)))
         cv = s0 / m0 + (ecc - e0) / (e1 - e0) * (s1 / m1 - s0 / m0)
         return (float(mean), float(mean * cv))
-    ecc_mm = ecc * retinal_mm_per_deg(axial_length_mm)
-    if ecc_mm > _CURCIO_MM[-1]:
-        raise ValueError(
-            f"{ecc:g}° = {ecc_mm:.2f} mm is beyond the {_CURCIO_MM[-1]:g} mm of the Curcio 1990 table; "
-            "no cone density norm is available there"
-        )
-    mean = float(np.exp(np.interp(ecc_mm, _CURCIO_MM, _CURCIO_LOG)))
+    mean = curcio_cone_density_cells_per_mm2(ecc, axial_length_mm=axial_length_mm)
     cv = s0 / m0 if ecc < e0 else s1 / m1
     return (mean, mean * cv)
 
@@ -182,7 +170,7 @@ def plot_cone_density_norms(
     from matplotlib.figure import Figure  # lazy: matplotlib is heavy and only needed for plots
 
     lo_deg, hi_deg = ecc_range_deg
-    max_deg = _CURCIO_MM[-1] / retinal_mm_per_deg(axial_length_mm)
+    max_deg = CURCIO_MAX_ECCENTRICITY_MM / retinal_mm_per_deg(axial_length_mm)
     ecc = np.linspace(max(lo_deg, 0.05), min(hi_deg, max_deg), 200)
     stats = np.array([normative_cone_density(e, axial_length_mm=axial_length_mm) for e in ecc])
     fig = Figure(figsize=(6, 4), layout="constrained")

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import uuid
 from dataclasses import dataclass, field
@@ -330,40 +329,27 @@ def write_phantom(out_folder: str | Path, phantom: Phantom, *, overwrite: bool =
     aooct_core.io.CaseExistsError
         ``out_folder`` holds something else and ``overwrite`` is False.
     """
-    from aooct_core.io import CaseExistsError, InputError, case_content_hash, write_case
+    from aooct_core.io import CaseExistsError, case_content_hash, commit_case_folder, write_case
 
     folder = Path(out_folder)
     if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
         raise CaseExistsError(folder, "exists and is not a folder — remove it or choose another folder")
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = folder.parent / f".{folder.name}.phantom-{uuid.uuid4().hex}"
+    truth_bytes = json.dumps(phantom.truth, separators=(",", ":")).encode()
+
+    def same_phantom(old: Path, new: Path) -> bool:
+        return (case_content_hash(old) == case_content_hash(new)
+                and (old / "truth.json").read_bytes() == truth_bytes)
+
     try:
         write_case(tmp, phantom.acquisition, phantom.volumes)
-        truth_bytes = json.dumps(phantom.truth, separators=(",", ":")).encode()
         (tmp / "truth.json").write_bytes(truth_bytes)
         with (tmp / "truth_surfaces.npz").open("wb") as fh:
             np.savez_compressed(fh, motion_px=phantom.motion_px, **phantom.surfaces_px)
-        if folder.is_dir() and any(folder.iterdir()):
-            try:
-                same = (case_content_hash(folder) == case_content_hash(tmp)
-                        and (folder / "truth.json").read_bytes() == truth_bytes)
-            except (InputError, OSError):
-                same = False          # not a readable phantom: certainly different
-            if same:
-                return folder
-            if not overwrite:
-                raise CaseExistsError(folder, "already holds a different case — pass overwrite=True "
-                                      "(aooct phantom --overwrite) or choose another folder")
-            trash = folder.parent / f".{folder.name}.old-{uuid.uuid4().hex}"
-            os.rename(folder, trash)
-            try:
-                os.rename(tmp, folder)
-            except OSError:
-                os.rename(trash, folder)   # put the old case back before reporting the failure
-                raise
-            shutil.rmtree(trash)
-        else:
-            os.rename(tmp, folder)         # replaces an empty folder atomically
+        commit_case_folder(tmp, folder, overwrite=overwrite, same=same_phantom,
+                           overwrite_hint="pass overwrite=True (aooct phantom --overwrite) "
+                                          "or choose another folder")
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
