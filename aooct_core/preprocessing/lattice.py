@@ -7,7 +7,8 @@ lattice: its en face image has sharp Fourier peaks at lattice vectors ``k``. If 
 is displaced laterally by ``s[b]``, the local phase of every peak along that row moves
 by ``-2π k_aline s[b]``; demodulating each row at ``k`` and unwrapping the phase along
 the rows measures ``s`` up to a linear trend (a sheared lattice is still a lattice, so
-the linear part stays unobservable) [1]_.
+the phase cannot see the linear part) [1]_. The linear part is a shear of the en face
+image, which :func:`lattice_shear` measures from the isotropy of the lattice spectrum.
 
 Up to three peaks with a large A-line component are demodulated; the two estimates that
 agree best are combined and must correlate ≥ ``min_agreement``, otherwise no correction
@@ -25,7 +26,7 @@ import numpy as np
 import scipy.fft
 from scipy.ndimage import gaussian_filter1d
 
-__all__ = ["lattice_row_shifts"]
+__all__ = ["lattice_row_shifts", "lattice_shear"]
 
 
 def _peaks(power, freq_rows, freq_cols, *, min_freq, min_aline_freq, n_peaks):
@@ -107,3 +108,101 @@ def lattice_row_shifts(enface, *, min_freq: float = 0.12, min_aline_freq: float 
         return zero, agreement
     combined = np.average(np.stack([estimates[i], estimates[j]]), axis=0, weights=[weights[i], weights[j]])
     return (combined - combined.mean()).astype(np.float32), agreement
+
+
+def _triad_peaks(power, freq_rows, freq_cols, *, band):
+    # Three strongest local maxima of the power in the cone band, one of each ± pair.
+    from scipy.ndimage import maximum_filter
+
+    radius = np.hypot(freq_rows[:, None], freq_cols[None, :])
+    half = (freq_cols[None, :] > 0) | ((freq_cols[None, :] == 0) & (freq_rows[:, None] > 0))
+    allowed = (radius >= band[0]) & (radius <= band[1]) & half
+    is_max = (power == maximum_filter(power, size=5, mode="wrap")) & allowed
+    cand = np.argwhere(is_max)
+    cand = cand[np.argsort(power[is_max])[::-1]][:3]
+    n_r, n_c = power.shape
+    peaks = []
+    for r, c in cand:
+        # Sub-bin vertex of a log-parabola through the peak and its neighbours (periodic).
+        def vertex(minus, zero, plus):
+            lm, l0, lp = np.log(max(minus, 1e-30)), np.log(zero), np.log(max(plus, 1e-30))
+            denom = lm - 2 * l0 + lp
+            return float(np.clip(0.5 * (lm - lp) / denom, -0.5, 0.5)) if denom < 0 else 0.0
+        dr = vertex(power[(r - 1) % n_r, c], power[r, c], power[(r + 1) % n_r, c])
+        dc = vertex(power[r, (c - 1) % n_c], power[r, c], power[r, (c + 1) % n_c])
+        step_r = freq_rows[1] - freq_rows[0]
+        step_c = freq_cols[1] - freq_cols[0]
+        peaks.append((freq_rows[r] + dr * step_r, freq_cols[c] + dc * step_c))
+    return np.array(peaks, dtype=np.float64).reshape(-1, 2)
+
+
+def lattice_shear(enface, *, um_per_px: tuple[float, float], spacing_um_range: tuple[float, float] = (2.5, 12.0),
+                  max_anisotropy: float = 0.15, max_angle_error_deg: float = 10.0):
+    """Linear lateral drift along the B-scans from the isotropy of the cone lattice.
+
+    A lateral displacement growing linearly with the B-scan index, ``s · row``, shears the
+    en face image (``col' = col + s·row``) — the one component of the mean motion that
+    neither matching repeats to each other nor the lattice phase (:func:`lattice_row_shifts`)
+    can see. The cone mosaic itself is isotropic: its power spectrum is a ring (Yellott's
+    ring) [1]_, or, for a locally triangular mosaic, six peaks 60° apart whose second-moment
+    tensor is isotropic whatever the lattice orientation. A shear maps a frequency
+    ``(k_row, k_col)`` to ``(k_row - S k_col, k_col)`` (physical units, ``S`` in µm/µm), so
+    with the three fundamental peaks ``k_i`` found in the image,
+    ``S = -Σ k_row k_col / Σ k_col²`` (equal weight per peak: peak *powers* differ).
+
+    Parameters
+    ----------
+    enface : ndarray (n_rows, n_cols)
+        Cone en face image (rows = B-scans), linear intensity.
+    um_per_px : (float, float)
+        ``(row, col)`` sampling, µm/px (``Geometry.enface_um_per_px``).
+    spacing_um_range : (float, float)
+        Range of cone row spacings searched, µm.
+    max_anisotropy : float
+        The three peaks' |k| must agree within this fraction (after the shear is undone)
+        and be 60° ± ``max_angle_error_deg`` apart; otherwise no lattice, no correction.
+
+    Returns
+    -------
+    shear_px : float
+        Lateral displacement per B-scan, px along the A-lines per row, of the image
+        content (add ``shear_px · (b - mean b)`` to the lateral shifts); 0.0 when no
+        triangular lattice was found.
+    ok : bool
+        Whether a triangular lattice was found.
+
+    References
+    ----------
+    .. [1] Yellott JI Jr. "Spectral analysis of spatial sampling by photoreceptors:
+           topological disorder prevents aliasing." Vision Res. 22(9):1205-1210 (1982).
+    """
+    image = np.asarray(enface, dtype=np.float64)
+    if image.ndim != 2:
+        raise ValueError(f"enface must be 2-D (row, col); got shape {image.shape}")
+    um_row, um_col = (float(v) for v in um_per_px)
+    if not (um_row > 0 and um_col > 0):
+        raise ValueError(f"um_per_px must be two positive sizes (row, col) in µm; got {um_per_px!r}")
+    n_rows, n_cols = image.shape
+    if n_rows < 16 or n_cols < 16 or not np.isfinite(image).all():
+        return 0.0, False
+    window = np.hanning(n_rows)[:, None] * np.hanning(n_cols)[None, :]
+    power = np.abs(scipy.fft.fft2((image - image.mean()) * window)) ** 2
+    f_rows = np.fft.fftfreq(n_rows) / um_row          # cycles/µm
+    f_cols = np.fft.fftfreq(n_cols) / um_col
+    # A triangular lattice of row spacing d has its fundamental peaks at |k| = 1/d.
+    band = (1.0 / spacing_um_range[1], 1.0 / spacing_um_range[0])
+    peaks = _triad_peaks(power, f_rows, f_cols, band=band)
+    if len(peaks) < 3:
+        return 0.0, False
+    k_row, k_col = peaks[:, 0], peaks[:, 1]
+    shear = -float((k_row * k_col).sum() / max((k_col * k_col).sum(), 1e-30))
+    # Check the shear-corrected peaks form an equilateral triad (else: no lattice).
+    fixed = np.stack([k_row + shear * k_col, k_col], axis=1)
+    mags = np.hypot(fixed[:, 0], fixed[:, 1])
+    angles = np.sort(np.degrees(np.arctan2(fixed[:, 0], fixed[:, 1])) % 180.0)
+    gaps = np.diff(np.concatenate([angles, angles[:1] + 180.0]))
+    ok = (mags.max() - mags.min() <= max_anisotropy * mags.mean()) and \
+        bool(np.all(np.abs(gaps - 60.0) <= max_angle_error_deg))
+    if not ok:
+        return 0.0, False
+    return shear * um_row / um_col, True

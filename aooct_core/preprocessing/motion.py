@@ -1,4 +1,4 @@
-"""Batched sub-pixel phase correlation of B-scans and sub-pixel B-scan shifting.
+"""Batched sub-pixel phase correlation of B-scans (shifting: :mod:`.resample`, re-exported here).
 
 All B-scans of a stack are registered at once — batched FFTs, one cross-power spectrum
 per pair, a vectorised peak search — instead of a Python loop over B-scans. The same code
@@ -38,6 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from aooct_core.preprocessing.backend import Backend, get_backend, to_device, to_host
+from aooct_core.preprocessing.resample import dim_bscans, shift_bscans  # noqa: F401  (re-exported)
 
 __all__ = [
     "ShiftEstimate",
@@ -90,25 +91,31 @@ def _tukey(n: int, alpha: float, xp):
 class Spectra:
     """Prepared stack of B-scans for matching (device arrays).
 
-    ``image``: (n, depth, aline) tapered amplitude with each depth row's lateral mean
-    removed and multiplied by its row weight — laterally uniform layers carry no lateral
-    information and, tapered by the window, would pull lateral estimates towards 0.
-    ``rows``: int (k,) depth rows that carry lateral structure (weight ≥ 5 % of the max).
-    ``row_spec``: rfft along the A-lines (n, k, aline//2+1) of those rows, half-whitened.
-    ``profile``: rfft (n, depth//2+1) of the tapered mean depth profile, half-whitened —
-    the layers, which carry the axial information.
+    Only what the match needs is computed — never a full-volume float copy:
+
+    ``bscans``: (n, depth, aline) the raw B-scans, any real dtype (a view, not a copy);
+    the moving side's structured rows are gathered from it at the axial offset.
+    ``row_weight``: float32 (depth,) depth taper × lateral row weight.
+    ``rows``: int (k,) depth rows that carry lateral structure (weight ≥ ``min_row_weight``
+    of the max).
+    ``row_spec``: rfft along the A-lines (n, k, aline//2+1) of those rows (amplitude,
+    each row's lateral mean removed, weighted), half-whitened; empty on the moving side.
+    ``profile``: rfft (n, depth//2+1) of the tapered depth profile (sqrt of each row's
+    mean intensity), half-whitened — the layers, which carry the axial information.
     """
 
-    image: object
+    bscans: object
+    row_weight: object
     rows: object
     row_spec: object
     profile: object
 
     def __getitem__(self, index) -> "Spectra":
-        return Spectra(self.image[index], self.rows, self.row_spec[index], self.profile[index])
+        spec = self.row_spec[index] if self.row_spec.shape[1] else self.row_spec
+        return Spectra(self.bscans[index], self.row_weight, self.rows, spec, self.profile[index])
 
     def __len__(self) -> int:
-        return int(self.image.shape[0])
+        return int(self.bscans.shape[0])
 
 
 def lateral_row_weights(volume, *, device: str = "cpu", smooth_px: float = 2.0):
@@ -140,35 +147,74 @@ def lateral_row_weights(volume, *, device: str = "cpu", smooth_px: float = 2.0):
     return xp.where(top > 0, excess / xp.maximum(top, np.float32(1e-12)), np.float32(1)).astype(xp.float32)
 
 
-def compute_spectra(bscans, backend: Backend, *, row_weights=None, as_fixed: bool = True) -> Spectra:
-    """:class:`Spectra` of B-scans (n, depth, aline), any real dtype, on the backend's device.
+def _lateral_rows(bscans, rows, weight, backend: Backend, frac=None):
+    """Gathered depth rows ready for the lateral correlation: (n, k, aline) float32.
 
-    Amplitude (sqrt of linear intensity) tames the exponential tail of speckle so that a
-    few bright speckles do not dominate the correlation. For the lateral (image) part each
-    depth row is divided by its lateral mean (relative modulation) and multiplied by
-    ``row_weights`` (n_depth,) from :func:`lateral_row_weights` (default: all 1).
-    ``as_fixed=False`` skips ``row_spec``, which only the fixed side of a match uses (the
-    moving side is re-sampled at its axial offset first).
+    ``rows``: int (n, k) row of each B-scan to take; ``weight``: (k,) or (n, k) weights.
+    ``frac``: float32 (n,) sub-pixel depth offset: the intensity is linearly interpolated
+    between ``rows`` and ``rows + 1`` (clipped to the B-scan) before anything else.
+    Amplitude (sqrt of linear intensity) tames the exponential tail of speckle so a few
+    bright speckles do not dominate; each row is divided by its lateral mean (relative
+    modulation, so laterally uniform layers carry nothing) and tapered along the A-lines.
     """
     xp = backend.xp
-    amp = xp.sqrt(xp.maximum(bscans.astype(xp.float32, copy=False), 0))
-    n_depth, n_alines = amp.shape[1:]
+    index = xp.arange(bscans.shape[0])[:, None]
+    n_depth = bscans.shape[1]
+    # Fancy indexing returns a new array, so everything below works in place on it.
+    amp = bscans[index, xp.clip(rows, 0, n_depth - 1)].astype(xp.float32, copy=False)
+    if frac is not None:
+        upper = bscans[index, xp.clip(rows + 1, 0, n_depth - 1)].astype(xp.float32, copy=False)
+        upper -= amp
+        upper *= frac.astype(xp.float32)[:, None, None]
+        amp += upper
+        del upper
+    xp.maximum(amp, 0, out=amp)
+    xp.sqrt(amp, out=amp)
+    mean = amp.mean(axis=2, keepdims=True)
+    # Relative floor so empty rows (all-zero B-scans) give zeros, not NaN.
+    mean += mean.mean(axis=1, keepdims=True) * np.float32(1e-3) + np.float32(1e-30)
+    amp /= mean
+    amp -= 1
+    w = weight if weight.ndim == 2 else weight[None]
+    amp *= w[:, :, None] * _tukey(bscans.shape[2], 0.3, xp)[None, None, :]
+    return amp
+
+
+def compute_spectra(bscans, backend: Backend, *, row_weights=None, as_fixed: bool = True,
+                    min_row_weight: float = 0.05, row_step: int = 2, row_mean=None) -> Spectra:
+    """:class:`Spectra` of B-scans (n, depth, aline), any real dtype, on the backend's device.
+
+    One pass over the B-scans (each row's mean intensity → the axial profile); the lateral
+    part touches only the ``k`` structured rows (``row_weights`` (n_depth,) from
+    :func:`lateral_row_weights`, default all 1). ``as_fixed=False`` skips ``row_spec``,
+    which only the fixed side of a match uses (the moving side is gathered at its axial
+    offset in :func:`match_spectra`). ``row_step``: every how many structured rows are
+    used (adjacent depth rows are correlated over the axial resolution, ~2 px).
+    ``row_mean``: (n, depth) mean intensity along the A-lines, if already at hand.
+    """
+    xp = backend.xp
+    n, n_depth, n_alines = bscans.shape
     w_depth = _tukey(n_depth, 0.3, xp)
-    w_aline = _tukey(n_alines, 0.3, xp)
-    row_mean = amp.mean(axis=2, keepdims=True, dtype=xp.float32)
-    profile = row_mean[:, :, 0]
+    # sqrt of the mean intensity rather than the mean amplitude: same layer positions,
+    # and no full-volume sqrt.
+    if row_mean is None:
+        row_mean = bscans.mean(axis=2, dtype=xp.float32)
+    profile = xp.sqrt(xp.maximum(row_mean, 0))
     profile = (profile - profile.mean(axis=1, keepdims=True)) * w_depth[None]
-    rows = w_depth if row_weights is None else w_depth * row_weights
-    floor = row_mean.mean(axis=1, keepdims=True) * np.float32(1e-3) + np.float32(1e-30)
-    image = (amp / (row_mean + floor) - 1) * (rows[:, None] * w_aline[None, :])[None]
+    weight = w_depth if row_weights is None else (w_depth * row_weights).astype(xp.float32)
     kw = backend.fft_kwargs()
-    # Only rows with lateral structure are transformed (1-D FFTs along the A-lines).
-    selected = xp.arange(n_depth) if row_weights is None else xp.nonzero(row_weights >= 0.05 * row_weights.max())[0]
+    selected = xp.arange(n_depth) if row_weights is None else \
+        xp.nonzero(row_weights >= min_row_weight * row_weights.max())[0]
     if selected.size == 0:
         selected = xp.arange(n_depth)
-    row_spec = _half_whiten(backend.fft.rfft(image[:, selected], axis=2, **kw), xp, axes=(2,)) if as_fixed else \
-        xp.zeros((image.shape[0], 0, 0), dtype=xp.complex64)
-    return Spectra(image, selected, row_spec, _half_whiten(backend.fft.rfft(profile, axis=1, **kw), xp))
+    selected = selected[::row_step]
+    if as_fixed:
+        rows = _lateral_rows(bscans, xp.broadcast_to(selected[None, :], (n, selected.size)),
+                             weight[selected], backend)
+        row_spec = _half_whiten(backend.fft.rfft(rows, axis=2, **kw), xp, axes=(2,))
+    else:
+        row_spec = xp.zeros((n, 0, 0), dtype=xp.complex64)
+    return Spectra(bscans, weight, selected, row_spec, _half_whiten(backend.fft.rfft(profile, axis=1, **kw), xp))
 
 
 def _half_whiten(spec, xp, axes=None):
@@ -179,7 +225,9 @@ def _half_whiten(spec, xp, axes=None):
     mag = xp.abs(spec)
     axes = tuple(range(1, spec.ndim)) if axes is None else axes
     mag += mag.mean(axis=axes, keepdims=True) * np.float32(1e-4) + np.float32(1e-30)
-    spec /= xp.sqrt(mag)
+    xp.sqrt(mag, out=mag)
+    xp.reciprocal(mag, out=mag)
+    spec *= mag             # real factor: cheaper than a complex division
     return spec
 
 
@@ -190,14 +238,23 @@ def _gaussian_window(shape: tuple[int, int], sigma_px: float, xp):
     return xp.exp(k * (f_depth[:, None] ** 2 + f_aline[None, :] ** 2)).astype(xp.float32)
 
 
+def _kept_bins(n: int, sigma_px: float) -> int:
+    # rfft bins where the Gaussian window exp(-2π²σ²f²) exceeds 1e-3 (f < 0.59/σ cycles/px):
+    # the others are multiplied by ~0 anyway, so they are neither whitened nor correlated
+    # (irfft zero-pads them back).
+    return int(min(n // 2 + 1, np.ceil(np.sqrt(np.log(1e3) / (2 * np.pi ** 2)) / max(sigma_px, 1e-3) * n) + 1))
+
+
 def _whitened_surface(spec_m, spec_f, window, inverse, full_shape, backend: Backend, mean_over=None):
     # Shared by the lateral (rows, summed) and axial (profile) correlations of half-whitened spectra;
     # the last axis is the half (rfft) axis of a real transform of ``full_shape``.
     xp = backend.xp
     axes = tuple(range(1, spec_m.ndim))
-    twice = xp.full(spec_m.shape[-1], 2, dtype=xp.float32)   # interior half-axis bins count twice
+    n_bins = spec_m.shape[-1]       # may be truncated below the Nyquist bin (see _kept_bins)
+    window = window[..., :n_bins]
+    twice = xp.full(n_bins, 2, dtype=xp.float32)   # interior half-axis bins count twice
     twice[0] = 1
-    if full_shape[-1] % 2 == 0:
+    if full_shape[-1] % 2 == 0 and n_bins == full_shape[-1] // 2 + 1:
         twice[-1] = 1
     weight = (window * twice)[None]
 
@@ -253,18 +310,25 @@ def _log_parabola(peak, minus, plus, inner, xp):
 
 
 def match_spectra(moving: Spectra, fixed: Spectra, shape, backend: Backend, *, center_px, search_px,
-                  sigma_px: float = 1.5, mean_over=None, lateral: bool = True):
+                  sigma_px: float = 1.5, mean_over=None, lateral: bool = True, nearest_row: bool = False,
+                  recenter_lateral_px: int | None = None, recenter_over=None):
     """Displacement of each moving B-scan relative to its fixed partner (device arrays).
 
     Axial: peak of the 1-D depth-profile correlation within ``center ± search_px[0]``.
     Lateral: peak within ``center ± search_px[1]`` of the sum of row-wise correlations
-    along the A-lines of the structured rows, the moving rows taken at the axial offset. ``mean_over`` (bool (n,)) averages the selected
-    cross-power spectra first and returns a single rigid match. ``lateral=False`` skips
-    the lateral correlation (lateral shift 0, quality of the axial match).
+    along the A-lines of the structured rows, the moving rows taken at the axial offset.
+    ``mean_over`` (bool (n,)) averages the selected cross-power spectra first and returns a
+    single rigid match. ``lateral=False`` skips the lateral correlation (lateral shift 0,
+    quality of the axial match). ``recenter_lateral_px``: first find each B-scan's lateral
+    peak within ``center ± recenter_lateral_px``, take the median over the B-scans selected
+    by ``recenter_over`` (bool (n,), default all) whose peak is not at the window edge, and
+    search ``± search_px[1]`` around it — a rigid lateral shift from the same correlation
+    surfaces, robust to cone-lattice aliases of single B-scans.
 
     Returns
     -------
-    shifts (m, 2) float32, quality (m,) float32 (of the lateral match), at_edge (m,) bool.
+    shifts (m, 2) float32, quality (m,) float32 (of the lateral match), at_edge (m,) bool;
+    plus the lateral centre used (0-d int array) when ``recenter_lateral_px`` is given.
     """
     xp = backend.xp
     fft, kw = backend.fft, backend.fft_kwargs()
@@ -279,22 +343,33 @@ def match_spectra(moving: Spectra, fixed: Spectra, shape, backend: Backend, *, c
     # Lateral: the moving B-scan's structured rows, taken at the (integer) axial offset so
     # that they face the same tissue rows of the fixed B-scan, correlated row by row along
     # the A-lines and summed over rows.
-    n_depth = moving.image.shape[1]
+    n_depth = moving.bscans.shape[1]
     offset = xp.broadcast_to(axial, (len(moving),)) if mean_over is not None else axial
-    base = xp.floor(offset)
-    frac = (offset - base).astype(xp.float32)[:, None, None]
+    # Sub-pixel axial alignment: linear interpolation between two gathered rows
+    # (``nearest_row=True`` skips it: ~10 % faster, lateral residual 0.46 → 0.55 µm median
+    # on the phantom). Both sides use the fixed rows' weights.
+    base = xp.rint(offset) if nearest_row else xp.floor(offset)
     src = fixed.rows[None, :] + base.astype(xp.int64)[:, None]
-    index = xp.arange(len(moving))[:, None]
-    # Sub-pixel axial alignment (linear interpolation between two gathered rows).
-    gathered = (moving.image[index, xp.clip(src, 0, n_depth - 1)] * (1 - frac)
-                + moving.image[index, xp.clip(src + 1, 0, n_depth - 1)] * frac)
-    spec_rows = _half_whiten(fft.rfft(gathered, axis=2, **kw), xp, axes=(2,))
+    gathered = _lateral_rows(moving.bscans, src, fixed.row_weight[fixed.rows], backend,
+                             frac=None if nearest_row else offset - base)
+    n_keep = _kept_bins(shape[1], sigma_px)
+    spec_rows = _half_whiten(fft.rfft(gathered, axis=2, **kw)[..., :n_keep], xp, axes=(2,))
+    del gathered
     win_a = _gaussian_window((1, shape[1]), sigma_px, xp)[0]
-    surf2, ideal2 = _whitened_surface(spec_rows, fixed.row_spec, win_a,
+    surf2, ideal2 = _whitened_surface(spec_rows, fixed.row_spec[..., :n_keep], win_a,
                                       lambda a: fft.irfft(a, n=shape[1], axis=1, **kw), (shape[1],),
                                       backend, mean_over)
-    lateral_px, quality, edge2 = _peak_1d(surf2, ideal2, center_px[:, 1], search_px[1], backend)
+    center_lat = center_px[:, 1]
+    if recenter_lateral_px is not None:
+        wide, _, wide_edge = _peak_1d(surf2, ideal2, center_lat, recenter_lateral_px, backend)
+        use = ~wide_edge if recenter_over is None else (~wide_edge & recenter_over)
+        pick = wide[use] if bool(use.any()) else wide
+        lat0 = xp.rint(xp.median(pick)).astype(xp.int64)
+        center_lat = xp.broadcast_to(lat0, center_lat.shape)
+    lateral_px, quality, edge2 = _peak_1d(surf2, ideal2, center_lat, search_px[1], backend)
     shifts = xp.stack([axial, lateral_px], axis=1)
+    if recenter_lateral_px is not None:
+        return shifts, quality.astype(xp.float32), edge1 | edge2, lat0
     return shifts, quality.astype(xp.float32), edge1 | edge2
 
 
@@ -346,8 +421,8 @@ def phase_correlate(moving, fixed, *, device: str = "cpu", sigma_px: float = 1.5
     weights = lateral_row_weights(fixed, device=device)
     spec_f = compute_spectra(fixed, backend, row_weights=weights)
     if fixed.shape[0] == 1 and n > 1:
-        spec_f = Spectra(xp.broadcast_to(spec_f.image, (n,) + spec_f.image.shape[1:]), spec_f.rows,
-                         xp.broadcast_to(spec_f.row_spec, (n,) + spec_f.row_spec.shape[1:]),
+        spec_f = Spectra(xp.broadcast_to(spec_f.bscans, (n,) + spec_f.bscans.shape[1:]), spec_f.row_weight,
+                         spec_f.rows, xp.broadcast_to(spec_f.row_spec, (n,) + spec_f.row_spec.shape[1:]),
                          xp.broadcast_to(spec_f.profile, (n,) + spec_f.profile.shape[1:]))
     center = xp.zeros((n, 2), dtype=xp.int64) if center_px is None else \
         xp.rint(to_device(np.asarray(center_px, dtype=np.float32), device)).astype(xp.int64).reshape(n, 2)
@@ -355,81 +430,3 @@ def phase_correlate(moving, fixed, *, device: str = "cpu", sigma_px: float = 1.5
     shifts, quality, at_edge = match_spectra(spec_m, spec_f, shape, backend,
                                              center_px=center, search_px=search_px, sigma_px=sigma_px)
     return ShiftEstimate(to_host(shifts), to_host(quality), to_host(at_edge))
-
-
-def shift_bscans(volume, shifts_px, *, device: str = "cpu"):
-    """Displace each B-scan by its own sub-pixel ``(depth_px, aline_px)`` shift.
-
-    ``out[b](x) = volume[b](x - shifts_px[b])`` with separable linear interpolation
-    and edge replication (the border pixels are repeated, never zero-filled). To undo
-    a measured displacement ``m``, pass ``-m``.
-
-    Parameters
-    ----------
-    volume : array (n_bscans, n_depth, n_alines), any real dtype
-    shifts_px : array (n_bscans, 2) float, px
-    device : {"cpu", "cuda"}
-
-    Returns
-    -------
-    array float32 (n_bscans, n_depth, n_alines) on ``device`` (NumPy for "cpu").
-
-    Notes
-    -----
-    Linear interpolation averages neighbouring pixels by up to 50 %, which lowers the
-    speckle contrast of a single shifted B-scan slightly; chosen over cubic splines
-    because it is one gather per axis on both devices and never overshoots.
-    """
-    backend = get_backend(device)
-    xp = backend.xp
-    vol = to_device(volume, device).astype(xp.float32, copy=False)
-    shifts = to_device(np.asarray(shifts_px, dtype=np.float32) if not hasattr(shifts_px, "__cuda_array_interface__")
-                       else shifts_px, device).astype(xp.float32)
-    if vol.ndim != 3 or shifts.shape != (vol.shape[0], 2):
-        raise ValueError(
-            f"volume must be (bscan, depth, aline) and shifts_px (n_bscans, 2); got {vol.shape} and "
-            f"{tuple(shifts.shape)}")
-    n_b, n_d, n_a = vol.shape
-    b_idx = xp.arange(n_b)
-
-    def _coords(n, s):
-        src = xp.arange(n, dtype=xp.float32)[None, :] - s[:, None]
-        i0f = xp.floor(src)
-        frac = (src - i0f).astype(xp.float32)
-        i0 = i0f.astype(xp.int64)
-        return xp.clip(i0, 0, n - 1), xp.clip(i0 + 1, 0, n - 1), frac
-
-    d0, d1, fd = _coords(n_d, shifts[:, 0])
-    a0, a1, fa = _coords(n_a, shifts[:, 1])
-    if backend.device == "cpu":
-        # Same arithmetic as the batched gather below, B-scan by B-scan: NumPy's fancy
-        # indexing over the whole volume is several times slower than per-B-scan ``take``.
-        out = np.empty(vol.shape, np.float32)
-        for b in range(n_b):
-            tmp = vol[b].take(d0[b], axis=0) * (1 - fd[b])[:, None] + vol[b].take(d1[b], axis=0) * fd[b][:, None]
-            out[b] = tmp.take(a0[b], axis=1) * (1 - fa[b])[None, :] + tmp.take(a1[b], axis=1) * fa[b][None, :]
-        return out
-    tmp = vol[b_idx[:, None], d0] * (1 - fd)[:, :, None] + vol[b_idx[:, None], d1] * fd[:, :, None]
-    # Gather along the aline axis through a transposed view so each gather reads rows.
-    tmp_t = tmp.transpose(0, 2, 1)
-    out_t = tmp_t[b_idx[:, None], a0] * (1 - fa)[:, :, None] + tmp_t[b_idx[:, None], a1] * fa[:, :, None]
-    return xp.ascontiguousarray(out_t.transpose(0, 2, 1)).astype(xp.float32, copy=False)
-
-
-def dim_bscans(volume, *, dim_fraction: float = 0.5, device: str = "cpu") -> np.ndarray:
-    """Flag dim or blinked B-scans by their mean intensity.
-
-    A B-scan is dim when its mean linear intensity is below ``dim_fraction`` × the
-    median B-scan mean of the volume (a blink or a lost AO loop darkens whole B-scans).
-
-    Returns
-    -------
-    ndarray bool (n_bscans,) on the host, True = dim.
-    """
-    if not 0 < dim_fraction < 1:
-        raise ValueError(f"dim_fraction must be in (0, 1); got {dim_fraction!r}")
-    backend = get_backend(device)
-    xp = backend.xp
-    vol = to_device(volume, device)
-    means = vol.mean(axis=(1, 2), dtype=xp.float32)
-    return to_host(means < dim_fraction * xp.median(means))

@@ -6,7 +6,8 @@ Order of the steps and why:
    repeats, with OCTA decorrelation between consecutive corrected repeats;
 2. normalization of the average (B-scan drift, robust percentile scale, still linear);
 3. layer surfaces on the average (speckle-reduced, so the ridges are clean);
-4. lateral refinement from the cone-lattice phase of the IS/OS + COST slabs, which needs
+4. lateral refinement from the cone-lattice phase of the IS/OS + COST slabs (drift) and
+   from the isotropy of its spectrum (the linear part of the drift, a shear), which needs
    the surfaces, then the average is recomputed with the refined shifts;
 5. en face slabs and OCTA slabs relative to the surfaces;
 6. quality numbers: speckle contrast, SNR, motion residual.
@@ -25,7 +26,7 @@ from aooct_core.geometry import Geometry
 from aooct_core.preprocessing.backend import get_backend, synchronize, to_host
 from aooct_core.preprocessing.averaging import average_repeats
 from aooct_core.preprocessing.enface import enface_slabs, slab_bounds_px, slab_projection
-from aooct_core.preprocessing.lattice import lattice_row_shifts
+from aooct_core.preprocessing.lattice import lattice_row_shifts, lattice_shear
 from aooct_core.preprocessing.layers import segment_layers
 from aooct_core.preprocessing.normalization import normalize_volume, snr_db, speckle_contrast
 from aooct_core.preprocessing.registration import MotionReport, estimate_motion
@@ -166,6 +167,15 @@ def preprocess_case(volumes, geometry: Geometry, *, device: str = "cpu", referen
                                                                      depth_um_per_px=geometry.depth_um_per_px),
                                             device=device)) for name in ("isos", "cost"))
         correction, agreement = lattice_row_shifts(cones)
+        # The linear part of the mean drift (a shear of the en face image) is invisible
+        # to the phase; the isotropy of the lattice gives it back (lattice_shear).
+        # Measured on the en face image with the row correction already applied (row-wise
+        # interpolation, no re-average): uncorrected drift smears the lattice peaks.
+        rows = np.arange(cones.shape[0], dtype=np.float32)
+        cols = np.arange(cones.shape[1], dtype=np.float32)
+        dejittered = np.stack([np.interp(cols + c, cols, row) for c, row in zip(correction, cones)])
+        shear_px, _ = lattice_shear(dejittered, um_per_px=geometry.enface_um_per_px)
+        correction = correction + np.float32(shear_px) * (rows - rows.mean())
         shifts = report.shifts_px.copy()
         shifts[..., 1] += correction[None, :]
         report = replace(report, shifts_px=shifts, lattice_agreement=agreement)

@@ -5,21 +5,27 @@ by ``m[r, b] = (depth_px, aline_px)``. The estimate has four steps, each a batch
 phase correlation of all B-scans at once (:mod:`aooct_core.preprocessing.motion`):
 
 1. **Rigid, then per B-scan, across repeats.** Each repeat is matched to the reference
-   repeat as a whole (mean cross-power spectrum of all valid B-scans), then every B-scan
-   is refined in a small window around that rigid shift. This gives
+   repeat as a whole (per axis, the median of every B-scan's peak in a wide window), then
+   every B-scan is refined in a small window around that rigid shift. This gives
    ``d[r, b] = m[r, b] - m[ref, b]`` precisely, because both see the same tissue.
 2. **Mean frame.** Subtracting the weighted mean over repeats, ``e = d - mean_r d``,
    maps every repeat onto the *mean* displacement ``M[b] = mean_r m[r, b]`` (its
    jitter is ~1/sqrt(R) of one repeat's), and the repeats are averaged there.
 3. **Saccades** (≥ 3 repeats): a jump of one repeat between consecutive B-scans shows
-   in ``e`` of every repeat; attributing it to the repeat that moved gives back its
-   share of ``M`` (:func:`_saccade_steps`).
+   in ``e`` of every repeat; attributing it to the repeat that moved (the others only
+   drifted, zero-mean) gives back its share of ``M`` (:func:`~aooct_core.preprocessing.tracking.saccade_steps`).
 4. **Within volume.** Adjacent B-scans of the mean-frame average are registered to each
    other. Axially their cumulative sum tracks ``M[b]`` plus smooth anatomy (tilt,
    curvature), removed as a low-order polynomial. Laterally only saccade-sized jumps are
    used (for ≤ 2 repeats): adjacent B-scans see different cones.
    What remains is the slow lateral drift of ``M`` (≈ drift / sqrt(R)) and the
-   polynomial part of the axial ``M``.
+   polynomial part of the axial ``M``; :func:`~aooct_core.preprocessing.pipeline.preprocess_case`
+   recovers the lateral drift from the cone lattice (its phase, and its isotropy for
+   the linear part; :mod:`~aooct_core.preprocessing.lattice`).
+
+Cost: one pass over each repeat (row means → axial profiles and blink check); the
+lateral match reads only the structured depth rows (every 2nd row with lateral contrast),
+so no full-volume float copy or 2-D FFT is made.
 
 Dim or blinked B-scans (low mean intensity) and B-scans whose correlation peak is weak
 are rejected: their displacement is interpolated from neighbours, they get weight 0
@@ -38,7 +44,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.ndimage import median_filter
 
 from aooct_core.geometry import Geometry
 from aooct_core.preprocessing.averaging import average_repeats
@@ -46,9 +51,15 @@ from aooct_core.preprocessing.backend import get_backend, to_device, to_host
 from aooct_core.preprocessing.motion import (
     Spectra,
     compute_spectra,
-    dim_bscans,
     lateral_row_weights,
     match_spectra,
+)
+from aooct_core.preprocessing.tracking import (
+    interp_invalid as _interp_invalid,
+    isolated_outliers as _isolated_outliers,
+    mean_frame_residual as _mean_frame_residual,
+    saccade_steps as _saccade_steps,
+    within_volume_track as _within_volume_track,
 )
 
 __all__ = ["MotionReport", "estimate_motion", "pick_reference", "adjacent_shifts"]
@@ -77,7 +88,8 @@ class MotionReport:
     residual_lateral_um_rms : float
         Estimated residual lateral (A-line axis) motion after correction, µm RMS: the
         expected size of the mean displacement over repeats, which matching repeats to each
-        other cannot see (see :func:`_mean_frame_residual`); NaN for a single repeat,
+        other cannot see (see :func:`~aooct_core.preprocessing.tracking.mean_frame_residual`) — an upper bound once the
+        cone-lattice refinement of ``preprocess_case`` has run; NaN for a single repeat,
         where no estimate without ground truth is available.
     residual_axial_px_rms : float
         The same for the depth axis, px RMS.
@@ -139,17 +151,6 @@ def pick_reference(volumes, *, valid=None, device: str = "cpu") -> int:
     return int(np.argmax(scores))
 
 
-def _interp_invalid(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Fill rows where ``valid`` is False by linear interpolation along the B-scan axis."""
-    out = values.copy()
-    if valid.all() or not valid.any():
-        return out
-    idx = np.arange(len(valid))
-    for k in range(values.shape[1]):
-        out[~valid, k] = np.interp(idx[~valid], idx[valid], values[valid, k])
-    return out
-
-
 def _per_bscan_shifts(spec_m, spec_f, shape, center, search_px, sigma_px, chunk, backend, lateral=True):
     # Chunks bound the size of the cross-power spectra and correlation surfaces.
     xp = backend.xp
@@ -162,14 +163,17 @@ def _per_bscan_shifts(spec_m, spec_f, shape, center, search_px, sigma_px, chunk,
     return tuple(to_host(xp.concatenate([p[k] for p in parts])) for k in range(3))
 
 
-def _spectra_chunked(volume, chunk, backend, row_weights, as_fixed=True) -> Spectra:
-    xp = backend.xp
-    parts = [compute_spectra(volume[s:s + chunk], backend, row_weights=row_weights, as_fixed=as_fixed)
-             for s in range(0, volume.shape[0], chunk)]
-    if len(parts) == 1:
-        return parts[0]
-    return Spectra(xp.concatenate([p.image for p in parts]), parts[0].rows,
-                   xp.concatenate([p.row_spec for p in parts]), xp.concatenate([p.profile for p in parts]))
+def _spectra_chunked(volume, chunk, backend, row_weights, as_fixed=True, row_mean=None) -> Spectra:
+    # Spectra hold only the depth profiles and the structured rows (no full-volume copy),
+    # so one call covers the whole volume; ``chunk`` bounds the matching, not this.
+    return compute_spectra(volume, backend, row_weights=row_weights, as_fixed=as_fixed, row_mean=row_mean)
+
+
+def _row_weights(volume, device: str, max_bscans: int = 16):
+    # The weights are a median over B-scans: an evenly spaced subset gives the same rows
+    # (every 8th of 128 B-scans on the phantom: the same rows) for a fraction of the cost.
+    step = max(1, volume.shape[0] // max_bscans)
+    return lateral_row_weights(volume[::step], device=device)
 
 
 def adjacent_shifts(volume, *, valid=None, device: str = "cpu", search_px=(8, 8), sigma_px: float = 1.5,
@@ -190,8 +194,8 @@ def adjacent_shifts(volume, *, valid=None, device: str = "cpu", search_px=(8, 8)
     """
     backend = get_backend(device)
     vol = to_device(volume, device)
-    chunk = chunk_bscans or (vol.shape[0] if device == "cuda" else 32)
-    spec = _spectra_chunked(vol, chunk, backend, lateral_row_weights(vol, device=device))
+    chunk = chunk_bscans or (vol.shape[0] if device == "cuda" else 128)
+    spec = _spectra_chunked(vol, chunk, backend, _row_weights(vol, device))
     return _adjacent_track(spec, valid, tuple(vol.shape[1:]), search_px, sigma_px, chunk, backend)
 
 
@@ -215,83 +219,10 @@ def _adjacent_track(spec: Spectra, valid, shape, search_px, sigma_px, chunk, bac
     return _interp_invalid(cumulative, valid), quality
 
 
-def _isolated_outliers(d: np.ndarray, threshold_px: float) -> np.ndarray:
-    """B-scans whose shift jumps away from *both* neighbourhoods: a false correlation peak.
-
-    Eye motion is continuous between B-scans except for saccades, which are steps, and a
-    running median of 5 keeps steps while removing isolated spikes. Returns (R, B) bool.
-    """
-    if d.shape[1] < 5:
-        return np.zeros(d.shape[:2], bool)
-    smooth = median_filter(d, size=(1, 5, 1), mode="nearest")
-    return (np.abs(d - smooth) > threshold_px).any(axis=2)
-
-
-def _saccade_steps(e: np.ndarray, threshold_px: float) -> np.ndarray:
-    """Per-repeat step series of (micro)saccades found in the across-repeat shifts.
-
-    A saccade of size S in repeat r at B-scan b shifts ``e[r]`` by S (R-1)/R and every other
-    ``e[r']`` by -S/R. With ≥ 3 repeats and saccades rarely coinciding, the per-repeat steps
-    are the jump vector minus its median over repeats (the median repeat did not jump),
-    so the mean-frame part S/R — invisible to across-repeat matching — is recovered too.
-
-    Parameters
-    ----------
-    e : (R, B) mean-frame shifts along one axis, px
-    threshold_px : jumps below this (max over repeats) are treated as drift/tremor
-
-    Returns
-    -------
-    (R, B) cumulative saccade displacement of each repeat, px (0 before the first jump).
-    """
-    n_repeats = e.shape[0]
-    jumps = np.diff(e, axis=1)
-    if n_repeats < 3:
-        return np.zeros_like(e)
-    big = np.abs(jumps).max(axis=0) > threshold_px
-    steps = np.where(big[None], jumps - np.median(jumps, axis=0, keepdims=True), 0)
-    return np.concatenate([np.zeros((n_repeats, 1)), np.cumsum(steps, axis=1)], axis=1).astype(np.float32)
-
-
-def _within_volume_track(track: np.ndarray, *, axial_degree: int, step_threshold_px: float) -> np.ndarray:
-    """Motion of the mean frame from its adjacent-B-scan steps: (B, 2) px.
-
-    Axial: the cumulative track minus a polynomial of ``axial_degree`` along the B-scans —
-    retinal tilt and curvature are smooth, the layers are continuous, so the steps are
-    precise (~0.1 px on the phantom) and only the polynomial part of the motion is lost.
-    Lateral: only jumps above ``step_threshold_px`` (saccades). Adjacent B-scans hold
-    different rows of cones, so each lateral step is uncertain by ~0.7 px RMS (phantom,
-    2.26 µm/px) and integrating every step adds more error than the drift it removes.
-    """
-    b = np.arange(len(track), dtype=np.float64)
-    axial = track[:, 0] - np.polyval(np.polyfit(b, track[:, 0], min(axial_degree, len(b) - 1)), b)
-    steps = np.diff(track[:, 1])
-    jumps = np.where(np.abs(steps) > step_threshold_px, steps, 0)
-    lateral = np.concatenate([[0.0], np.cumsum(jumps)])
-    return np.stack([axial - axial.mean(), lateral - lateral.mean()], axis=1).astype(np.float32)
-
-
-def _mean_frame_residual(e: np.ndarray, usable: np.ndarray) -> np.ndarray:
-    """Expected RMS of the mean displacement ``M[b]`` that across-repeat matching cannot see.
-
-    With independent motion in R repeats, ``e[r, b] = m[r, b] - M[b]`` scatter with the
-    motion variance σ² (R-1)/R around 0 and ``M[b]`` has variance σ²/R, so
-    ``E[M²] = Σ_r e² / (R (R - 1))``. Returns (2,) px, NaN for fewer than 2 usable repeats.
-    """
-    n_used = usable.sum(axis=0)
-    ok = n_used >= 2
-    if not ok.any():
-        return np.full(2, np.nan)
-    centred = e - e.mean(axis=1, keepdims=True)          # one constant per repeat is free
-    sq = (centred ** 2 * usable[..., None]).sum(axis=0)[ok]
-    k = n_used[ok][:, None].astype(np.float64)
-    return np.sqrt((sq / (k * (k - 1))).mean(axis=0))
-
-
 def estimate_motion(volumes, geometry: Geometry, *, reference: int | None = None, device: str = "cpu",
                     search_px: tuple[int, int] = (12, 12), rigid_search_fraction: float = 0.25,
                     sigma_px: float = 1.5, within_volume: bool | None = None,
-                    axial_detrend_degree: int = 2, saccade_threshold_px: float = 1.5,
+                    axial_detrend_degree: int = 2, saccade_threshold_px: float = 2.0,
                     min_quality: float = 0.05, outlier_px: float = 2.0,
                     dim_fraction: float = 0.5, max_rejected_fraction: float = 0.1,
                     chunk_bscans: int | None = None, return_average: bool = False):
@@ -315,13 +246,17 @@ def estimate_motion(volumes, geometry: Geometry, *, reference: int | None = None
     within_volume : bool or None
         Track the mean frame's motion along the B-scan sequence by registering adjacent
         B-scans of the mean-frame average (step 3 of the module docstring; see
-        :func:`_within_volume_track`). None = yes.
+        :func:`~aooct_core.preprocessing.tracking.within_volume_track`). None = yes.
     axial_detrend_degree : int
         Polynomial (along the B-scans) removed from the axial within-volume track as
         anatomy (tilt, curvature).
     saccade_threshold_px : float
-        Lateral jumps between consecutive B-scans larger than this are treated as
-        (micro)saccades (see :func:`_saccade_steps`); for ≤ 2 repeats the within-volume
+        A repeat whose lateral jump between consecutive B-scans departs from the median
+        jump of the repeats by more than this made a (micro)saccade (see
+        :func:`~aooct_core.preprocessing.tracking.saccade_steps`). Drift + tremor + estimation noise of one jump is
+        ~0.45 px RMS (phantom, 2.26 µm/px), so 2 px (4.5 µm, ~4.5 SD) keeps false
+        detections rare; smaller saccades are left to the lattice phase in
+        :func:`~aooct_core.preprocessing.pipeline.preprocess_case`. For ≤ 2 repeats the within-volume
         lateral track is used instead, above max(threshold, 4 × its robust step noise).
     min_quality : float
         B-scans whose correlation peak is below this fraction of a perfect match are rejected.
@@ -331,7 +266,9 @@ def estimate_motion(volumes, geometry: Geometry, *, reference: int | None = None
     dim_fraction : float
         B-scans dimmer than this fraction of the median B-scan are rejected (blinks).
     chunk_bscans : int or None
-        B-scans per FFT batch (memory bound); default all on CUDA, 32 on the CPU.
+        B-scans per matching batch of the within-volume track (memory bound); default all
+        on CUDA, 128 on the CPU. The across-repeat match takes all B-scans at once (its
+        rigid shift is a median over them); its arrays hold only the structured rows.
     return_average : bool
         Also return the corrected repeat average and the OCTA decorrelation (float32, on
         ``device``; decorrelation None for one repeat).
@@ -347,9 +284,14 @@ def estimate_motion(volumes, geometry: Geometry, *, reference: int | None = None
     xp = backend.xp
     n_repeats, n_bscans, n_depth, n_alines = volumes.shape
     shape = (n_depth, n_alines)
-    chunk = chunk_bscans or (n_bscans if device == "cuda" else 32)
-    valid = np.stack([~dim_bscans(volumes[r], dim_fraction=dim_fraction, device=device)
-                      for r in range(n_repeats)])
+    chunk = chunk_bscans or (n_bscans if device == "cuda" else 128)
+    if not 0 < dim_fraction < 1:
+        raise ValueError(f"dim_fraction must be in (0, 1); got {dim_fraction!r}")
+    # One pass over each repeat: the mean intensity of every depth row gives both the
+    # axial profiles (compute_spectra) and the B-scan means for the blink check
+    # (same rule as dim_bscans).
+    row_means = [to_device(volumes[r], device).mean(axis=2, dtype=xp.float32) for r in range(n_repeats)]
+    valid = np.stack([~to_host(m.mean(axis=1) < dim_fraction * xp.median(m.mean(axis=1))) for m in row_means])
     if reference is not None:
         ref = int(reference)
     else:
@@ -360,24 +302,35 @@ def estimate_motion(volumes, geometry: Geometry, *, reference: int | None = None
     rigid = np.zeros((n_repeats, 2), np.float32)
     rigid_edge = False
     ref_vol = to_device(volumes[ref], device)
-    row_weights = lateral_row_weights(ref_vol, device=device)
-    spec_ref = _spectra_chunked(ref_vol, chunk, backend, row_weights)
+    row_weights = _row_weights(ref_vol, device)
+    spec_ref = _spectra_chunked(ref_vol, chunk, backend, row_weights, row_mean=row_means[ref])
     del ref_vol
     rigid_radius = (int(rigid_search_fraction * n_depth), int(rigid_search_fraction * n_alines))
     for r in range(n_repeats):
         if r == ref:
             continue
-        spec_r = _spectra_chunked(to_device(volumes[r], device), chunk, backend, row_weights, as_fixed=False)
+        spec_r = _spectra_chunked(to_device(volumes[r], device), chunk, backend, row_weights, as_fixed=False,
+                                  row_mean=row_means[r])
         pair_ok = valid[r] & valid[ref]
-        g, _, g_edge = match_spectra(spec_r, spec_ref, shape, backend,
-                                     center_px=xp.zeros((1, 2), dtype=xp.int64), search_px=rigid_radius,
-                                     sigma_px=sigma_px,
-                                     mean_over=to_device(pair_ok if pair_ok.any() else valid[r], device))
-        rigid[r] = to_host(g)[0]
-        rigid_edge |= bool(to_host(g_edge)[0])
-        center = xp.broadcast_to(xp.rint(g).astype(xp.int64), (n_bscans, 2))
-        shifts, q, edge = _per_bscan_shifts(spec_r, spec_ref, shape, center, search_px, sigma_px,
-                                            chunk, backend)
+        # Rigid shift, per axis, as the median of the per-B-scan peaks in a wide window
+        # (a median of sharp single-B-scan peaks is robust where the peak of their mean
+        # cross-spectrum is not: a drifting repeat smears the true peak while a
+        # cone-lattice alias stays sharp). Axial from the depth profiles (cheap); lateral
+        # from the same correlation surfaces as the per-B-scan match (one lateral pass).
+        ok = to_device(pair_ok if pair_ok.any() else valid[r], device)
+        zero = xp.zeros((n_bscans, 2), dtype=xp.int64)
+        g_ax, _, g_edge = match_spectra(spec_r, spec_ref, shape, backend, center_px=zero,
+                                        search_px=(rigid_radius[0], 0), sigma_px=sigma_px, lateral=False)
+        use = ok & ~g_edge
+        rigid_edge |= bool(to_host(use.sum()) < 0.5 * max(int(to_host(ok.sum())), 1))
+        ax0 = xp.rint(xp.median(g_ax[:, 0][use] if bool(use.any()) else g_ax[:, 0])).astype(xp.int64)
+        center = xp.stack([xp.broadcast_to(ax0, (n_bscans,)), zero[:, 1]], axis=1)
+        shifts, q, edge, lat0 = match_spectra(spec_r, spec_ref, shape, backend, center_px=center,
+                                              search_px=search_px, sigma_px=sigma_px,
+                                              recenter_lateral_px=rigid_radius[1], recenter_over=ok)
+        shifts, q, edge = to_host(shifts), to_host(q), to_host(edge)
+        good = to_host(ok) & ~edge
+        rigid[r] = np.median(shifts[good], axis=0) if good.any() else (float(to_host(ax0)), float(to_host(lat0)))
         del spec_r
         d[r] = shifts
         quality[r] = np.where(edge, 0, q)

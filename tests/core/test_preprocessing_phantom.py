@@ -3,9 +3,10 @@
 Default tests use small phantoms (seconds); the full-size accuracy suite is ``slow``.
 Targets (issue 3): residual lateral motion ≤ 1.0 µm RMS, axial ≤ 1 px, surface depth
 error ≤ 2 px, speckle contrast falling with N as the phantom predicts (1/sqrt(N)).
-Measured figures are in bench/results_preprocessing.md; the lateral and axial targets are
-met as medians over seeds but NOT on every seed (drift of the mean over repeats is
-partly unobservable), so the slow test checks medians plus a per-seed improvement.
+Measured figures are in bench/results_preprocessing.md (20 seeds). The slow test checks
+the lateral target on each of seeds 0-9; axial is checked as the median over seeds
+(single seeds sit at ~1 px: the polynomial part of the mean axial motion is removed with
+the retinal tilt/curvature, see registration.py).
 """
 from __future__ import annotations
 
@@ -47,21 +48,17 @@ def test_pipeline_on_small_phantom_meets_surface_and_axial_targets():
 @pytest.mark.slow
 def test_full_size_phantom_accuracy_over_seeds():
     axial, lateral, surfaces = [], [], []
-    for seed in range(6):
+    for seed in range(10):
         ph = phantom.make_phantom(seed=seed, n_repeats=3)
         out = preprocess_case(ph.volumes, ph.geometry)
-        um = ph.geometry.aline_um_per_px
-        _, before_lat = _residual(np.zeros_like(ph.motion_px), ph.motion_px, um)
-        ax, lat = _residual(out.motion.shifts_px, ph.motion_px, um)
-        assert lat <= 0.7 * before_lat, (seed, before_lat, lat)
+        ax, lat = _residual(out.motion.shifts_px, ph.motion_px, ph.geometry.aline_um_per_px)
         assert np.isfinite(out.motion.residual_lateral_um_rms)
         axial.append(ax)
         lateral.append(lat)
         surfaces += [float(np.sqrt(np.mean((out.surfaces_px[k] - ph.surfaces_px[k]) ** 2)))
                      for k in ("ILM", "ISOS", "COST", "RPE")]
-    # Targets as medians over seeds; single seeds miss them (see results_preprocessing.md).
-    assert np.median(axial) <= 1.0, axial
-    assert np.median(lateral) <= 1.0, lateral
+    assert max(lateral) <= 1.0, lateral
+    assert np.median(axial) <= 1.0 and max(axial) <= 1.2, axial
     assert max(surfaces) <= 2.0, surfaces
 
 

@@ -239,3 +239,63 @@ def test_enface_slabs_pick_the_right_band():
     imgs = enface_slabs(mean, surfaces, depth_um_per_px=2.0)
     assert imgs["rpe"].mean() > imgs["isos"].mean() > imgs["svp"].mean() * 0.5
     assert np.isnan(imgs["octa_svp"]).all()
+
+
+def _lattice_image(shape, spacing_px, theta, shear_px_per_row=0.0, sigma_px=0.8):
+    # Gaussian spots on a triangular lattice; row r's content displaced by shear · r.
+    rows, cols = shape
+    a1 = spacing_px * np.array([np.cos(theta), np.sin(theta)])
+    a2 = spacing_px * np.array([np.cos(theta + np.pi / 3), np.sin(theta + np.pi / 3)])
+    n = int(2 * max(shape) / spacing_px) + 2
+    i, j = np.meshgrid(np.arange(-n, n), np.arange(-n, n), indexing="ij")
+    pts = i.ravel()[:, None] * a1 + j.ravel()[:, None] * a2 + np.array(shape) / 2
+    pts[:, 1] += shear_px_per_row * pts[:, 0]
+    img = np.zeros(shape)
+    keep = (pts[:, 0] >= 0) & (pts[:, 0] < rows - 1) & (pts[:, 1] >= 0) & (pts[:, 1] < cols - 1)
+    base = np.floor(pts[keep]).astype(int)
+    frac = pts[keep] - base
+    for dr in (0, 1):        # bilinear splatting keeps the sub-pixel positions
+        for dc in (0, 1):
+            w = (frac[:, 0] if dr else 1 - frac[:, 0]) * (frac[:, 1] if dc else 1 - frac[:, 1])
+            np.add.at(img, (base[:, 0] + dr, base[:, 1] + dc), w)
+    return ndimage.gaussian_filter(img, sigma_px)
+
+
+@pytest.mark.parametrize("theta", [0.1, 0.6])
+def test_lattice_shear_recovers_linear_drift(theta):
+    from aooct_core.preprocessing.lattice import lattice_shear
+
+    for shear in (0.0, 0.03, -0.02):
+        img = _lattice_image((128, 128), 3.0, theta, shear)
+        est, ok = lattice_shear(img, um_per_px=(2.0, 2.0))
+        assert ok
+        assert abs(est - shear) < 0.005, (theta, shear, est)
+    noise = np.random.default_rng(0).random((128, 128))
+    assert lattice_shear(ndimage.gaussian_filter(noise, 3), um_per_px=(2.0, 2.0)) == (0.0, False)
+
+
+def test_saccade_steps_trimmed_mean_when_another_repeat_drifts():
+    from aooct_core.preprocessing.tracking import saccade_steps as _saccade_steps
+
+    # Repeat 1 saccades by -4.2 px at B-scan 5 while repeat 2 drifts by -1 px there.
+    m = np.zeros((3, 10))
+    m[1, 6:] -= 4.2
+    m[2, 6:] -= 1.0
+    m[0, 6:] += 0.5
+    e = m - m.mean(axis=0)
+    steps = _saccade_steps(e, 2.0)
+    mean_frame = steps.mean(axis=0)
+    # The common part recovered from the two drifting repeats: within their drift, not the median's 1 px.
+    assert abs((mean_frame[-1] - mean_frame[0]) - m.mean(axis=0)[-1]) < 0.4
+    assert np.all(_saccade_steps(e[:2], 2.0) == 0)
+
+
+def test_isolated_outliers_keeps_steps_and_short_plateaus():
+    from aooct_core.preprocessing.tracking import isolated_outliers
+
+    d = np.zeros((1, 14, 2))
+    d[0, 2, 1] = 5.0            # a lone false peak
+    d[0, 6:8, 1] = 4.6          # two saccades 2 B-scans apart: a real 2-B-scan plateau
+    d[0, 11:, 0] = 3.0          # a step
+    flagged = isolated_outliers(d, 2.0)[0]
+    assert flagged.tolist() == [b == 2 for b in range(14)]
