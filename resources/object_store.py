@@ -15,10 +15,11 @@ from __future__ import annotations
 import abc
 import os
 import shutil
-import tempfile
 import threading
 import uuid
 from pathlib import Path
+
+from aooct_core.atomicfile import write_atomic
 
 __all__ = [
     "ObjectStore",
@@ -132,16 +133,7 @@ class LocalObjectStore(ObjectStore):
     def put_bytes(self, key: str, data: bytes) -> None:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{TMP_MARKER}", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(bytes(data))
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(path, lambda tmp: tmp.write_bytes(bytes(data)), tmp_prefix=f".{path.name}{TMP_MARKER}")
 
     def put_file(self, key: str, path: str | os.PathLike) -> None:
         dest = self._path(key)

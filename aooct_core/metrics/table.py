@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from aooct_core.atomicfile import write_atomic
 from aooct_core.metrics.values import MetricValue
 
 if TYPE_CHECKING:
@@ -107,17 +107,7 @@ def _atomic_write(path: Path, write) -> Path:
     path = Path(path)
     if not path.parent.is_dir():
         raise ValueError(f"cannot write {path}: folder {path.parent} does not exist — create it first")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(path, write)
 
 
 def write_parquet_atomic(df: "pl.DataFrame", path: str | os.PathLike) -> Path:
