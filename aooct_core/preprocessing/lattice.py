@@ -26,7 +26,11 @@ import numpy as np
 import scipy.fft
 from scipy.ndimage import gaussian_filter1d
 
-__all__ = ["lattice_row_shifts", "lattice_shear"]
+__all__ = ["lattice_row_shifts", "lattice_shear", "ROW_PHASE_SIGMA_ROWS"]
+
+# Smoothing of each peak's demodulated row signal along the B-scans (rows): it sets how fast
+# a motion the phase can follow, and so what stays uncorrected (tracking.fast_residual).
+ROW_PHASE_SIGMA_ROWS = 1.0
 
 
 def _peaks(power, freq_rows, freq_cols, *, min_freq, min_aline_freq, n_peaks):
@@ -94,7 +98,8 @@ def lattice_row_shifts(enface, *, min_freq: float = 0.12, min_aline_freq: float 
     for r, c in peaks:
         k_row, k_col = freq_rows[r], freq_cols[c]
         demod = (image * np.exp(-2j * np.pi * (k_row * rows + k_col * cols)) * np.hanning(n_cols)).sum(axis=1)
-        demod = gaussian_filter1d(demod.real, 1.0) + 1j * gaussian_filter1d(demod.imag, 1.0)
+        demod = (gaussian_filter1d(demod.real, ROW_PHASE_SIGMA_ROWS)
+                 + 1j * gaussian_filter1d(demod.imag, ROW_PHASE_SIGMA_ROWS))
         shift = -np.unwrap(np.angle(demod)) / (2 * np.pi * k_col)
         b = np.arange(n_rows)
         shift -= np.polyval(np.polyfit(b, shift, 1), b)

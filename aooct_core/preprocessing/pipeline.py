@@ -10,13 +10,15 @@ Order of the steps and why:
    from the isotropy of its spectrum (the linear part of the drift, a shear), which needs
    the surfaces, then the average is recomputed with the refined shifts;
 5. en face slabs and OCTA slabs relative to the surfaces;
-6. quality numbers: speckle contrast, SNR, motion residual.
+6. quality numbers: speckle contrast, SNR; the lateral motion residual is re-estimated
+   after step 4 when the lattice phase corrected the rows.
 
 Everything stays on the chosen device until the end; only small arrays (shifts,
 per-B-scan statistics) visit the host in between.
 """
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import dataclass, field, replace
 
@@ -26,10 +28,11 @@ from aooct_core.geometry import Geometry
 from aooct_core.preprocessing.backend import get_backend, synchronize, to_host
 from aooct_core.preprocessing.averaging import average_repeats
 from aooct_core.preprocessing.enface import enface_slabs, slab_bounds_px, slab_projection
-from aooct_core.preprocessing.lattice import lattice_row_shifts, lattice_shear
+from aooct_core.preprocessing.lattice import ROW_PHASE_SIGMA_ROWS, lattice_row_shifts, lattice_shear
 from aooct_core.preprocessing.layers import segment_layers
 from aooct_core.preprocessing.normalization import normalize_volume, snr_db, speckle_contrast
-from aooct_core.preprocessing.registration import MotionReport, estimate_motion
+from aooct_core.preprocessing.registration import MotionReport, _estimate_motion, estimate_motion
+from aooct_core.preprocessing.tracking import fast_residual
 
 __all__ = ["Preprocessed", "preprocess_case", "speckle_mask"]
 
@@ -148,9 +151,13 @@ def preprocess_case(volumes, geometry: Geometry, *, device: str = "cpu", referen
         timings[name] = now - clock[0]
         clock[0] = now
 
-    report, average, decor = estimate_motion(
-        volumes, geometry, reference=reference, device=device, search_px=search_px,
-        within_volume=within_volume, return_average=True)
+    # estimate_motion's own defaults, through its body, which also hands back the
+    # across-repeat shifts the residual is re-estimated from after the lattice step.
+    options = {k: v.default for k, v in inspect.signature(estimate_motion).parameters.items()
+               if v.kind is inspect.Parameter.KEYWORD_ONLY}
+    options.update(reference=reference, device=device, search_px=search_px, within_volume=within_volume,
+                   return_average=True)
+    report, average, decor, (e_lateral, usable) = _estimate_motion(volumes, geometry, **options)
     tick("motion_and_average")
     volume, _ = normalize_volume(average, device=device, high_percentile=high_percentile)
     del average
@@ -166,19 +173,25 @@ def preprocess_case(volumes, geometry: Geometry, *, device: str = "cpu", referen
         cones = sum(to_host(slab_projection(volume, *slab_bounds_px(name, surfaces,
                                                                      depth_um_per_px=geometry.depth_um_per_px),
                                             device=device)) for name in ("isos", "cost"))
-        correction, agreement = lattice_row_shifts(cones)
+        row_shift, agreement = lattice_row_shifts(cones)
         # The linear part of the mean drift (a shear of the en face image) is invisible
         # to the phase; the isotropy of the lattice gives it back (lattice_shear).
         # Measured on the en face image with the row correction already applied (row-wise
         # interpolation, no re-average): uncorrected drift smears the lattice peaks.
         rows = np.arange(cones.shape[0], dtype=np.float32)
         cols = np.arange(cones.shape[1], dtype=np.float32)
-        dejittered = np.stack([np.interp(cols + c, cols, row) for c, row in zip(correction, cones)])
+        dejittered = np.stack([np.interp(cols + c, cols, row) for c, row in zip(row_shift, cones)])
         shear_px, _ = lattice_shear(dejittered, um_per_px=geometry.enface_um_per_px)
-        correction = correction + np.float32(shear_px) * (rows - rows.mean())
+        correction = row_shift + np.float32(shear_px) * (rows - rows.mean())
         shifts = report.shifts_px.copy()
         shifts[..., 1] += correction[None, :]
         report = replace(report, shifts_px=shifts, lattice_agreement=agreement)
+        if np.any(row_shift) and volumes.shape[0] >= 2:
+            # The row phases took out the slow part of the mean-frame motion (the
+            # estimate_motion residual); what is left is its fast part and the matching
+            # noise, both visible in the fast part of the across-repeat shifts.
+            lateral_px = fast_residual(e_lateral, usable, sigma_px=ROW_PHASE_SIGMA_ROWS)
+            report = replace(report, residual_lateral_um_rms=float(lateral_px * geometry.aline_um_per_px))
         if np.any(correction):
             average, decor = average_repeats(volumes, shifts, weights=report.weights, device=device,
                                              decorrelation=decor is not None)

@@ -58,6 +58,7 @@ from aooct_core.preprocessing.tracking import (
     interp_invalid as _interp_invalid,
     isolated_outliers as _isolated_outliers,
     mean_frame_residual as _mean_frame_residual,
+    polynomial_residual as _polynomial_residual,
     saccade_steps as _saccade_steps,
     within_volume_track as _within_volume_track,
 )
@@ -86,13 +87,21 @@ class MotionReport:
     rejected_bscans : list of (repeat, bscan)
         Dim / blinked / unmatched B-scans.
     residual_lateral_um_rms : float
-        Estimated residual lateral (A-line axis) motion after correction, µm RMS: the
-        expected size of the mean displacement over repeats, which matching repeats to each
-        other cannot see (see :func:`~aooct_core.preprocessing.tracking.mean_frame_residual`) — an upper bound once the
-        cone-lattice refinement of ``preprocess_case`` has run; NaN for a single repeat,
-        where no estimate without ground truth is available.
+        Estimated residual lateral (A-line axis) motion after all corrections, µm RMS, from
+        the data only. From :func:`estimate_motion`: the expected size of the mean
+        displacement over repeats, which matching repeats to each other cannot see (see
+        :func:`~aooct_core.preprocessing.tracking.mean_frame_residual`). From
+        ``preprocess_case`` when its cone-lattice step corrected the rows: the fast part
+        of the across-repeat shifts that the lattice phase cannot follow plus the matching
+        noise (:func:`~aooct_core.preprocessing.tracking.fast_residual`: 0.85-1.7× of the
+        truth under the motion model, 0.74-1.21× measured on 20 phantom seeds; blind to a
+        common step left by a lattice-phase slip, see bench/results_preprocessing.md).
+        NaN for a single repeat, where no estimate without ground truth is available.
     residual_axial_px_rms : float
-        The same for the depth axis, px RMS.
+        Depth axis, px RMS: the expected size of the polynomial part of the mean frame's
+        axial motion, which the within-volume track removes with the retinal tilt and
+        curvature (:func:`~aooct_core.preprocessing.tracking.polynomial_residual`); the
+        whole mean frame when the within-volume track is off.
     registration_ok : bool
         False when more than ``max_rejected_fraction`` of B-scans were rejected or a
         rigid shift hit the edge of its search window.
@@ -277,6 +286,15 @@ def estimate_motion(volumes, geometry: Geometry, *, reference: int | None = None
     -------
     MotionReport, or (MotionReport, average, decorrelation) when ``return_average``.
     """
+    report, average, decor, _ = _estimate_motion(**dict(locals()))
+    return (report, average, decor) if return_average else report
+
+
+def _estimate_motion(volumes, geometry, *, reference, device, search_px, rigid_search_fraction, sigma_px,
+                     within_volume, axial_detrend_degree, saccade_threshold_px, min_quality, outlier_px,
+                     dim_fraction, max_rejected_fraction, chunk_bscans, return_average):
+    # Body of estimate_motion; also returns what preprocess_case needs to re-estimate the
+    # residual after its lattice step: (e_clean lateral (R, B) px, usable (R, B) bool).
     _check_volumes(volumes)
     if reference is not None and not 0 <= int(reference) < volumes.shape[0]:
         raise ValueError(f"reference must index a repeat in [0, {volumes.shape[0] - 1}]; got {reference}")
@@ -369,9 +387,13 @@ def estimate_motion(volumes, geometry: Geometry, *, reference: int | None = None
     if return_average:
         average, decor = average_repeats(volumes, shifts, weights=weights, device=device,
                                          decorrelation=n_repeats > 1)
-    # Across-repeat estimate of what is left; for the axial axis, where the within-volume
-    # track also corrects part of the mean frame, it is close to an upper bound.
+    # Across-repeat estimate of what is left. Lateral: the mean frame minus the saccades
+    # (preprocess_case replaces it once the lattice step has corrected the slow part).
+    # Axial: with the within-volume track only its polynomial detrend is left (it is
+    # removed as anatomy); without it, the whole mean frame.
     resid = _mean_frame_residual(e_clean, usable)
+    if within and n_repeats >= 2:
+        resid[0] = _polynomial_residual(e_clean[..., 0], usable, degree=axial_detrend_degree)
 
     rejected = [(int(r), int(b)) for r, b in zip(*np.nonzero(~usable))]
     ok = (len(rejected) <= max_rejected_fraction * n_repeats * n_bscans) and not rigid_edge
@@ -380,4 +402,4 @@ def estimate_motion(volumes, geometry: Geometry, *, reference: int | None = None
         rejected_bscans=rejected,
         residual_lateral_um_rms=float(resid[1] * geometry.aline_um_per_px),
         residual_axial_px_rms=float(resid[0]), registration_ok=bool(ok))
-    return (report, average, decor) if return_average else report
+    return report, average, decor, (e_clean[..., 1], usable)

@@ -8,8 +8,10 @@ the mean frame, and the expected residual of the mean frame.
 from __future__ import annotations
 
 import numpy as np
+from scipy.ndimage import gaussian_filter1d
 
-__all__ = ["interp_invalid", "isolated_outliers", "saccade_steps", "within_volume_track", "mean_frame_residual"]
+__all__ = ["interp_invalid", "isolated_outliers", "saccade_steps", "within_volume_track", "mean_frame_residual",
+           "polynomial_residual", "fast_residual"]
 
 
 def interp_invalid(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -114,3 +116,88 @@ def mean_frame_residual(e: np.ndarray, usable: np.ndarray) -> np.ndarray:
     sq = (centred ** 2 * usable[..., None]).sum(axis=0)[ok]
     k = n_used[ok][:, None].astype(np.float64)
     return np.sqrt((sq / (k * (k - 1))).mean(axis=0))
+
+
+def _centred_spread(part: np.ndarray, usable: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    # Per B-scan: sum over the usable repeats of part², their count, and which B-scans count.
+    n_used = usable.sum(axis=0)
+    ok = n_used >= 2
+    return (part ** 2 * usable).sum(axis=0), n_used, ok
+
+
+def polynomial_residual(e: np.ndarray, usable: np.ndarray, *, degree: int) -> float:
+    """Expected RMS of the part of ``M[b]`` that a polynomial detrend along the B-scans removes.
+
+    The within-volume axial track removes a polynomial of ``degree`` as retinal tilt and
+    curvature, which also removes that part of the mean motion ``M`` (it cannot be told
+    from anatomy): that part stays in the corrected shifts. With independent motion in R
+    repeats, the polynomial part of each repeat's ``e[r] = m[r] - M`` has
+    ``E|P e_r|² = (R-1)/R · E|P m|²`` and ``E|P M|² = E|P m|²/R``, so
+    ``E|P M|² = Σ_r |P e_r|² / (R (R - 1))`` — the same identity as
+    :func:`mean_frame_residual`, restricted to what the detrend removes (an expectation:
+    with 3 repeats one case's value scatters around it by a factor ~2).
+
+    Parameters
+    ----------
+    e : (R, B) mean-frame shifts along one axis, px
+    usable : (R, B) bool
+    degree : polynomial degree of the detrend (its constant is free anyway)
+
+    Returns
+    -------
+    float, px RMS; NaN for fewer than 2 usable repeats.
+    """
+    n_repeats, n_bscans = e.shape
+    if n_repeats < 2 or n_bscans < 2:
+        return float("nan")
+    b = np.arange(n_bscans, dtype=np.float64)
+    deg = min(degree, n_bscans - 1)
+    # Least-squares fit of every repeat at once; the constant is free (one per repeat).
+    basis = np.vander((b - b.mean()) / max(b.std(), 1.0), deg + 1)
+    coef, *_ = np.linalg.lstsq(basis, e.astype(np.float64).T, rcond=None)
+    part = (basis @ coef).T
+    part -= part.mean(axis=1, keepdims=True)
+    sq, n_used, ok = _centred_spread(part, usable)
+    if not ok.any():
+        return float("nan")
+    return float(np.sqrt((sq[ok] / (n_used[ok] * (n_used[ok] - 1))).mean()))
+
+
+def fast_residual(e: np.ndarray, usable: np.ndarray, *, sigma_px: float) -> float:
+    """RMS of the lateral error left once the mean frame's slow motion is corrected.
+
+    After the cone-lattice step (:mod:`~aooct_core.preprocessing.lattice`), whose row
+    phases are smoothed along the B-scans by a Gaussian of ``sigma_px``, two errors stay in
+    each repeat's shift: the part of the common motion ``M`` faster than that smoothing,
+    and the repeat's own across-repeat matching noise. Both show in the fast part of the
+    across-repeat shifts, ``H e_r`` with ``H = 1 - Gaussian(sigma_px)``:
+    ``e_r = (m_r - M) + (n_r - mean n)``. The estimate is the unbiased spread over repeats
+    of that fast part, ``Σ_r |H e_r|² / (R - 1)`` (per B-scan, then averaged).
+
+    Under the model it stays within a known factor of the truth: if the fast part is all
+    eye motion (tremor) it is ``E|H m_r|²`` while the residual is ``E|H M|² = E|H m_r|²/R``
+    (over by √R, 1.7× for 3 repeats); if it is all matching noise the residual is the full
+    noise, of which ``H`` keeps about half (under by ~0.85×). Trend errors of the
+    lattice shear and saccades missed by both steps are not counted (saccade steps are
+    removed from ``e`` before).
+
+    Parameters
+    ----------
+    e : (R, B) mean-frame shifts along the A-line axis with the attributed saccades
+        removed, px
+    usable : (R, B) bool
+    sigma_px : smoothing of the lattice row phases along the B-scans, B-scans
+
+    Returns
+    -------
+    float, px RMS; NaN for fewer than 2 usable repeats.
+    """
+    n_repeats, n_bscans = e.shape
+    if n_repeats < 2 or n_bscans < 2:
+        return float("nan")
+    x = e.astype(np.float64)
+    fast = x - gaussian_filter1d(x, sigma_px, axis=1, mode="nearest")
+    sq, n_used, ok = _centred_spread(fast, usable)
+    if not ok.any():
+        return float("nan")
+    return float(np.sqrt((sq[ok] / (n_used[ok] - 1)).mean()))

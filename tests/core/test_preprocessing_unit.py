@@ -299,3 +299,47 @@ def test_isolated_outliers_keeps_steps_and_short_plateaus():
     d[0, 11:, 0] = 3.0          # a step
     flagged = isolated_outliers(d, 2.0)[0]
     assert flagged.tolist() == [b == 2 for b in range(14)]
+
+
+def test_fast_residual_brackets_tremor_and_noise():
+    from scipy.ndimage import gaussian_filter1d
+
+    from aooct_core.preprocessing.lattice import ROW_PHASE_SIGMA_ROWS
+    from aooct_core.preprocessing.tracking import fast_residual
+
+    rng = np.random.default_rng(0)
+    n_rep, n_b = 3, 4096
+    usable = np.ones((n_rep, n_b), bool)
+    drift = np.cumsum(rng.normal(0, 0.3, (n_rep, n_b)), axis=1)
+    # All eye motion (drift + white tremor): the lattice takes the slow part of the mean
+    # frame M, leaving its fast part; the estimate is over by ~sqrt(R).
+    m = drift + rng.normal(0, 0.5, (n_rep, n_b))
+    mean = m.mean(axis=0)
+    left = mean - gaussian_filter1d(mean, ROW_PHASE_SIGMA_ROWS, mode="nearest")
+    truth = np.sqrt(np.mean(left ** 2))
+    est = fast_residual(m - mean, usable, sigma_px=ROW_PHASE_SIGMA_ROWS)
+    assert 1.3 < est / truth < 2.1, (est, truth)
+    # All matching noise: every repeat keeps its own noise; the estimate is under by ~0.85.
+    n = rng.normal(0, 0.3, (n_rep, n_b))
+    e = n - n.mean(axis=0)
+    truth = np.sqrt(np.mean(e ** 2))
+    est = fast_residual(e, usable, sigma_px=ROW_PHASE_SIGMA_ROWS)
+    assert 0.75 < est / truth < 1.0, (est, truth)
+    # Slow motion only (what the lattice corrects): nearly nothing left.
+    slow = np.sin(np.linspace(0, 3, n_b))[None] * np.array([[1.0], [-0.5], [-0.5]])
+    assert fast_residual(slow, usable, sigma_px=ROW_PHASE_SIGMA_ROWS) < 1e-3
+    assert np.isnan(fast_residual(e[:1], usable[:1], sigma_px=1.0))
+
+
+def test_polynomial_residual_sees_only_the_detrended_part():
+    from aooct_core.preprocessing.tracking import polynomial_residual
+
+    b = np.linspace(-1, 1, 128)
+    q = 0.8 * b ** 2 + 0.3 * b
+    usable = np.ones((2, 128), bool)
+    # Two repeats: e = ±q, so E|P M|² = Σ|P e|² / (R) = |q - mean q|².
+    est = polynomial_residual(np.stack([q, -q]), usable, degree=2)
+    assert est == pytest.approx(np.sqrt(np.mean((q - q.mean()) ** 2)), rel=1e-6)
+    fast = np.where(np.arange(128) % 2, 1.0, -1.0)
+    assert polynomial_residual(np.stack([fast, -fast]), usable, degree=2) < 0.05
+    assert np.isnan(polynomial_residual(q[None], usable[:1], degree=2))
