@@ -22,8 +22,13 @@ import numpy as np
 __all__ = [
     "Sample", "shared_data_root", "normalize_image", "load_cone_set", "load_rpe_set",
     "load_rossa", "subject_id_from_name", "split_by_subject", "synthetic_nfl_samples",
-    "phantom_cone_samples",
+    "phantom_cone_samples", "phantom_capillary_samples", "capillary_truth_mask",
+    "ROSSA_UM_PER_PX",
 ]
+
+#: ROSSA images are 3×3 mm OCTA scans (OCTA-500 / ROSE class) stored at 320×320 px; the
+#: published set gives no per-image pixel size, so this nominal 3000 µm / 320 px is used.
+ROSSA_UM_PER_PX = 3000.0 / 320.0
 
 
 @dataclass
@@ -179,7 +184,7 @@ def load_rossa(split: str, *, root: Path | None = None) -> list[Sample]:
         label = _read_image(base / "label" / img_path.name) > 127
         samples.append(Sample(image=normalize_image(_read_image(img_path)),
                               subject_id=f"rossa-{split}-{img_path.stem}", name=img_path.stem,
-                              mask=label, modality="octa"))
+                              mask=label, um_per_px=ROSSA_UM_PER_PX, modality="octa"))
     return samples
 
 
@@ -266,4 +271,76 @@ def phantom_cone_samples(seeds: list[int], **phantom_kwargs) -> list[Sample]:
                                      "eccentricity_deg": float(ph.truth["eccentricity_deg"]),
                                      "truth_density": float(cones["true_density_cells_per_mm2"]),
                                      "phantom": ph}))
+    return samples
+
+
+def capillary_truth_mask(vessels: list[dict], shape: tuple[int, int], um_per_px_rc, *,
+                         plexus: str = "SVP") -> np.ndarray:
+    """Rasterise phantom capillary centrelines of one plexus into a bool (row, col) mask.
+
+    A pixel is vessel when its centre lies within half the vessel diameter of the
+    centreline (at least 0.75 px, so that sub-pixel capillaries stay connected); the
+    centrelines are ``truth["vessels"][i]["centerline_rc"]`` in the motion-free frame.
+    """
+    from scipy.spatial import cKDTree
+    um = np.broadcast_to(np.asarray(um_per_px_rc, float), (2,))
+    rows, cols = np.mgrid[0:shape[0], 0:shape[1]]
+    best = np.full(shape, np.inf)
+    for v in vessels:
+        if v["plexus"] != plexus:
+            continue
+        pts = np.asarray(v["centerline_rc"], float).reshape(-1, 2)
+        radius_px = max(0.5 * v["diameter_um"] / float(um.mean()), 0.75)
+        lo = np.maximum(np.floor(pts.min(0) - radius_px - 1), 0).astype(int)
+        hi = np.minimum(np.ceil(pts.max(0) + radius_px + 2), shape).astype(int)
+        if np.any(hi <= lo):
+            continue
+        rr, cc = rows[lo[0]:hi[0], lo[1]:hi[1]], cols[lo[0]:hi[0], lo[1]:hi[1]]
+        d, _ = cKDTree(pts).query(np.stack([rr.ravel(), cc.ravel()], 1))
+        d = d.reshape(rr.shape) / radius_px  # in units of the vessel radius
+        sub = best[lo[0]:hi[0], lo[1]:hi[1]]
+        np.minimum(sub, d, out=sub)
+    return best <= 1.0
+
+
+def phantom_capillary_samples(seeds: list[int], *, slab: str = "svp", vary: bool = True,
+                              shape_px: tuple[int, int, int] = (128, 256, 128),
+                              **phantom_kwargs) -> list[Sample]:
+    """Superficial-plexus en face slabs of phantom cases with their true capillary masks.
+
+    Each seed gives one :func:`aooct_core.phantom.make_phantom` case (with eye motion),
+    run through :func:`aooct_core.preprocessing.preprocess_case` exactly as the pipeline
+    does, and the slab ``slab`` of ``Preprocessed.enface`` ("svp": structural SVP slab —
+    the only one in which the phantom's capillaries are visible; "octa_svp": motion
+    contrast) is the image. The mask is the SVP truth rasterised by
+    :func:`capillary_truth_mask` in the motion-free frame, which the motion-corrected
+    frame approximates (residual lateral motion ≲ 1 px). With ``vary=True`` each seed also
+    draws its eccentricity (1–6° temporal), field (0.5–1.5°, i.e. ≈ 1.1–3.4 µm/px at
+    128 px), SNR (25–40 dB) and repeats (2–6) from ``default_rng(seed)``.
+    Raises ImportError without the phantom package.
+    """
+    from aooct_core.phantom import make_phantom  # noqa: PLC0415 - optional dependency
+    from aooct_core.preprocessing import preprocess_case  # noqa: PLC0415
+    samples = []
+    for seed in seeds:
+        kw = dict(phantom_kwargs)
+        if vary:
+            rng = np.random.default_rng(seed)
+            field = float(rng.uniform(0.5, 1.5))
+            kw = {"location_deg": (float(rng.uniform(1.0, 6.0)), 0.0),
+                  "scan_field_deg": (field, field), "snr_db": float(rng.uniform(25.0, 40.0)),
+                  "n_repeats": int(rng.integers(2, 7)), **kw}
+        ph = make_phantom(seed=seed, shape_px=shape_px, **kw)
+        pre = preprocess_case(ph.volumes, ph.geometry)
+        if slab not in pre.enface:
+            raise ValueError(f"slab {slab!r} not in {sorted(pre.enface)}; pick one of those")
+        image = pre.enface[slab]
+        um_rc = tuple(float(u) for u in ph.geometry.enface_um_per_px)
+        mask = capillary_truth_mask(ph.truth["vessels"], image.shape, um_rc, plexus="SVP")
+        samples.append(Sample(image=normalize_image(image), subject_id=f"phantom-{seed}",
+                              name=f"phantom-{seed}-{slab}", mask=mask,
+                              um_per_px=float(np.mean(um_rc)), modality=f"phantom-{slab}",
+                              extra={"um_per_px_rc": um_rc, "slab": slab,
+                                     "eccentricity_deg": float(ph.truth["eccentricity_deg"]),
+                                     "truth_area_fraction": float(mask.mean())}))
     return samples

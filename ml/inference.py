@@ -315,22 +315,64 @@ def detect_cells(image: np.ndarray, *, target: str = "cones",
                           model_version=str(meta["model_version"]))
 
 
+def _vessel_zoom(um_per_px, meta: dict) -> tuple[float, float]:
+    """Per-axis zoom that brings ``um_per_px`` into the model's trained pixel-size ranges.
+
+    ``meta["train_um_per_px_ranges"]`` lists ``[min, max]`` µm/px of each training source.
+    A pixel size inside any range (within the ±20 % zoom augmentation) is left alone; one
+    outside all ranges is resampled to the nearest range edge (log scale).
+    """
+    ranges = meta.get("train_um_per_px_ranges")
+    if um_per_px is None or not ranges:
+        return (1.0, 1.0)
+    zoom = []
+    for um in np.broadcast_to(np.asarray(um_per_px, float), (2,)):
+        edges = [(lo / 1.2, hi * 1.2) for lo, hi in ranges]
+        if any(lo <= um <= hi for lo, hi in edges):
+            zoom.append(1.0)
+            continue
+        target = min((e for pair in edges for e in pair), key=lambda e: abs(np.log(um / e)))
+        zoom.append(float(um / target))
+    return (zoom[0], zoom[1])
+
+
 def segment_vessels(image: np.ndarray, *, target: str = "capillaries",
-                    um_per_px: float | None = None, backend: str = "torch", device: str = "cpu",
-                    uncertainty: str | None = "tta", n_samples: int = 4,
+                    um_per_px: float | tuple[float, float] | None = None, backend: str = "torch",
+                    device: str = "cpu", uncertainty: str | None = "tta", n_samples: int = 4,
                     weights: Path | None = None) -> VesselSegmentation:
     """Segment capillaries (OCTA/en face vascular slab) or nerve fiber bundles (NFL slab).
 
     Parameters are as in :func:`detect_cells`, with ``target`` in {"capillaries", "nfl"}.
     The mask is ``probability_mean > threshold`` (0.5 unless the checkpoint says otherwise).
+
+    Scale: when ``um_per_px`` (float or ``(row, col)`` µm) is given and the checkpoint
+    records the pixel sizes it was trained at (``train_um_per_px_ranges``; the capillary
+    model: ROSSA OCTA ≈ 9.4 µm/px and phantom AO-OCT slabs ≈ 1.1–3.4 µm/px), an image whose
+    pixel size lies outside every trained range (± 20 %, the zoom augmentation) is resampled
+    to the nearest range edge, segmented, and the maps resampled back to the input shape.
+    Inside a range, or with ``um_per_px=None``, or a checkpoint without recorded ranges, the
+    image is segmented at its own sampling (then ``um_per_px`` has no effect).
     """
     if target not in ("capillaries", "nfl"):
         raise ValueError(f"target must be 'capillaries' or 'nfl' for segment_vessels; got {target!r}")
+    if um_per_px is not None and not np.all(np.isfinite(um_per_px) & (np.asarray(um_per_px) > 0)):
+        raise ValueError(f"um_per_px must be a positive number of µm; got {um_per_px!r}")
     norm = normalize_image(image)
     _, runner, meta = load_task_model(target, backend=backend, device=device, weights=weights)
     kind = "nfl" if target == "nfl" else "vessels"
-    mean, var, orientation = predict_maps(norm, runner, kind=kind, uncertainty=uncertainty,
+    zoom = _vessel_zoom(um_per_px, meta)
+    work = ndi.zoom(norm, zoom, order=1, mode="reflect") if zoom != (1.0, 1.0) else norm
+    mean, var, orientation = predict_maps(work, runner, kind=kind, uncertainty=uncertainty,
                                           n_samples=n_samples)
+    if zoom != (1.0, 1.0):
+        from skimage.transform import resize
+        back = {"order": 1, "anti_aliasing": zoom[0] > 1 or zoom[1] > 1}
+        mean = resize(mean, norm.shape, **back).astype(np.float32)
+        var = resize(var, norm.shape, **back).astype(np.float32)
+        if orientation is not None:  # average the doubled-angle vector, not the angle
+            c = resize(np.cos(2 * orientation), norm.shape, **back)
+            s_ = resize(np.sin(2 * orientation), norm.shape, **back)
+            orientation = np.mod(0.5 * np.arctan2(s_, c), np.pi).astype(np.float32)
     mask = mean > float(meta.get("mask_threshold", 0.5))
     return VesselSegmentation(mask=mask, probability_mean=mean, probability_var=var,
                               orientation_rad=orientation, model_version=str(meta["model_version"]))

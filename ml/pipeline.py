@@ -127,7 +127,7 @@ def run_task(task: str, *, out_dir: Path, steps: int | None = None, seed: int = 
              callbacks: tuple = (), num_threads: int = 2, root: Path | None = None) -> dict:
     """Train ``task`` on its training subjects, then :func:`finalize_task`."""
     from ml.models import build_model
-    from ml.tasks import default_config, load_task_data
+    from ml.tasks import default_config, load_task_data, task_metadata
     from ml.train import train
     over = {"seed": seed, "num_threads": num_threads}
     if steps is not None:
@@ -139,7 +139,8 @@ def run_task(task: str, *, out_dir: Path, steps: int | None = None, seed: int = 
     meta = {"task": task, "kind": cfg.kind, "widths": list(model.widths),
             "train_config": cfg.as_dict(), "train_seconds": result.seconds,
             "train_steps": result.steps_done, "time_limited": result.time_limited, "n_train_images": len(train_set),
-            "train_subjects": sorted({s.subject_id for s in train_set})[:50]}
+            "train_subjects": sorted({s.subject_id for s in train_set})[:50],
+            **task_metadata(task, train_set)}
     results = finalize_task(task, model, meta, train_set, held, out_dir=out_dir)
     results["history"] = result.history
     for cb in callbacks:

@@ -9,11 +9,12 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ml.augment import AugmentConfig
-from ml.data import (Sample, load_cone_set, load_rossa, load_rpe_set, split_by_subject,
-                     synthetic_nfl_samples)
+from ml.data import (Sample, load_cone_set, load_rossa, load_rpe_set, phantom_capillary_samples,
+                     split_by_subject, synthetic_nfl_samples)
 from ml.train import TrainConfig
 
-__all__ = ["TASK_KINDS", "HOLDOUT", "default_config", "load_task_data", "cone_folds"]
+__all__ = ["TASK_KINDS", "HOLDOUT", "PHANTOM_CAPILLARY_SEEDS", "default_config", "load_task_data",
+           "cone_folds", "task_metadata"]
 
 TASK_KINDS = {"cones": "cells", "rpe": "cells", "capillaries": "vessels", "nfl": "nfl"}
 
@@ -22,12 +23,16 @@ HOLDOUT = {
     "cones": {"confocal": {"JC_0138", "JC_0395"},
               "split-detector": {"JC_10121", "JC_10318", "JC_0905"}},
     "rpe": {"aooct-rpe": {"1610", "3339"}},
-    "capillaries": {"octa": "ROSSA val split"},
+    "capillaries": {"octa": "ROSSA val split",
+                    "phantom": "phantom seeds 1000-1007 (SVP slab) and 1000-1003 (OCTA SVP slab)"},
     "nfl": {"synthetic-nfl": "seeds 1000+ (never trained on)"},
 }
 
 #: Wall-clock guards (min) — the sum stays inside the shared CPU budget.
 _MINUTES = {"cones": 16.0, "rpe": 12.0, "capillaries": 14.0, "nfl": 5.0}
+#: Phantom seeds of the capillary task: training seeds and held-out seeds never overlap.
+PHANTOM_CAPILLARY_SEEDS = {"train": list(range(30)), "svp": list(range(1000, 1008)),
+                           "octa_svp": list(range(1000, 1004))}
 _STEPS = {"cones": 4000, "rpe": 3000, "capillaries": 3000, "nfl": 1200}
 
 
@@ -75,7 +80,32 @@ def load_task_data(task: str, *, root=None, holdout: dict | None = None
         tr, te = split_by_subject(load_rpe_set(root=root), HOLDOUT["rpe"]["aooct-rpe"])
         return tr, {"aooct-rpe": te}
     if task == "capillaries":
-        return load_rossa("train", root=root), {"rossa-val": load_rossa("val", root=root)}
+        # ROSSA OCTA (≈ 9.4 µm/px) plus phantom AO-OCT structural SVP slabs (≈ 1.1-3.4
+        # µm/px): the same network then serves both scales (see ml.inference.segment_vessels).
+        seeds = PHANTOM_CAPILLARY_SEEDS
+        train = load_rossa("train", root=root) + phantom_capillary_samples(seeds["train"], slab="svp")
+        held = {"rossa-val": load_rossa("val", root=root),
+                "phantom-svp": phantom_capillary_samples(seeds["svp"], slab="svp"),
+                "phantom-octa_svp": phantom_capillary_samples(seeds["octa_svp"], slab="octa_svp")}
+        return train, held
     if task == "nfl":
         return synthetic_nfl_samples(160, seed=0), {"synthetic-nfl": synthetic_nfl_samples(20, seed=1000)}
     raise ValueError(f"unknown task {task!r}; choose one of {sorted(TASK_KINDS)}")
+
+
+def task_metadata(task: str, train_set: list[Sample]) -> dict:
+    """Extra checkpoint metadata of a task, computed from its training set.
+
+    For the vessel tasks: ``train_um_per_px_ranges`` — the (min, max) pixel sizes in µm of
+    each training source that publishes one (e.g. ROSSA ≈ 9.4; phantom ≈ 1.1-3.4), which
+    :func:`ml.inference.segment_vessels` uses to resample images of other scales.
+    """
+    if task != "capillaries":
+        return {}
+    ranges: dict[str, list[float]] = {}
+    for s in train_set:
+        if s.um_per_px is None:
+            continue
+        lo, hi = ranges.get(s.modality, [s.um_per_px, s.um_per_px])
+        ranges[s.modality] = [min(lo, s.um_per_px), max(hi, s.um_per_px)]
+    return {"train_um_per_px_ranges": sorted([round(lo, 3), round(hi, 3)] for lo, hi in ranges.values())}
