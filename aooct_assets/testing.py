@@ -1,6 +1,7 @@
 """Test resources and one-call runs for the platform tests (tests/assets, tests/e2e)."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from dagster import DagsterInstance, Definitions, ResourceDefinition, materialize
@@ -86,3 +87,13 @@ def copy_case_files(case_folder: Path, drop, name: str) -> None:
     spec = json.loads((Path(case_folder) / "case.json").read_text())
     for f in [*spec["volumes"], "case.json"]:
         drop.put_file(f"{name}/{f}", Path(case_folder) / f)
+
+
+def drop_case(case_folder: Path, drop_root: Path, name: str) -> Path:
+    """Copy a case folder into a local drop folder (case.json and volumes only; truth stays behind)."""
+    dest = drop_root / name
+    dest.mkdir(parents=True)
+    for f in case_folder.iterdir():
+        if f.name == "case.json" or f.suffix in (".tif", ".tiff", ".npy", ".dcm"):
+            shutil.copy2(f, dest / f.name)
+    return dest

@@ -33,7 +33,7 @@ Contract (stable; outside tools rely on it)
   detection (spacing from the normative density at the case's eccentricity, or from the
   image's power spectrum) and the points are mapped back to the input's pixel frame.
 * ``--target`` default: ``all`` for cases and volumes (cones on IS/OS, RPE on the RPE slab,
-  capillaries on the OCTA/SVP slab, NFL on the NFL slab); ``cones`` for en face images.
+  capillaries on the structural SVP slab, NFL on the NFL slab); ``cones`` for en face images.
 * Outputs of an input are written to a temporary folder and renamed into place, so a
   failed input never leaves half-written results. A failing input prints one line
   ``aooct: error: <input>: <problem>`` on stderr; the other inputs are still processed and
@@ -115,10 +115,10 @@ def _enface_for_volume(volumes: np.ndarray, geometry) -> tuple[dict, dict]:
     """Preprocess (registered to repeat 0) → (slabs by target, QC inputs)."""
     from aooct_core.preprocessing import preprocess_case
     pre = preprocess_case(volumes, geometry, reference=0)
-    octa = pre.enface.get("octa_svp")
-    vessel_slab = octa if octa is not None and np.all(np.isfinite(octa)) else pre.enface["svp"]
+    # Capillaries on the structural SVP slab, as the pipeline does (aooct_assets masks.py):
+    # OCTA decorrelation from a few repeats is too noisy to segment.
     slabs = {"cones": pre.enface["isos"], "rpe": pre.enface["rpe"],
-             "capillaries": vessel_slab, "nfl": pre.enface["nfl"]}
+             "capillaries": pre.enface["svp"], "nfl": pre.enface["nfl"]}
     qc = {"snr_db": float(pre.snr_db), "registration_ok": bool(pre.registration_ok),
           "residual_motion_um": float(pre.motion.residual_lateral_um_rms)}
     # NaN = not measurable (e.g. residual motion of a single volume): leave the check out.

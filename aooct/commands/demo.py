@@ -156,7 +156,7 @@ def _print_summary(cfg, ids: list[str], log) -> dict:
     store = make_object_store(cfg.object_store, endpoint_url=cfg.s3_endpoint_url, region=cfg.s3_region)
     table = Table(title="aooct demo: per-case metrics (95 % CI)")
     for col in ("case", "status", "QC (failed checks)", "cones", "cone density /mm² [95 % CI]",
-                "RPE cells", "capillary area", "NFL bundles"):
+                "phantom truth /mm²", "RPE cells", "capillary area", "NFL bundles"):
         table.add_column(col)
     reports = {}
     for case_id in ids:
@@ -171,10 +171,14 @@ def _print_summary(cfg, ids: list[str], log) -> dict:
         dens_txt = "—" if dens is None or dens["value"] is None else (
             f"{dens['value']:.0f} [{dens['ci_low']:.0f}, {dens['ci_high']:.0f}]"
             if dens["ci_low"] is not None else f"{dens['value']:.0f}")
+        # The phantom's ground truth beside the measurement, so the demo shows its own accuracy.
+        truth_file = cfg.home / "phantom_truth" / case_id / "truth.json"
+        truth_txt = (f"{json.loads(truth_file.read_text())['cones']['true_density_cells_per_mm2']:.0f}"
+                     if truth_file.exists() else "—")
         failed_checks = sorted(q["check_name"] for q in db.get_qc(case_id) if not q["passed"])
         qc_txt = str(case.get("qc_status")) + (f" ({', '.join(failed_checks)})" if failed_checks else "")
         table.add_row(case_id, case.get("status", "missing"), qc_txt,
-                      val("cones", "count"), dens_txt, val("rpe", "count"),
+                      val("cones", "count"), dens_txt, truth_txt, val("rpe", "count"),
                       val("capillaries", "area_density", "{:.3f}"), val("nfl", "bundle_count"))
         key = f"cases/{case_id}/report/report.html"
         if store.exists(key):

@@ -124,7 +124,7 @@ def render_report(store, case_id: str) -> str:
          _points_overlay(en("cost"), mk("cones", "points_rc"), mk("cones", "confidence"))),
         ("Cone detection uncertainty (heat-map variance)", _heat(mk("cones", "heatmap_var"))),
         ("RPE cells on the RPE slab", _points_overlay(en("rpe"), mk("rpe", "points_rc"), mk("rpe", "confidence"))),
-        ("Capillaries on the OCTA SVP slab", _mask_overlay(en("octa_svp"), mk("capillaries", "mask"))),
+        ("Capillaries on the SVP slab", _mask_overlay(en("svp"), mk("capillaries", "mask"))),
         ("Nerve fibre bundles on the NFL slab", _mask_overlay(en("nfl"), mk("nfl", "mask"))),
     ]
     plots = _plots(load_npy(store, f"{base}/corrected/shifts_px.npy"),
@@ -165,7 +165,7 @@ SNR {corrected['snr_db']:.3g} dB · cone density percentile {msum['cone_density_
 """
 
 
-@asset(partitions_def=cases_partitions, group_name="report", code_version="report-1",
+@asset(partitions_def=cases_partitions, group_name="report", code_version="report-2",
        retry_policy=RETRY, kinds={"html"}, deps=[AssetKey("metrics")],
        required_resource_keys={"object_store", "metadata_db"},
        description="Self-contained HTML report: overlays, uncertainty, plots, metrics and QC.")

@@ -1,7 +1,6 @@
 """Fixtures for the asset tests: a small phantom case, model weights, test resources."""
 from __future__ import annotations
 
-import shutil
 import sys
 from pathlib import Path
 
@@ -40,13 +39,3 @@ def phantom_case(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("phantom") / "PH1"
     write_phantom(out, make_phantom(seed=3, shape_px=SMALL_SHAPE_PX, case_id="PH1"))
     return out
-
-
-def drop_case(case_folder: Path, drop_root: Path, name: str) -> Path:
-    """Copy a case folder into a drop location (files only; truth stays behind)."""
-    dest = drop_root / name
-    dest.mkdir(parents=True)
-    for f in case_folder.iterdir():
-        if f.name == "case.json" or f.suffix in (".tif", ".tiff", ".npy", ".dcm"):
-            shutil.copy2(f, dest / f.name)
-    return dest

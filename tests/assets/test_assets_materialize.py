@@ -9,7 +9,7 @@ from aooct_assets.assets import raw_volume
 from aooct_assets.testing import check_results, make_test_resources, materialized, run_case
 from resources.object_store import InMemoryObjectStore, TransientStoreError
 
-from conftest import drop_case
+from aooct_assets.testing import drop_case
 
 
 @pytest.fixture
