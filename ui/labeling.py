@@ -23,7 +23,12 @@ __all__ = [
     "mask_payload",
     "payload_points",
     "payload_mask",
+    "CLICK_MODES",
+    "selection_action",
 ]
+
+#: What a click on an empty spot of the labeling chart does, per structure kind.
+CLICK_MODES = {"points": ("add", "move"), "mask": ("paint", "erase")}
 
 
 def _points(points_rc) -> np.ndarray:
@@ -114,3 +119,81 @@ def payload_points(payload: dict) -> np.ndarray:
 
 def payload_mask(payload: dict) -> np.ndarray:
     return rle_to_mask(payload["rle"], tuple(payload["shape"]))
+
+
+def _curve(point: dict) -> int | None:
+    value = point.get("curve_number", point.get("curveNumber"))
+    return None if value is None else int(value)
+
+
+def _index(point: dict) -> int | None:
+    value = point.get("point_index", point.get("point_number", point.get("pointIndex")))
+    return None if value is None else int(value)
+
+
+def selection_action(
+    selection: dict | None,
+    *,
+    mode: str,
+    selected: list[int] | tuple[int, ...],
+    n_points: int,
+    image_shape: tuple[int, int],
+    grid_curve: int = 0,
+    label_curve: int = 1,
+) -> dict:
+    """Translate one chart selection event into one label edit (pure; no Streamlit).
+
+    The labeling chart (:mod:`ui.label_chart`) has an invisible trace of clickable
+    points at pixel centres (``grid_curve``) under the label points (``label_curve``).
+    Streamlit reports a click or a box/lasso as a selection of those points.
+
+    Parameters
+    ----------
+    selection : dict or None
+        ``st.plotly_chart(..., on_select="rerun")`` selection:
+        ``{"points": [{"curve_number", "point_index", "x", "y"}, ...], "box": [...], "lasso": [...]}``;
+        ``x`` is the column and ``y`` the row, in en face px.
+    mode : str
+        What a click on an empty spot does: ``"add"`` or ``"move"`` (points), ``"paint"`` or
+        ``"erase"`` (masks).
+    selected : sequence of int
+        Label points selected before this event (``"move"`` moves the one selected point).
+    n_points : int
+        Number of label points now (indices outside are ignored: a stale event).
+    image_shape : tuple of int
+        ``(rows, cols)`` of the en face image; positions are clipped into it.
+
+    Returns
+    -------
+    dict
+        ``{"op": "none"}``; ``{"op": "select", "indices": [...]}`` (label points picked by a
+        click, shift-click, box or lasso; ``[]`` clears); ``{"op": "add" | "paint" | "erase",
+        "rc": (row, col)}``; ``{"op": "move", "index": i, "rc": (row, col)}``; or
+        ``{"op": "error", "message": ...}`` when the click cannot be applied.
+    """
+    if mode not in CLICK_MODES["points"] + CLICK_MODES["mask"]:
+        raise ValueError(f"click mode must be one of add, move, paint, erase; got {mode!r}")
+    points = list((selection or {}).get("points") or [])
+    labels = sorted({i for p in points if _curve(p) == label_curve
+                     for i in [_index(p)] if i is not None and 0 <= i < n_points})
+    if labels:
+        # A box or lasso also catches the invisible grid; label points win.
+        return {"op": "select", "indices": labels}
+    grid = [p for p in points if _curve(p) == grid_curve]
+    if not grid:
+        return {"op": "select", "indices": []} if selected and not points else {"op": "none"}
+    if len(grid) > 1:
+        return {"op": "none"}  # a box/lasso over empty image: nothing to pick
+    try:
+        row, col = float(grid[0]["y"]), float(grid[0]["x"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"selected chart point has no numeric x/y: {grid[0]!r}") from exc
+    row = min(max(row, 0.0), float(image_shape[0] - 1))
+    col = min(max(col, 0.0), float(image_shape[1] - 1))
+    if mode == "move":
+        valid = [i for i in selected if 0 <= i < n_points]
+        if len(valid) != 1:
+            return {"op": "error", "message": "To move a point, first click exactly one label point, "
+                                              f"then click its new spot ({len(valid)} selected)."}
+        return {"op": "move", "index": int(valid[0]), "rc": (row, col)}
+    return {"op": mode, "rc": (row, col)}

@@ -1,6 +1,7 @@
 """Real-browser test of the review app: Debian's chromium driven by Python Playwright.
 
-Signs in, opens a case, toggles overlays, adds a label, exports metrics, and
+Signs in, opens a case, toggles overlays, adds a label (typed and by clicking
+on the chart), exports metrics, and
 saves screenshots (to ``docs/ui_*.png`` when ``AOOCT_UPDATE_SCREENSHOTS=1``, else to a
 temporary folder so a test run never dirties the checkout). Uses the system chromium
 (``apt-get install -y chromium``); no browser is downloaded. Run with
@@ -16,6 +17,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -122,12 +124,36 @@ def _wait_app_idle(page) -> None:
         "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=STEP_TIMEOUT_MS)
 
 
+# Where the browser test clicks on the labeling chart: en face (row, col) px.
+CLICK_RC = (30.0, 40.0)
+
+
+def _click_image_px(page, rc: tuple[float, float], image_shape: tuple[int, int]) -> None:
+    """Click the labeling chart at en face pixel ``rc`` (the chart's axes span the image exactly)."""
+    plot_area = page.locator("[data-testid='stPlotlyChart'] .nsewdrag").first
+    plot_area.wait_for()
+    plot_area.scroll_into_view_if_needed()
+    box = plot_area.bounding_box()
+    x = box["x"] + (rc[1] + 0.5) / image_shape[1] * box["width"]
+    y = box["y"] + (rc[0] + 0.5) / image_shape[0] * box["height"]
+    # plotly picks the clicked point from the last hover, so hover first, then click.
+    x, y = float(x), float(y)
+    page.mouse.move(x, y)
+    page.wait_for_timeout(150)
+    page.mouse.click(x, y)
+
+
 def test_sign_in_review_label_export(app_server):
     from playwright.sync_api import expect, sync_playwright
 
     from ui.seed import DEMO_PASSWORD
 
     url, db, tmp_path = app_server
+    case_id = db.list_cases()[0]["case_id"]
+    case_dir = tmp_path / "objects" / "cases" / case_id
+    image_shape = np.load(case_dir / "enface" / "cost.npy").shape
+    model_points = np.load(case_dir / "masks" / "cones" / "points_rc.npy")
+    remove_index = int(np.argmin(np.hypot(*(model_points - (90.0, 60.0)).T)))  # one away from the border
     shots = REPO / "docs" if UPDATE_DOCS else tmp_path / "screenshots"
     shots.mkdir(exist_ok=True)
     with sync_playwright() as pw:
@@ -174,6 +200,16 @@ def test_sign_in_review_label_export(app_server):
             expect(page.get_by_role("heading", name="Labeling")).to_be_visible()
             page.get_by_role("button", name="Add point").click()
             _wait_app_idle(page)
+            expect(page.get_by_text("unsaved edits: 1")).to_be_visible()
+            # ...and one by clicking on the en face chart at a computed position.
+            _click_image_px(page, CLICK_RC, image_shape)
+            expect(page.get_by_text("unsaved edits: 2")).to_be_visible()
+            _wait_app_idle(page)
+            # Click an existing (model) point to select it, then remove it.
+            _click_image_px(page, tuple(model_points[remove_index]), image_shape)
+            page.get_by_role("button", name="Remove selected (1)").click()
+            expect(page.get_by_text("unsaved edits: 3")).to_be_visible()
+            _wait_app_idle(page)
             page.get_by_role("button", name="Save new version").click()
             expect(page.get_by_text("as version 1 for admin")).to_be_visible()
             _wait_app_idle(page)
@@ -189,8 +225,16 @@ def test_sign_in_review_label_export(app_server):
         finally:
             browser.close()
 
-    labels = db.get_labels(db.list_cases()[0]["case_id"], structure="cones")
+    labels = db.get_labels(case_id, structure="cones")
     assert [(l["annotator"], l["version"]) for l in labels] == [("admin", 1)]
+    clicked = [e for e in labels[0]["payload"]["edits"] if e.get("via") == "click"]
+    assert len(clicked) == 1 and clicked[0]["op"] == "add"
+    points = np.asarray(labels[0]["payload"]["points_rc"])
+    assert np.hypot(*(points - CLICK_RC).T).min() <= 2.0, "clicked point not saved where clicked"
+    removed = [e for e in labels[0]["payload"]["edits"] if e.get("via") == "selection"]
+    assert [e["indices"] for e in removed] == [[remove_index]]
+    assert len(points) == len(model_points) + 1  # +typed +clicked -removed
+    assert np.hypot(*(points - model_points[remove_index]).T).min() > 0.5
     exported = list((tmp_path / "exports").rglob("metrics.csv"))
     assert len(exported) == 1 and exported[0].stat().st_size > 0
     actions = {r["action"] for r in db.list_audit(actor="admin")}

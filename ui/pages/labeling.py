@@ -1,5 +1,8 @@
 """Labeling (Labeler): add/remove/move cell points and correct vessel masks.
 
+Edits are made by clicking on the en face chart (:mod:`ui.label_chart`; the selection →
+edit logic is :func:`ui.labeling.selection_action`) or, exactly, by typed row/column.
+
 Each save is a new label version for (case, structure, annotator); earlier
 versions and other annotators' labels are never overwritten.
 """
@@ -8,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from ui import data, labeling
+from ui import data, label_chart, labeling
 from ui.auth import audit, authorize, require_page
 from ui.widgets import enface_layers, enface_picture, flash, pick_case, show_flash
 
@@ -49,14 +52,77 @@ if state_key not in st.session_state:
     else:
         work = np.zeros((0, 2), np.float32) if is_points else np.zeros(image.shape, bool)
         source = "empty"
-    st.session_state[state_key] = {"data": work, "source": source, "edits": []}
+    # "selected": label points picked on the chart; "chart": bumped after each applied
+    # click so the chart starts with a fresh selection (a click is applied once).
+    # (The counter continues after a discard, so a stale chart selection is never re-applied.)
+    st.session_state[state_key] = {"data": work, "source": source, "edits": [], "selected": [],
+                                   "chart": st.session_state.pop(f"chart_base::{state_key}", 0)}
 work = st.session_state[state_key]
+rows_max, cols_max = float(image.shape[0] - 1), float(image.shape[1] - 1)
+# The typed cursor: defaults to the centre, kept inside this image when the case changes.
+st.session_state["lab_row"] = min(float(st.session_state.get("lab_row", image.shape[0] // 2)), rows_max)
+st.session_state["lab_col"] = min(float(st.session_state.get("lab_col", image.shape[1] // 2)), cols_max)
+mode_key = "click_mode_points" if is_points else "click_mode_mask"
+chart_key = f"label_chart::{case_id}::{structure}::{work['chart']}"
+
+
+def _apply_click(action: dict) -> str | None:
+    """Apply a chart action to the working copy; returns a warning or None."""
+    op = action["op"]
+    if op == "select":
+        work["selected"] = action["indices"]
+        return None
+    if op == "none":
+        return None
+    work["chart"] += 1  # consumed: the next chart starts with no selection
+    if op == "error":
+        return action["message"]
+    r, c = action["rc"]
+    if op == "add":
+        work["data"] = labeling.add_point(work["data"], r, c)
+        work["edits"].append({"op": "add", "rc": [r, c], "via": "click"})
+    elif op == "move":
+        work["data"] = labeling.move_point(work["data"], action["index"], r, c)
+        work["edits"].append({"op": "move", "index": action["index"], "rc": [r, c], "via": "click"})
+        work["selected"] = []
+    else:  # paint / erase a disc of the brush radius
+        radius = int(st.session_state.get("brush", 3))
+        work["data"] = labeling.paint_disc(work["data"], r, c, radius, value=op == "paint")
+        work["edits"].append({"op": op, "rc": [r, c], "radius_px": radius, "via": "click"})
+    # The cursor follows the click, so the typed fields can fine-tune from there.
+    st.session_state["lab_row"], st.session_state["lab_col"] = float(r), float(c)
+    return None
+
+
+# A click on the chart arrives as this run's widget state: apply it before drawing.
+event = st.session_state.get(chart_key)
+click_warning = None
+if event is not None:
+    click_warning = _apply_click(labeling.selection_action(
+        event.get("selection"), mode=st.session_state.get(mode_key, "add" if is_points else "paint"),
+        selected=work["selected"], n_points=len(work["data"]) if is_points else 0,
+        image_shape=image.shape, grid_curve=label_chart.GRID_CURVE, label_curve=label_chart.LABEL_CURVE))
 
 view, tools = st.columns([3, 2])
 with tools:
-    st.caption(f"Started from: {work['source']} · unsaved edits: {len(work['edits'])}")
-    r = st.number_input("Row (px)", 0.0, float(image.shape[0] - 1), float(image.shape[0] // 2), key="lab_row")
-    c = st.number_input("Column (px)", 0.0, float(image.shape[1] - 1), float(image.shape[1] // 2), key="lab_col")
+    status = st.empty()  # filled after the buttons below, so it counts this run's edit
+    st.radio("Click on an empty spot", labeling.CLICK_MODES["points" if is_points else "mask"],
+             key=mode_key, horizontal=True,
+             format_func={"add": "adds a point", "move": "moves the selected point there",
+                          "paint": "paints", "erase": "erases"}.get)
+    if click_warning:
+        st.warning(click_warning)
+    if is_points:
+        n_sel = len(work["selected"])
+        if st.button(f"Remove selected ({n_sel})", key="remove_selected", disabled=n_sel == 0):
+            removed = [int(i) for i in work["selected"] if 0 <= i < len(work["data"])]
+            work["edits"].append({"op": "remove", "indices": removed,
+                                  "rc": work["data"][removed].tolist(), "via": "selection"})
+            work["data"] = np.delete(work["data"], removed, axis=0)
+            work["selected"], work["chart"] = [], work["chart"] + 1
+    st.markdown("**Exact position** (typed; the yellow ring)")
+    r = st.number_input("Row (px)", 0.0, rows_max, key="lab_row")
+    c = st.number_input("Column (px)", 0.0, cols_max, key="lab_col")
     if is_points:
         b1, b2 = st.columns(2)
         if b1.button("Add point", key="add_point"):
@@ -68,7 +134,11 @@ with tools:
                 st.warning("No point within 5 px of that position.")
             else:
                 work["edits"].append({"op": "remove", "index": removed, "rc": [r, c]})
-        idx = st.number_input("Point # to move", 0, max(len(work["data"]) - 1, 0), 0, key="move_idx")
+                # indices shifted: drop the chart's selection with the chart
+                work["selected"], work["chart"] = [], work["chart"] + 1
+        default_idx = work["selected"][0] if len(work["selected"]) == 1 else 0
+        idx = st.number_input("Point # to move", 0, max(len(work["data"]) - 1, 0),
+                              min(default_idx, max(len(work["data"]) - 1, 0)), key="move_idx")
         if st.button("Move point here", key="move_point", disabled=len(work["data"]) == 0):
             work["data"] = labeling.move_point(work["data"], int(idx), r, c)
             work["edits"].append({"op": "move", "index": int(idx), "rc": [r, c]})
@@ -83,6 +153,7 @@ with tools:
             work["data"] = labeling.paint_disc(work["data"], r, c, radius, value=False)
             work["edits"].append({"op": "erase", "rc": [r, c], "radius_px": radius})
         st.caption(f"Mask covers {work['data'].mean() * 100:.1f} % of the field")
+    status.caption(f"Started from: {work['source']} · unsaved edits: {len(work['edits'])}")
     if st.button("Save new version", key="save_label", type="primary"):
         if authorize("label", action="save_label", case_id=case_id):
             payload = (labeling.points_payload(work["data"], source=work["source"], edits=work["edits"])
@@ -95,20 +166,29 @@ with tools:
             flash(f"Saved {structure} labels as version {version} for {user.username}.")
             st.rerun()
     if st.button("Discard edits", key="discard_label"):
+        st.session_state[f"chart_base::{state_key}"] = work["chart"] + 1
         del st.session_state[state_key]
         st.rerun()
 
 with view:
-    if is_points:
-        layers_view = {**layers, "points": {"label": work["data"]}}
-        png, _ = enface_picture(image, layers_view, show_points=["label"], show_masks=[],
-                                heatmap=None, contrast=(1.0, 99.5), cursor_rc=(r, c))
-    else:
-        layers_view = {**layers, "masks": {structure: work["data"]}}
-        png, _ = enface_picture(image, layers_view, show_points=[], show_masks=[structure],
-                                heatmap=None, contrast=(1.0, 99.5), cursor_rc=(r, c))
-    st.image(png, caption=f"{structure} labels on the {slab} slab "
-             "(magenta = labels, yellow ring = row/column cursor)")
+    # The picture carries the mask tint; points are chart marks so they can be clicked.
+    layers_view = {**layers, "masks": {} if is_points else {structure: work["data"]}}
+    png, _ = enface_picture(image, layers_view, show_points=[], show_masks=[] if is_points else [structure],
+                            heatmap=None, contrast=(1.0, 99.5))
+    # No `selected=` here: plotly already shows the user's selection, and a changed figure
+    # is a new streamlit widget whose selection state starts empty (the selection would be
+    # lost before "Remove selected" runs).
+    fig = label_chart.label_figure(png, image.shape, work["data"] if is_points else np.zeros((0, 2)),
+                                   cursor_rc=(r, c))
+    st.plotly_chart(fig, key=f"label_chart::{case_id}::{structure}::{work['chart']}", on_select="rerun",
+                    theme=None, selection_mode=("points", "box", "lasso") if is_points else ("points",),
+                    config={"displaylogo": False, "scrollZoom": True})
+    step = label_chart.grid_step_px(image.shape)
+    st.caption(f"{structure} labels on the {slab} slab: magenta = labels, yellow = selected / typed cursor. "
+               + ("Click a label (shift-click or box/lasso for several) to select it; " if is_points else "")
+               + f"click an empty spot to {'add or move' if is_points else 'paint or erase'} "
+               + ("at that pixel." if step == 1 else
+                  f"(snaps to a {step}-px grid; type Row/Column for exact positions)."))
 
 st.subheader("Saved versions")
 versions = db.get_labels(case_id, structure=structure)
