@@ -27,7 +27,8 @@ CHECKS = {
     **{f"{s}_uncertainty": (STRUCTURES[s][0], f"share of uncertain {s} outputs",
                             STRUCTURES[s][2] == "cells") for s in STRUCTURES},
     "physiological_plausibility": ("metrics", "cone density and count against the normative "
-                                   "range at this eccentricity", True),
+                                   "range at this eccentricity, and whether the sampling "
+                                   "resolves the mosaic", True),
 }
 
 
@@ -51,8 +52,19 @@ def _inputs(store, case_id: str, check: str) -> dict:
         s = load_json(store, f"{base}/metrics/summary.json")
         cones = s["metrics"]["cones"]
         return {"density_cells_per_mm2": cones["density_cells_per_mm2"]["value"],
-                "cell_count": cones["count"]["value"], "eccentricity_deg": s["eccentricity_deg"]}
+                "cell_count": cones["count"]["value"], "eccentricity_deg": s["eccentricity_deg"],
+                "cone_spacing_px": _cone_spacing_px(store, base, s["eccentricity_deg"])}
     raise ValueError(f"unknown QC check {check!r}; known: {sorted(CHECKS)}")
+
+
+def _cone_spacing_px(store, base: str, eccentricity_deg: float) -> float:
+    """Normative cone spacing over the coarser en face pixel size (NaN beyond the norms)."""
+    from aooct_core.metrics.norms import has_norm, normative_cone_spacing_um
+
+    um_per_px = load_json(store, f"{base}/corrected/summary.json")["geometry_um_per_px"]
+    if not has_norm(eccentricity_deg):
+        return math.nan
+    return normative_cone_spacing_um(eccentricity_deg) / max(um_per_px["bscan"], um_per_px["aline"])
 
 
 def evaluate(store, case_id: str, check: str) -> dict:

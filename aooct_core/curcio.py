@@ -29,7 +29,12 @@ import numpy as np
 
 from aooct_core.geometry import retinal_mm_per_deg
 
-__all__ = ["CURCIO_1990_MEAN_DENSITY", "CURCIO_MAX_ECCENTRICITY_MM", "curcio_cone_density_cells_per_mm2"]
+__all__ = [
+    "CURCIO_1990_MEAN_DENSITY",
+    "CURCIO_MAX_ECCENTRICITY_MM",
+    "cone_spacing_um",
+    "curcio_cone_density_cells_per_mm2",
+]
 
 # (eccentricity mm, mean of temporal/nasal/superior/inferior cones per mm²), Curcio 1990.
 CURCIO_1990_MEAN_DENSITY: tuple[tuple[float, float], ...] = (
@@ -78,3 +83,14 @@ def curcio_cone_density_cells_per_mm2(eccentricity_deg: float, *,
             "covered by the Curcio 1990 table; use a location within ~34 deg of the fovea"
         )
     return float(np.exp(np.interp(ecc_mm, _ECC_MM, _LOG_DENSITY)))
+
+
+def cone_spacing_um(density_cells_per_mm2: float) -> float:
+    """Nearest-neighbour spacing (µm) of a triangular lattice of the given density.
+
+    ``ICD = 1000 * sqrt(2 / (sqrt(3) * D))``; e.g. 30,000 cells/mm² -> 6.20 µm.
+    """
+    d = float(density_cells_per_mm2)
+    if not math.isfinite(d) or d <= 0:
+        raise ValueError(f"density_cells_per_mm2 must be positive; got {density_cells_per_mm2!r}")
+    return 1000.0 * math.sqrt(2.0 / (math.sqrt(3.0) * d))

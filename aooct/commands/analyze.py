@@ -175,9 +175,8 @@ def _expected_cone_spacing_um(eccentricity_deg: float | None) -> float | None:
     """
     if eccentricity_deg is None:
         return None
-    from aooct_core.metrics.norms import normative_cone_density
-    density, _ = normative_cone_density(eccentricity_deg)
-    return float(np.sqrt(2.0 / (np.sqrt(3.0) * density)) * 1000.0)
+    from aooct_core.metrics.norms import normative_cone_spacing_um
+    return normative_cone_spacing_um(eccentricity_deg)
 
 
 def _write_png(path: Path, mask: np.ndarray) -> None:

@@ -52,10 +52,9 @@ def expected_spacing_um(structure: str, eccentricity_deg: float) -> float:
     """
     if structure == "rpe":
         return RPE_SPACING_UM
-    from aooct_core.metrics import normative_cone_density
+    from aooct_core.metrics import normative_cone_spacing_um
 
-    density_per_mm2, _sd = normative_cone_density(eccentricity_deg)
-    return float(np.sqrt(2.0 / (np.sqrt(3.0) * density_per_mm2)) * 1000.0)
+    return normative_cone_spacing_um(eccentricity_deg)
 
 
 def _weights(context, target: str):

@@ -10,7 +10,12 @@ from aooct_core.metrics.mosaic import mosaic_metrics
 from aooct_core.metrics.vessels import capillary_diameters_um, capillary_metrics
 from aooct_core.metrics.spatial import density_recovery_profile, local_density_map
 from aooct_core.metrics.nerve_fibers import nerve_fiber_metrics
-from aooct_core.metrics.norms import cone_density_percentile, normative_cone_density, plot_cone_density_norms
+from aooct_core.metrics.norms import (
+    cone_density_percentile,
+    normative_cone_density,
+    normative_cone_spacing_um,
+    plot_cone_density_norms,
+)
 from aooct_core.metrics.table import analyze_metrics_json, metrics_table, write_json_atomic, write_parquet_atomic
 
 __all__ = [
@@ -22,6 +27,7 @@ __all__ = [
     "density_recovery_profile",
     "nerve_fiber_metrics",
     "normative_cone_density",
+    "normative_cone_spacing_um",
     "cone_density_percentile",
     "plot_cone_density_norms",
     "metrics_table",

@@ -36,6 +36,7 @@ import numpy as np
 from aooct_core.curcio import (
     CURCIO_1990_MEAN_DENSITY,
     CURCIO_MAX_ECCENTRICITY_MM,
+    cone_spacing_um,
     curcio_cone_density_cells_per_mm2,
 )
 from aooct_core.geometry import retinal_mm_per_deg
@@ -47,6 +48,7 @@ __all__ = [
     "LEGRAS_2018",
     "CURCIO_1990_MEAN_DENSITY",
     "normative_cone_density",
+    "normative_cone_spacing_um",
     "cone_density_percentile",
     "normative_source",
     "has_norm",
@@ -126,6 +128,21 @@ def normative_cone_density(
     mean = curcio_cone_density_cells_per_mm2(ecc, axial_length_mm=axial_length_mm)
     cv = s0 / m0 if ecc < e0 else s1 / m1
     return (mean, mean * cv)
+
+
+def normative_cone_spacing_um(eccentricity_deg: float, *, axial_length_mm: float = 24.0) -> float:
+    """Centre-to-centre spacing (µm) of a triangular mosaic with the normative mean density.
+
+    Used to tell the cone detector what spacing to expect and to check that the en face
+    sampling resolves the mosaic.
+
+    Examples
+    --------
+    >>> round(normative_cone_spacing_um(2.0), 2)
+    6.32
+    """
+    mean, _ = normative_cone_density(eccentricity_deg, axial_length_mm=axial_length_mm)
+    return cone_spacing_um(mean)
 
 
 def cone_density_percentile(

@@ -26,7 +26,7 @@ import math
 
 import numpy as np
 
-from aooct_core.curcio import CURCIO_1990_MEAN_DENSITY, curcio_cone_density_cells_per_mm2
+from aooct_core.curcio import CURCIO_1990_MEAN_DENSITY, cone_spacing_um, curcio_cone_density_cells_per_mm2
 
 __all__ = [
     "CURCIO_1990_MEAN_DENSITY",
@@ -35,17 +35,6 @@ __all__ = [
     "sample_cone_mosaic",
     "cone_reflectivities",
 ]
-
-def cone_spacing_um(density_cells_per_mm2: float) -> float:
-    """Nearest-neighbour spacing (µm) of a triangular lattice of the given density.
-
-    ``ICD = 1000 * sqrt(2 / (sqrt(3) * D))``; e.g. 30,000 cells/mm² -> 6.20 µm.
-    """
-    d = float(density_cells_per_mm2)
-    if not math.isfinite(d) or d <= 0:
-        raise ValueError(f"density_cells_per_mm2 must be positive; got {density_cells_per_mm2!r}")
-    return 1000.0 * math.sqrt(2.0 / (math.sqrt(3.0) * d))
-
 
 def sample_cone_mosaic(field_um: tuple[float, float], *, density_cells_per_mm2: float,
                        rng: np.random.Generator, disorder: float = 0.1) -> np.ndarray:

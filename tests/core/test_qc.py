@@ -27,6 +27,8 @@ def only(flags):
         ({"registration_ok": False}, "registration_failure", "fail"),
         ({"vessel_fragment_count": 20}, "fragmented_vessels", "warn"),
         ({"vessel_fragment_count": 100}, "fragmented_vessels", "fail"),
+        ({"cone_spacing_px": 2.4}, "undersampled_mosaic", "warn"),
+        ({"cone_spacing_px": 2.0}, "undersampled_mosaic", "fail"),
     ],
 )
 def test_each_check_raises_its_flag(kwargs, name, severity):
@@ -39,10 +41,10 @@ def test_each_check_raises_its_flag(kwargs, name, severity):
 def test_good_case_has_no_flags_and_all_checks_pass():
     kwargs = dict(snr_db=30.0, residual_motion_um=0.5, uncertainty_fraction=0.05, cell_count=2500,
                   density_cells_per_mm2=29000.0, eccentricity_deg=2.0, registration_ok=True,
-                  vessel_fragment_count=2)
+                  vessel_fragment_count=2, cone_spacing_px=5.6)
     assert qc_flags(**kwargs) == []
     checks = qc_checks(**kwargs)
-    assert len(checks) == 7 and all(c.passed for c in checks)
+    assert len(checks) == 8 and all(c.passed for c in checks)
 
 
 def test_nothing_given_nothing_checked_and_no_norm_far_out():
