@@ -13,7 +13,7 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 def _weights(task):
     path = WEIGHTS_DIR / f"{task}.pt"
     if not path.exists():
-        pytest.fail(f"committed weights {path} missing — run `aooct train {task}`")
+        pytest.fail(f"committed weights {path} missing — run `aooct train {task} --out ml/weights`")
     return path
 
 
