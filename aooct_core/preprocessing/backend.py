@@ -36,16 +36,27 @@ class Backend:
         ``scipy.fft`` (multi-threaded, float32-preserving) or ``cupy.fft``.
     """
 
-    def __init__(self, device: str, xp: ModuleType, ndimage: ModuleType, fft: ModuleType):
+    def __init__(self, device: str, xp: ModuleType, ndimage: ModuleType, fft: ModuleType, workers: int = -1):
         self.device = device
         self.xp = xp
         self.ndimage = ndimage
         self.fft = fft
+        self.workers = workers
 
     def fft_kwargs(self) -> dict:
         # scipy.fft parallelises batched transforms over B-scans with ``workers``;
         # cupy.fft has no such argument.
-        return {"workers": -1} if self.device == "cpu" else {}
+        return {"workers": self.workers} if self.device == "cpu" else {}
+
+    def with_workers(self, workers: int) -> "Backend":
+        """Same namespaces, scipy.fft limited to ``workers`` threads (CPU; CUDA unchanged).
+
+        Used by code that already runs several tasks in a thread pool, so that the FFTs
+        inside each task do not oversubscribe the cores.
+        """
+        if self.device != "cpu" or workers == self.workers:
+            return self
+        return Backend(self.device, self.xp, self.ndimage, self.fft, workers)
 
     def __repr__(self) -> str:  # pragma: no cover - debugging aid
         return f"Backend(device={self.device!r})"

@@ -149,6 +149,32 @@ def test_motion_correction_accuracy_small_phantom(device):
     assert np.isfinite(report.residual_lateral_um_rms)
 
 
+@pytest.mark.parametrize("reference", [0, None])
+def test_estimate_motion_thread_pool_matches_one_thread(reference):
+    # The CPU thread pool only splits the work (per repeat / halves of B-scans); the row
+    # means by sgemv and the kept-bin reference spectra differ from the one-thread path by
+    # float32 rounding only.
+    vols, _, _ = make_synthetic(seed=2, n_repeats=3, blink=(2, 5))
+    one = estimate_motion(vols, GEOM, reference=reference, cpu_threads=1)
+    two = estimate_motion(vols, GEOM, reference=reference, cpu_threads=2)
+    assert one.reference == two.reference
+    np.testing.assert_allclose(two.shifts_px, one.shifts_px, atol=1e-4)
+    np.testing.assert_allclose(two.quality, one.quality, atol=1e-4)
+    np.testing.assert_array_equal(two.weights, one.weights)
+    assert one.rejected_bscans == two.rejected_bscans
+    # Integer input (row means convert one repeat at a time): same as the one-thread path.
+    ints = np.round(vols / vols.max() * 60000).astype(np.uint16)
+    u16 = estimate_motion(ints, GEOM, reference=reference, cpu_threads=2)
+    u16_one = estimate_motion(ints, GEOM, reference=reference, cpu_threads=1)
+    np.testing.assert_allclose(u16.shifts_px, u16_one.shifts_px, atol=1e-4)
+
+
+def test_estimate_motion_rejects_bad_cpu_threads():
+    vols, _, _ = make_synthetic(seed=2, n_repeats=2)
+    with pytest.raises(ValueError, match="cpu_threads"):
+        estimate_motion(vols, GEOM, cpu_threads=0)
+
+
 def test_blinked_bscan_is_rejected_and_reported():
     vols, _, _ = make_synthetic(seed=5, n_repeats=3, blink=(1, 10))
     report = estimate_motion(vols, GEOM)
