@@ -75,9 +75,9 @@ def raw_volume(context: AssetExecutionContext, config: RawVolumeConfig) -> Mater
                        location_h_deg=spec.location_deg[0], location_v_deg=spec.location_deg[1],
                        eccentricity_deg=ecc, axial_length_mm=spec.axial_length_mm,
                        acquired_at=spec.acquired_at, status="processing", content_hash=digest)
-        db.record_run(context.run_id, case_id, status="running", dagster_run_id=context.run_id,
+        db.record_run(context.run.run_id, case_id, status="running", dagster_run_id=context.run.run_id,
                       started_at=datetime.now(timezone.utc), code_version=CODE_VERSION)
-        record_artifacts(db, case_id, "raw_volume", store, written, context.run_id)
+        record_artifacts(db, case_id, "raw_volume", store, written, context.run.run_id)
     meta = artifact_metadata(store, written)
     meta.update(case_id=case_id, subject_id=spec.subject_id, eye=spec.eye,
                 eccentricity_deg=round(ecc, 3), n_repeats=len(spec.volume_files),

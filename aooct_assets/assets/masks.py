@@ -139,7 +139,7 @@ def _make(structure: str):
                        "registry_version": model["registry_version"], "um_per_px": um_per_px,
                        **numbers}
             put(store, f"{out}/summary.json", json_bytes(summary), written)
-            record_artifacts(db, case_id, asset_name, store, written, context.run_id)
+            record_artifacts(db, case_id, asset_name, store, written, context.run.run_id)
         meta = artifact_metadata(store, written)
         meta.update({k: v for k, v in summary.items() if k not in ("case_id",)})
         meta.update(device=device, uri=store.uri(f"{out}/summary.json"), compute_s=round(compute_s, 3))

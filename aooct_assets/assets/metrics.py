@@ -72,10 +72,10 @@ def metrics(context: AssetExecutionContext) -> MaterializeResult:
         put(store, f"{base}/metrics/summary.json", json_bytes(summary), written)
         rows = [{k: _none_if_nan(r[k]) if k in ("value", "ci_low", "ci_high") else r[k]
                  for k in ("structure", "metric", "value", "unit", "ci_low", "ci_high", "method",
-                           "model_version", "code_version")} | {"run_id": context.run_id}
+                           "model_version", "code_version")} | {"run_id": context.run.run_id}
                 for r in table.to_dicts()]
         db.record_metrics(case_id, rows)
-        record_artifacts(db, case_id, "metrics", store, written, context.run_id)
+        record_artifacts(db, case_id, "metrics", store, written, context.run.run_id)
     cones = by_structure["cones"]
     meta = artifact_metadata(store, written)
     meta.update(

@@ -86,8 +86,8 @@ def preprocessed(context: AssetExecutionContext):
                           "shape_px": list(np.asarray(pre.enface["isos"]).shape),
                           "eccentricity_deg": summary["eccentricity_deg"]}
         put(store, f"{base}/enface/summary.json", json_bytes(enface_summary), enface)
-        record_artifacts(db, case_id, "corrected_volume", store, corrected, context.run_id)
-        record_artifacts(db, case_id, "enface_projections", store, enface, context.run_id)
+        record_artifacts(db, case_id, "corrected_volume", store, corrected, context.run.run_id)
+        record_artifacts(db, case_id, "enface_projections", store, enface, context.run.run_id)
     meta_c = artifact_metadata(store, corrected)
     meta_c.update({k: summary[k] for k in ("residual_motion_um", "residual_axial_um", "snr_db",
                                            "speckle_contrast", "registration_ok")})

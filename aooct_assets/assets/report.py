@@ -178,10 +178,10 @@ def report(context: AssetExecutionContext) -> MaterializeResult:
         page = render_report(store, case_id).encode("utf-8")
         compute_s = time.perf_counter() - t0
         put(store, f"{case_prefix(case_id)}/report/report.html", page, written)
-        record_artifacts(db, case_id, "report", store, written, context.run_id)
+        record_artifacts(db, case_id, "report", store, written, context.run.run_id)
         summary = load_json(store, f"{case_prefix(case_id)}/metrics/summary.json")
         db.set_case_status(case_id, "processed")
-        db.record_run(context.run_id, case_id, status="success", dagster_run_id=context.run_id,
+        db.record_run(context.run.run_id, case_id, status="success", dagster_run_id=context.run.run_id,
                       finished_at=datetime.now(timezone.utc), code_version=CODE_VERSION,
                       model_versions=summary["model_versions"])
     meta = artifact_metadata(store, written)
