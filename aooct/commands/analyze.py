@@ -335,7 +335,9 @@ def analyze(
         except Exception as exc:  # noqa: BLE001 - reported per input; the run fails at the end
             failures += 1
             detail = str(exc) if isinstance(exc, (ValueError, OSError)) else f"{type(exc).__name__}: {exc}"
-            print(f"aooct: error: {path}: {detail}", file=sys.stderr)
+            # Reader errors already start with the file name; do not say it twice.
+            where = "" if detail.startswith(str(path)) else f"{path}: "
+            print(f"aooct: error: {where}{detail}", file=sys.stderr)
     if failures:
         raise CliError(f"{failures} input(s) failed; see the errors above")
 
