@@ -125,9 +125,11 @@ def seed_case(db, store, case_id: str, *, subject_id: str, eye: str = "OD",
          "method": "synthetic", "model_version": "seed", "code_version": "seed"},
     ])
     db.record_qc(case_id, [
-        {"check_name": "snr_db", "passed": True, "severity": "fail", "value": 18.0, "threshold": 10.0},
-        {"check_name": "residual_motion_um", "passed": not qc_fail, "severity": "fail",
-         "value": 4.0 if qc_fail else 0.6, "threshold": 2.0},
+        # Same names and semantics as aooct_assets.qc_eval: severity only on a failed check.
+        {"check_name": "snr", "passed": True, "severity": None, "value": 18.0, "threshold": 15.0},
+        {"check_name": "registration_residual", "passed": not qc_fail,
+         "severity": "fail" if qc_fail else None, "value": 4.0 if qc_fail else 0.6,
+         "threshold": 3.0 if qc_fail else 1.5},
     ])
 
 
