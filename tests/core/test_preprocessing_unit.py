@@ -369,3 +369,33 @@ def test_polynomial_residual_sees_only_the_detrended_part():
     fast = np.where(np.arange(128) % 2, 1.0, -1.0)
     assert polynomial_residual(np.stack([fast, -fast]), usable, degree=2) < 0.05
     assert np.isnan(polynomial_residual(q[None], usable[:1], degree=2))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.uint16])
+def test_fast_cpu_average_equals_reference_shift_and_sum(dtype):
+    # The fused CPU path (cpu_resample) must equal shift_bscans + weighted sum within the
+    # documented tolerance (float32 rounding of the per-pixel fractions: < 1e-5 of max).
+    from aooct_core.preprocessing.cpu_resample import average_repeats_cpu
+
+    rng = np.random.default_rng(5)
+    vols = (rng.random((3, 37, 50, 30)) * 1000).astype(dtype)
+    before = vols.copy()
+    shifts = rng.uniform(-6.0, 6.0, (3, 37, 2)).astype(np.float32)
+    shifts[0, :3] = [[0.0, 0.0], [2.0, -3.0], [-0.5, 0.25]]     # integer and half-pixel shifts too
+    weights = rng.random((3, 37)).astype(np.float32)
+    weights[:, 4] = 0.0                                          # a B-scan rejected in every repeat
+    weights[1, 7] = 0.0
+    w = np.where((weights.sum(0) <= 0)[None], 1.0, weights)
+    w = (w / w.sum(0, keepdims=True)).astype(np.float32)
+    ref = sum(shift_bscans(vols[r], -shifts[r]) * w[r][:, None, None] for r in range(3))
+    fast = average_repeats_cpu(vols, shifts, w)
+    assert fast is not None and fast.dtype == np.float32
+    scale = float(np.abs(ref).max())
+    assert np.abs(fast - ref).max() <= 1e-5 * scale
+    mean, decor = average_repeats(vols, shifts, weights=weights)
+    assert decor is None
+    np.testing.assert_array_equal(mean, fast)
+    np.testing.assert_array_equal(average_repeats(vols, shifts, weights=weights, cpu_threads=1)[0], fast)
+    np.testing.assert_array_equal(vols, before)
+    # Shifts beyond the padding limit take the reference path (None here).
+    assert average_repeats_cpu(vols, np.full_like(shifts, 100.0), w) is None
