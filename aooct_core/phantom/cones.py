@@ -10,13 +10,9 @@ nearest-neighbour spacing ``ICD = 1000 * sqrt(2 / (sqrt(3) * D))`` µm.
 
 References
 ----------
-.. [1] Curcio CA, Sloan KR, Kalina RE, Hendrickson AE. "Human photoreceptor
-       topography." J Comp Neurol 292:497-523 (1990). Data: PRtopo,
-       https://info.cs.uab.edu/sloan/PRtopo/ (digitised values as distributed in
-       github.com/rjonnal/cone_density).
-.. [2] Bennett AG, Rudnicka AR, Edgar DF. Graefes Arch Clin Exp Ophthalmol
-       232:361-367 (1994).
-.. [3] Legras R, Gaudric A, Woog K. "Distribution of cone density, spacing and
+Curcio 1990 and Bennett 1994: see :mod:`aooct_core.curcio`.
+
+.. [1] Legras R, Gaudric A, Woog K. "Distribution of cone density, spacing and
        arrangement in adult healthy retinas with adaptive optics flood
        illumination." PLoS One 13:e0191141 (2018).
 """
