@@ -183,7 +183,7 @@ def _print_summary(cfg, ids: list[str], log) -> dict:
         key = f"cases/{case_id}/report/report.html"
         if store.exists(key):
             reports[case_id] = store.uri(key)
-    Console(width=max(Console().width, 140)).print(table)
+    Console(width=max(Console().width, 180)).print(table)
     for case_id, uri in reports.items():
         log(f"report {case_id}: {uri}")
     db.close()
