@@ -29,6 +29,7 @@ from dagster import (DefaultSensorStatus, RunRequest, SensorEvaluationContext, S
                      SkipReason, sensor)
 
 from aooct_assets.partitions import cases_partitions
+from aooct_core.io import content_hash_of_case
 from resources.object_store import ObjectStore, make_object_store
 
 __all__ = ["make_drop_sensor", "scan_drop", "content_hash_of_drop", "RESERVED_PREFIXES"]
@@ -39,23 +40,16 @@ DUPLICATES = "_duplicates"
 
 
 def content_hash_of_drop(store: ObjectStore, name: str, case_dict: dict) -> str:
-    """sha256 of canonical ``case.json`` + every listed volume (name, size, bytes).
+    """:func:`aooct_core.io.case_content_hash` of a drop read through its object store.
 
-    Folder name, key order/whitespace in ``case.json`` and unlisted files do not count.
+    Folder name, key order/whitespace in ``case.json`` and unlisted files do not count, and
+    the same case gives the same hash in a local folder and in any drop location.
     """
-    h = hashlib.sha256(b"aooct-case-v1\0")
-
-    def _put(chunk: bytes) -> None:  # length-prefixed so that boundaries cannot shift
-        h.update(len(chunk).to_bytes(8, "little"))
-        h.update(chunk)
-
-    _put(json.dumps(case_dict, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode())
-    for vol in case_dict["volumes"]:
+    def read_volume_bytes(vol: str) -> tuple[int, list[bytes]]:
         data = store.get_bytes(f"{name}/{vol}")
-        _put(vol.encode())
-        h.update(len(data).to_bytes(8, "little"))
-        h.update(data)
-    return h.hexdigest()
+        return len(data), [data]
+
+    return content_hash_of_case(case_dict, read_volume_bytes)
 
 
 def _signature(listing: dict[str, int]) -> str:

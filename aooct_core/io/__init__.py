@@ -7,7 +7,14 @@ the fix.
 """
 from aooct_core.io.errors import CaseExistsError, InputError
 from aooct_core.io.volume import VolumeInfo, probe_volume, read_volume, write_volume
-from aooct_core.io.case import Case, case_content_hash, commit_case_folder, load_case, write_case
+from aooct_core.io.case import (
+    Case,
+    case_content_hash,
+    commit_case_folder,
+    content_hash_of_case,
+    load_case,
+    write_case,
+)
 from aooct_core.io.dicom import DicomVolume, deidentify_dicom, read_dicom_volume
 from aooct_core.io.enface import EnFaceImage, read_enface
 
@@ -26,6 +33,7 @@ __all__ = [
     "load_case",
     "write_case",
     "case_content_hash",
+    "content_hash_of_case",
     "commit_case_folder",
     "DicomVolume",
     "read_dicom_volume",

@@ -14,7 +14,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -304,21 +304,51 @@ def case_content_hash(folder: str | Path) -> str:
         When the case is invalid (see :func:`aooct_core.casefile.parse_case_json`).
     """
     folder = Path(folder)
-    spec = _casefile.parse_case_json(folder / "case.json")
+    _casefile.parse_case_json(folder / "case.json")
     data = json.loads((folder / "case.json").read_text(encoding="utf-8"))
-    canon = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+    def read_volume_bytes(name: str) -> tuple[int, Iterable[bytes]]:
+        path = folder / name
+
+        def chunks() -> Iterator[bytes]:
+            with path.open("rb") as fh:
+                while chunk := fh.read(_HASH_CHUNK_BYTES):
+                    yield chunk
+
+        return path.stat().st_size, chunks()
+
+    return content_hash_of_case(data, read_volume_bytes)
+
+
+def content_hash_of_case(case_dict: dict,
+                         read_volume_bytes: Callable[[str], tuple[int, Iterable[bytes]]]) -> str:
+    """The content hash of :func:`case_content_hash`, wherever the bytes live.
+
+    Parameters
+    ----------
+    case_dict : dict
+        The parsed ``case.json`` (hashed in canonical form: sorted keys, no whitespace).
+    read_volume_bytes : callable
+        ``name -> (size_bytes, chunks)`` for every file listed in ``case_dict["volumes"]``;
+        a local folder streams files, the drop sensor reads its object store.
+
+    Returns
+    -------
+    str
+        64 hex characters; equal for a case folder and the same case in a drop location,
+        so the sensor's run key matches ``case_content_hash``.
+    """
     h = hashlib.sha256(b"aooct-case-v1\0")
 
     def _put(chunk: bytes) -> None:  # length-prefixed, so boundaries cannot shift
         h.update(len(chunk).to_bytes(8, "little"))
         h.update(chunk)
 
-    _put(canon)
-    for name in spec.volume_files:
-        path = folder / name
+    _put(json.dumps(case_dict, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode())
+    for name in case_dict["volumes"]:
+        size, chunks = read_volume_bytes(name)
         _put(name.encode())
-        h.update(path.stat().st_size.to_bytes(8, "little"))
-        with path.open("rb") as fh:
-            while chunk := fh.read(_HASH_CHUNK_BYTES):
-                h.update(chunk)
+        h.update(int(size).to_bytes(8, "little"))
+        for chunk in chunks:
+            h.update(chunk)
     return h.hexdigest()

@@ -156,3 +156,21 @@ def test_scan_drop_state_roundtrips_through_json(tmp_path):
     _, state, _ = scan_drop(store, {})
     requests, state2, _ = scan_drop(store, json.loads(json.dumps(state)))
     assert len(requests) == 1 and requests[0]["content_hash"] in state2["requested"]
+
+
+def test_drop_hash_equals_the_case_folder_hash(tmp_path):
+    # The sensor's run key is the same content hash a case folder has on disk, so a case
+    # is recognised whether it comes from a local folder or an S3 drop.
+    from aooct_core.geometry import Acquisition
+    from aooct_core.io import case_content_hash, write_case
+    from aooct_assets.sensors import content_hash_of_drop
+    import numpy as np
+
+    vols = np.random.default_rng(0).random((2, 4, 16, 8), dtype=np.float32)
+    acq = Acquisition("HASH1", "S1", "OD", (2.0, 0.0), 24.0, (1.0, 1.0), (4, 16, 8), 2.0)
+    folder = write_case(tmp_path / "case", acq, vols)
+    store = LocalObjectStore(tmp_path / "drop")
+    for f in folder.iterdir():
+        store.put_file(f"incoming/{f.name}", f)
+    case_dict = json.loads((folder / "case.json").read_text())
+    assert content_hash_of_drop(store, "incoming", case_dict) == case_content_hash(folder)
