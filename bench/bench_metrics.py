@@ -26,7 +26,7 @@ import numpy as np
 from aooct_core.metrics import (
     capillary_metrics, metrics_table, mosaic_metrics, nerve_fiber_metrics, write_parquet_atomic,
 )
-from aooct_core.phantom.cones import sample_cone_mosaic
+from aooct_core.phantom.cones import sample_cone_mosaic, sample_point_process
 
 
 def vessel_network(shape=(512, 512), *, seed=0) -> np.ndarray:
@@ -98,16 +98,10 @@ def coverage_lattice(n_seeds: int, disorder: float, *, density=30_100.0, um=2.26
 
 
 def coverage_point_process(n_seeds: int, field_um: float, *, lam_mm2=30_000.0, cluster=False):
-    lam = lam_mm2 / 1e6
     hits, widths = 0, []
     for seed in range(n_seeds):
-        rng = np.random.default_rng(seed)
-        if cluster:  # Thomas process: parents λ/5, 5 children each, σ = 5 µm, periodic wrap
-            parents = rng.uniform(0, field_um, (rng.poisson(lam / 5 * field_um**2), 2))
-            kids = rng.poisson(5, len(parents))
-            pts = (np.repeat(parents, kids, axis=0) + rng.normal(0, 5, (kids.sum(), 2))) % field_um
-        else:
-            pts = rng.uniform(0, field_um, (rng.poisson(lam * field_um**2), 2))
+        pts = sample_point_process(field_um, density_cells_per_mm2=lam_mm2,
+                                   rng=np.random.default_rng(seed), clustered=cluster)
         n = int(field_um)
         d = mosaic_metrics(pts - 0.5, image_shape=(n, n), um_per_px=1.0, seed=seed)["density_cells_per_mm2"]
         hits += d.ci_low <= lam_mm2 <= d.ci_high

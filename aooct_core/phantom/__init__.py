@@ -6,11 +6,16 @@ Public API: ``make_phantom``, ``write_phantom``, ``Phantom``,
 ``speckle_field``, ``speckle_contrast``, ``simulate_eye_motion_px``.
 """
 from aooct_core.phantom.build import Phantom, make_phantom, write_phantom
-from aooct_core.phantom.cones import cone_spacing_um, curcio_cone_density_cells_per_mm2, sample_cone_mosaic
+from aooct_core.phantom.cones import (
+    cone_spacing_um,
+    curcio_cone_density_cells_per_mm2,
+    sample_cone_mosaic,
+    sample_point_process,
+)
 from aooct_core.phantom.motion import simulate_eye_motion_px
 from aooct_core.phantom.retina import SURFACE_NAMES
 from aooct_core.phantom.speckle import speckle_contrast, speckle_field
 
-__all__ = ["Phantom", "make_phantom", "write_phantom", "sample_cone_mosaic",
+__all__ = ["Phantom", "make_phantom", "write_phantom", "sample_cone_mosaic", "sample_point_process",
            "curcio_cone_density_cells_per_mm2", "cone_spacing_um", "simulate_eye_motion_px",
            "speckle_field", "speckle_contrast", "SURFACE_NAMES"]

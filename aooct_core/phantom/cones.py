@@ -29,6 +29,7 @@ __all__ = [
     "curcio_cone_density_cells_per_mm2",
     "cone_spacing_um",
     "sample_cone_mosaic",
+    "sample_point_process",
     "cone_reflectivities",
 ]
 
@@ -88,6 +89,37 @@ def sample_cone_mosaic(field_um: tuple[float, float], *, density_cells_per_mm2: 
         pts = pts + rng.normal(0.0, disorder * spacing, size=pts.shape)
     keep = (pts[:, 0] >= 0) & (pts[:, 0] < rows_um) & (pts[:, 1] >= 0) & (pts[:, 1] < cols_um)
     return pts[keep]
+
+
+def sample_point_process(field_um: float, *, density_cells_per_mm2: float,
+                         rng: np.random.Generator, clustered: bool = False) -> np.ndarray:
+    """Reference point patterns without a lattice: Poisson, or a clustered Thomas process.
+
+    Used to check that density CIs stay honest when the mosaic has no regularity to help
+    (Poisson) or is clumped (Thomas: parents at density/5, 5 children each on average,
+    Gaussian σ = 5 µm, wrapped periodically into the square field).
+
+    Parameters
+    ----------
+    field_um : float
+        Side of the square field, µm.
+    density_cells_per_mm2 : float, keyword-only
+        Expected density of the pattern.
+    rng : numpy.random.Generator, keyword-only
+    clustered : bool, keyword-only
+        Thomas process instead of Poisson.
+
+    Returns
+    -------
+    ndarray, shape (N, 2), float64
+        Positions (row, col) in µm within ``[0, field_um)``.
+    """
+    lam_per_um2 = density_cells_per_mm2 / 1e6
+    if clustered:
+        parents = rng.uniform(0, field_um, (rng.poisson(lam_per_um2 / 5 * field_um**2), 2))
+        kids = rng.poisson(5, len(parents))
+        return (np.repeat(parents, kids, axis=0) + rng.normal(0, 5, (kids.sum(), 2))) % field_um
+    return rng.uniform(0, field_um, (rng.poisson(lam_per_um2 * field_um**2), 2))
 
 
 def cone_reflectivities(n_cones: int, *, rng: np.random.Generator, missing_fraction: float = 0.03,

@@ -8,6 +8,7 @@ import pytest
 
 from aooct_core.metrics import MetricValue, mosaic_metrics
 from aooct_core.metrics.bootstrap import expansion_factor
+from aooct_core.phantom.cones import sample_point_process
 
 KEYS = {
     "count", "density_cells_per_mm2", "nnd_um_mean", "nnd_um_sd", "icd_um_mean",
@@ -117,13 +118,8 @@ def test_density_ci_coverage_poisson_and_clustered(field_um, clustered):
     lam = 0.03
     hits, n_seeds = 0, 300
     for seed in range(n_seeds):
-        rng = np.random.default_rng(seed)
-        if clustered:  # Thomas process: parents λ/5, 5 children each, σ = 5 µm, periodic wrap
-            parents = rng.uniform(0, field_um, (rng.poisson(lam / 5 * field_um**2), 2))
-            kids = rng.poisson(5, len(parents))
-            pts = (np.repeat(parents, kids, axis=0) + rng.normal(0, 5, (kids.sum(), 2))) % field_um
-        else:
-            pts = rng.uniform(0, field_um, (rng.poisson(lam * field_um**2), 2))
+        pts = sample_point_process(field_um, density_cells_per_mm2=lam * 1e6,
+                                   rng=np.random.default_rng(seed), clustered=clustered)
         n = int(field_um)
         d = mosaic_metrics(pts - 0.5, image_shape=(n, n), um_per_px=1.0, seed=seed)["density_cells_per_mm2"]
         hits += d.ci_low <= lam * 1e6 <= d.ci_high
