@@ -36,17 +36,9 @@ CASE = "BENCH_512"
 def _seed(tmp: Path) -> dict[str, str]:
     from resources.metadata_db import SqlMetadataDB
     from resources.object_store import LocalObjectStore
-    from ui.seed import seed_case, seed_users
+    from ui.seed import local_env, seed_case, seed_users
 
-    env = {
-        "AOOCT_HOME": str(tmp / "home"),
-        "AOOCT_DB_URL": f"sqlite:///{tmp / 'aooct.db'}",
-        "AOOCT_OBJECT_STORE": str(tmp / "objects"),
-        "AOOCT_EXPORT": str(tmp / "exports"),
-        "AOOCT_DROP": str(tmp / "drop"),
-        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}",
-        "AOOCT_COOKIE_KEY": "bench-cookie-key-0123456789abcdef0123",
-    }
+    env = {**local_env(tmp), "AOOCT_COOKIE_KEY": "bench-cookie-key-0123456789abcdef0123"}
     db = SqlMetadataDB(env["AOOCT_DB_URL"])
     seed_users(db)
     seed_case(db, LocalObjectStore(env["AOOCT_OBJECT_STORE"]), CASE, subject_id="B1", shape=SHAPE,

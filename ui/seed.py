@@ -10,15 +10,34 @@ from __future__ import annotations
 import io
 import math
 
+from pathlib import Path
+
 import numpy as np
 
 from ui.auth import hash_password
 from ui.roles import ROLES
 
-__all__ = ["DEMO_PASSWORD", "seed_users", "seed_case", "seed_demo"]
+__all__ = ["DEMO_PASSWORD", "local_env", "seed_users", "seed_case", "seed_demo"]
 
 #: Password of every seeded user (username = role in lower case, spaces → "_").
 DEMO_PASSWORD = "aooct-demo-pw"
+
+
+def local_env(root: Path) -> dict[str, str]:
+    """Environment of a self-contained local deployment under ``root`` (tests, benches).
+
+    SQLite metadata DB, local object store, export and drop folders and an MLflow SQLite
+    store, as ``resources.config.load_config`` reads them.
+    """
+    root = Path(root)
+    return {
+        "AOOCT_HOME": str(root / "home"),
+        "AOOCT_DB_URL": f"sqlite:///{root / 'aooct.db'}",
+        "AOOCT_OBJECT_STORE": str(root / "objects"),
+        "AOOCT_EXPORT": str(root / "exports"),
+        "AOOCT_DROP": str(root / "drop"),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+    }
 
 
 def _npy(array: np.ndarray) -> bytes:

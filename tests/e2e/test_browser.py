@@ -61,15 +61,9 @@ def _wait_healthy(url: str, proc: subprocess.Popen, timeout_s: float = 60.0) -> 
 def _seeded_env(tmp_path: Path) -> tuple[dict, object]:
     from resources.metadata_db import SqlMetadataDB
     from resources.object_store import LocalObjectStore
-    from ui.seed import seed_demo
+    from ui.seed import local_env, seed_demo
 
-    env = {**os.environ,
-           "AOOCT_HOME": str(tmp_path / "home"),
-           "AOOCT_DB_URL": f"sqlite:///{tmp_path / 'aooct.db'}",
-           "AOOCT_OBJECT_STORE": str(tmp_path / "objects"),
-           "AOOCT_EXPORT": str(tmp_path / "exports"),
-           "AOOCT_DROP": str(tmp_path / "drop"),
-           "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+    env = {**os.environ, **local_env(tmp_path),
            "AOOCT_COOKIE_KEY": "browser-test-cookie-key-0123456789abcdef"}
     env.pop("AOOCT_USERS_FILE", None)
     db = SqlMetadataDB(env["AOOCT_DB_URL"])

@@ -23,18 +23,12 @@ def ui_env(tmp_path, monkeypatch, _seeded_template):
     """Point the app at a fresh copy of the seeded deployment; returns (db, store, case_ids, tmp_path)."""
     from resources.metadata_db import SqlMetadataDB
     from resources.object_store import LocalObjectStore
+    from ui.seed import local_env
 
     template, ids = _seeded_template
     shutil.copy2(template / "aooct.db", tmp_path / "aooct.db")
     shutil.copytree(template / "objects", tmp_path / "objects")
-    env = {
-        "AOOCT_HOME": str(tmp_path / "home"),
-        "AOOCT_DB_URL": f"sqlite:///{tmp_path / 'aooct.db'}",
-        "AOOCT_OBJECT_STORE": str(tmp_path / "objects"),
-        "AOOCT_EXPORT": str(tmp_path / "exports"),
-        "AOOCT_DROP": str(tmp_path / "drop"),
-        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
-    }
+    env = local_env(tmp_path)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("AOOCT_USERS_FILE", raising=False)
