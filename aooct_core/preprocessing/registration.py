@@ -27,7 +27,9 @@ Cost: one pass over each repeat (row means → axial profiles and blink check); 
 lateral match reads only the structured depth rows (every 2nd row with lateral contrast),
 so no full-volume float copy or 2-D FFT is made. On the CPU the per-repeat work runs in a
 small thread pool (:mod:`~aooct_core.preprocessing.cpu_parallel`; ``cpu_threads``); the CUDA
-path is serial, as before.
+path is serial, as before. :class:`MotionReport` (:mod:`~aooct_core.preprocessing.motion_report`)
+and :func:`adjacent_shifts` (:mod:`~aooct_core.preprocessing.adjacent`) live in their own
+modules and are re-exported here.
 
 Dim or blinked B-scans (low mean intensity) and B-scans whose correlation peak is weak
 are rejected: their displacement is interpolated from neighbours, they get weight 0
@@ -43,23 +45,20 @@ References
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from functools import partial
 
 import numpy as np
 
 from aooct_core.geometry import Geometry
+from aooct_core.preprocessing.adjacent import _adjacent_track, _row_weights, _spectra_chunked
+from aooct_core.preprocessing.adjacent import adjacent_shifts  # noqa: F401  (re-exported)
 from aooct_core.preprocessing.averaging import average_repeats
 from aooct_core.preprocessing.backend import get_backend, to_device, to_host
 from aooct_core.preprocessing.cpu_parallel import cpu_pool as _cpu_pool
 from aooct_core.preprocessing.cpu_parallel import row_means_cpu as _row_means_cpu
 from aooct_core.preprocessing.cpu_parallel import parallel_spectra as _parallel_spectra
-from aooct_core.preprocessing.motion import (
-    Spectra,
-    compute_spectra,
-    lateral_row_weights,
-    match_spectra,
-)
+from aooct_core.preprocessing.motion import match_spectra
+from aooct_core.preprocessing.motion_report import MotionReport  # noqa: F401  (re-exported)
 from aooct_core.preprocessing.tracking import (
     interp_invalid as _interp_invalid,
     isolated_outliers as _isolated_outliers,
@@ -70,63 +69,6 @@ from aooct_core.preprocessing.tracking import (
 )
 
 __all__ = ["MotionReport", "estimate_motion", "pick_reference", "adjacent_shifts"]
-
-
-@dataclass(frozen=True)
-class MotionReport:
-    """Estimated B-scan motion of a case and its quality.
-
-    Attributes
-    ----------
-    shifts_px : ndarray float32 (n_repeats, n_bscans, 2)
-        Estimated ``(depth_px, aline_px)`` displacement of each observed B-scan in the
-        motion-free frame (same convention as the phantom's ``motion_px``), defined up
-        to one constant per repeat (see the module docstring for what stays unobservable).
-    reference : int
-        Index of the reference repeat.
-    rigid_shift_px : ndarray float32 (n_repeats, 2)
-        Whole-volume shift of each repeat relative to the reference.
-    quality : ndarray float32 (n_repeats, n_bscans)
-        Correlation-peak height relative to a perfect match (reference repeat: 1).
-    weights : ndarray float32 (n_repeats, n_bscans)
-        Averaging weight (0 = rejected).
-    rejected_bscans : list of (repeat, bscan)
-        Dim / blinked / unmatched B-scans.
-    residual_lateral_um_rms : float
-        Estimated residual lateral (A-line axis) motion after all corrections, µm RMS, from
-        the data only. From :func:`estimate_motion`: the expected size of the mean
-        displacement over repeats, which matching repeats to each other cannot see (see
-        :func:`~aooct_core.preprocessing.tracking.mean_frame_residual`). From
-        ``preprocess_case`` when its cone-lattice step corrected the rows: the fast part
-        of the across-repeat shifts that the lattice phase cannot follow plus the matching
-        noise (:func:`~aooct_core.preprocessing.tracking.fast_residual`: 0.85-1.7× of the
-        truth under the motion model, 0.74-1.21× measured on 20 phantom seeds; blind to a
-        common step left by a lattice-phase slip, see bench/results_preprocessing.md).
-        NaN for a single repeat, where no estimate without ground truth is available.
-    residual_axial_px_rms : float
-        Depth axis, px RMS: the expected size of the polynomial part of the mean frame's
-        axial motion, which the within-volume track removes with the retinal tilt and
-        curvature (:func:`~aooct_core.preprocessing.tracking.polynomial_residual`); the
-        whole mean frame when the within-volume track is off.
-    registration_ok : bool
-        False when more than ``max_rejected_fraction`` of B-scans were rejected or a
-        rigid shift hit the edge of its search window.
-    lattice_agreement : float
-        Set by :func:`~aooct_core.preprocessing.pipeline.preprocess_case` when the
-        cone-lattice refinement ran: agreement of its per-peak estimates (NaN = not run);
-        ≥ 0.5 means the lateral shifts include it.
-    """
-
-    shifts_px: np.ndarray
-    reference: int
-    rigid_shift_px: np.ndarray
-    quality: np.ndarray
-    weights: np.ndarray
-    rejected_bscans: list = field(default_factory=list)
-    residual_lateral_um_rms: float = float("nan")
-    residual_axial_px_rms: float = float("nan")
-    registration_ok: bool = True
-    lattice_agreement: float = float("nan")
 
 
 def _check_volumes(volumes) -> None:
@@ -164,74 +106,6 @@ def pick_reference(volumes, *, valid=None, device: str = "cpu") -> int:
         corr = (rows[1:] * rows[:-1]).sum(axis=1).mean() if len(rows) > 1 else 0.0
         scores[r] = ok.mean() * corr
     return int(np.argmax(scores))
-
-
-def _per_bscan_shifts(spec_m, spec_f, shape, center, search_px, sigma_px, chunk, backend, lateral=True):
-    # Chunks bound the size of the cross-power spectra and correlation surfaces.
-    xp = backend.xp
-    n = len(spec_m)
-    parts = []
-    for start in range(0, n, chunk):
-        sl = slice(start, min(n, start + chunk))
-        parts.append(match_spectra(spec_m[sl], spec_f[sl], shape, backend, center_px=center[sl],
-                                   search_px=search_px, sigma_px=sigma_px, lateral=lateral))
-    return tuple(to_host(xp.concatenate([p[k] for p in parts])) for k in range(3))
-
-
-def _spectra_chunked(volume, chunk, backend, row_weights, as_fixed=True, row_mean=None) -> Spectra:
-    # Spectra hold only the depth profiles and the structured rows (no full-volume copy),
-    # so one call covers the whole volume; ``chunk`` bounds the matching, not this.
-    return compute_spectra(volume, backend, row_weights=row_weights, as_fixed=as_fixed, row_mean=row_mean)
-
-
-def _row_weights(volume, device: str, max_bscans: int = 16):
-    # The weights are a median over B-scans: an evenly spaced subset gives the same rows
-    # (every 8th of 128 B-scans on the phantom: the same rows) for a fraction of the cost.
-    step = max(1, volume.shape[0] // max_bscans)
-    return lateral_row_weights(volume[::step], device=device)
-
-
-def adjacent_shifts(volume, *, valid=None, device: str = "cpu", search_px=(8, 8), sigma_px: float = 1.5,
-                    chunk_bscans: int | None = None):
-    """Displacement of each usable B-scan relative to the previous usable one.
-
-    Parameters
-    ----------
-    volume : array (n_bscans, n_depth, n_alines), linear intensity
-    valid : bool array (n_bscans,) or None
-
-    Returns
-    -------
-    cumulative : ndarray float32 (n_bscans, 2)
-        Cumulative sum of the adjacent displacements (first usable B-scan = 0),
-        interpolated over unusable B-scans.
-    quality : ndarray float32 (n_bscans,)
-    """
-    backend = get_backend(device)
-    vol = to_device(volume, device)
-    chunk = chunk_bscans or (vol.shape[0] if device == "cuda" else 128)
-    spec = _spectra_chunked(vol, chunk, backend, _row_weights(vol, device))
-    return _adjacent_track(spec, valid, tuple(vol.shape[1:]), search_px, sigma_px, chunk, backend)
-
-
-def _adjacent_track(spec: Spectra, valid, shape, search_px, sigma_px, chunk, backend, lateral=True):
-    xp = backend.xp
-    n = len(spec)
-    valid = np.ones(n, bool) if valid is None else np.asarray(valid, bool)
-    idx = np.flatnonzero(valid)
-    cumulative = np.zeros((n, 2), np.float32)
-    quality = np.zeros(n, np.float32)
-    if len(idx) < 2:
-        return cumulative, quality
-    if len(idx) < n:
-        spec = spec[to_device(idx, backend.device)]
-    center = xp.zeros((len(idx) - 1, 2), dtype=xp.int64)
-    steps, q, _ = _per_bscan_shifts(spec[1:], spec[:-1], shape, center, search_px, sigma_px, chunk, backend,
-                                    lateral=lateral)
-    cumulative[idx] = np.concatenate([np.zeros((1, 2), np.float32), np.cumsum(steps, axis=0)])
-    quality[idx[1:]] = q
-    quality[idx[0]] = q[0]
-    return _interp_invalid(cumulative, valid), quality
 
 
 def _match_repeat(r, *, volumes, row_means, valid, ref, spec_ref, row_weights, shape, rigid_radius, search_px,

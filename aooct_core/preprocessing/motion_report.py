@@ -1,0 +1,72 @@
+"""The result of :func:`~aooct_core.preprocessing.registration.estimate_motion`: :class:`MotionReport`.
+
+A plain frozen dataclass of host arrays and scalars, kept apart from the estimate itself
+so that the registration module stays readable; re-exported by
+:mod:`aooct_core.preprocessing.registration` and :mod:`aooct_core.preprocessing`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["MotionReport"]
+
+
+@dataclass(frozen=True)
+class MotionReport:
+    """Estimated B-scan motion of a case and its quality.
+
+    Attributes
+    ----------
+    shifts_px : ndarray float32 (n_repeats, n_bscans, 2)
+        Estimated ``(depth_px, aline_px)`` displacement of each observed B-scan in the
+        motion-free frame (same convention as the phantom's ``motion_px``), defined up
+        to one constant per repeat (see :mod:`~aooct_core.preprocessing.registration` for what
+        stays unobservable).
+    reference : int
+        Index of the reference repeat.
+    rigid_shift_px : ndarray float32 (n_repeats, 2)
+        Whole-volume shift of each repeat relative to the reference.
+    quality : ndarray float32 (n_repeats, n_bscans)
+        Correlation-peak height relative to a perfect match (reference repeat: 1).
+    weights : ndarray float32 (n_repeats, n_bscans)
+        Averaging weight (0 = rejected).
+    rejected_bscans : list of (repeat, bscan)
+        Dim / blinked / unmatched B-scans.
+    residual_lateral_um_rms : float
+        Estimated residual lateral (A-line axis) motion after all corrections, µm RMS, from
+        the data only. From :func:`~aooct_core.preprocessing.registration.estimate_motion`:
+        the expected size of the mean displacement over repeats, which matching repeats to
+        each other cannot see (see
+        :func:`~aooct_core.preprocessing.tracking.mean_frame_residual`). From
+        ``preprocess_case`` when its cone-lattice step corrected the rows: the fast part
+        of the across-repeat shifts that the lattice phase cannot follow plus the matching
+        noise (:func:`~aooct_core.preprocessing.tracking.fast_residual`: 0.85-1.7× of the
+        truth under the motion model, 0.74-1.21× measured on 20 phantom seeds; blind to a
+        common step left by a lattice-phase slip, see bench/results_preprocessing.md).
+        NaN for a single repeat, where no estimate without ground truth is available.
+    residual_axial_px_rms : float
+        Depth axis, px RMS: the expected size of the polynomial part of the mean frame's
+        axial motion, which the within-volume track removes with the retinal tilt and
+        curvature (:func:`~aooct_core.preprocessing.tracking.polynomial_residual`); the
+        whole mean frame when the within-volume track is off.
+    registration_ok : bool
+        False when more than ``max_rejected_fraction`` of B-scans were rejected or a
+        rigid shift hit the edge of its search window.
+    lattice_agreement : float
+        Set by :func:`~aooct_core.preprocessing.pipeline.preprocess_case` when the
+        cone-lattice refinement ran: agreement of its per-peak estimates (NaN = not run);
+        ≥ 0.5 means the lateral shifts include it.
+    """
+
+    shifts_px: np.ndarray
+    reference: int
+    rigid_shift_px: np.ndarray
+    quality: np.ndarray
+    weights: np.ndarray
+    rejected_bscans: list = field(default_factory=list)
+    residual_lateral_um_rms: float = float("nan")
+    residual_axial_px_rms: float = float("nan")
+    registration_ok: bool = True
+    lattice_agreement: float = float("nan")
