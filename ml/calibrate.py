@@ -16,7 +16,7 @@ __all__ = ["calibrate_peaks", "calibrate_mask_threshold", "calibrate_log_thresho
 
 def calibrate_peaks(heatmaps: list[np.ndarray], truths: list[np.ndarray], *,
                     thresholds=np.arange(0.15, 0.71, 0.05),
-                    factors=(0.4, 0.5, 0.6, 0.7)) -> dict:
+                    factors=(0.4, 0.5, 0.6, 0.7, 0.8, 0.9)) -> dict:
     """Best ``{"peak_threshold", "min_distance_factor", "train_dice"}`` on training heat maps."""
     from ml.inference import find_peaks
     best = {"peak_threshold": 0.5, "min_distance_factor": 0.5, "train_dice": -1.0}

@@ -18,8 +18,9 @@ from ml.data import Sample
 __all__ = ["run_task", "finalize_task", "evaluate_cells", "evaluate_masks"]
 
 _PROTOCOL_CELLS = ("one-to-one matching, closest pairs first, within 0.75 x median manual NND; "
-                   "points within 7 px of the border ignored; mean per-image Dice, sensitivity, "
-                   "FDR, |count error| %")
+                   "then pairs and unmatched points in the 7-px border band ignored (match first, "
+                   "as in Cunefare 2017's evaluation code); mean per-image Dice, sensitivity, FDR, "
+                   "|count error| %")
 _PROTOCOL_MASKS = "pixel Dice per image (mean ± SD), mask = probability > calibrated threshold"
 
 

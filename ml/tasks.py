@@ -52,8 +52,9 @@ def default_config(task: str, **overrides) -> TrainConfig:
 
 
 def cone_folds(n_folds: int = 5, *, root=None) -> list[dict[str, set[str]]]:
-    """Subject-level folds for cones: fold k holds out the k-th confocal subject (sorted)
-    and every n_folds-th split-detector subject starting at k (round robin, sorted ids)."""
+    """Subject-level folds for cones: fold k holds out every n_folds-th subject of each
+    modality starting at the k-th (round robin over sorted ids; with the set's 5 confocal
+    subjects and n_folds=5, one confocal subject per fold). Each subject is held out once."""
     folds = [{"confocal": set(), "split-detector": set()} for _ in range(n_folds)]
     for modality in ("confocal", "split-detector"):
         subjects = sorted({s.subject_id for s in load_cone_set(modality, root=root)})

@@ -25,12 +25,14 @@ def test_rpe_and_rossa_readers(shared_data):
 
 
 @pytest.mark.slow
-def test_heldout_confocal_regression(shared_data):
+@pytest.mark.parametrize("modality, target", [("confocal", 0.99), ("split-detector", 0.96)])
+def test_heldout_cones_meet_the_issue_targets(shared_data, modality, target):
+    # Committed weights on the fixed held-out subjects (never trained on), literature protocol.
     from ml.evaluate import evaluate_detections, summarize_scores
     from ml.inference import detect_cells
     from ml.tasks import HOLDOUT
-    held = [s for s in load_cone_set("confocal", root=shared_data)
-            if s.subject_id in HOLDOUT["cones"]["confocal"]]
+    held = [s for s in load_cone_set(modality, root=shared_data)
+            if s.subject_id in HOLDOUT["cones"][modality]]
     scores = [evaluate_detections(detect_cells(s.image, target="cones").points_rc, s.points_rc,
                                   image_shape=s.image.shape) for s in held]
-    assert summarize_scores(scores)["dice_mean"] > 0.98
+    assert summarize_scores(scores)["dice_mean"] >= target

@@ -41,6 +41,27 @@ def test_border_points_ignored():
     assert s.fn == 0 and s.dice == 1.0
 
 
+def test_band_edge_pair_is_ignored_not_missed():
+    # A mark on the band's edge (whole pixel 7) whose detection lands 0.6 px further out, inside the band:
+    # the published protocol matches first and drops the pair; excluding first makes a miss.
+    manual = _grid(n=12, spacing=10.0, offset=7.0)
+    det = manual.copy()
+    det[0] = [6.4, 7.2]
+    s = evaluate_detections(det, manual, image_shape=(130, 130))
+    assert (s.fp, s.fn, s.dice) == (0, 0, 1.0)
+    strict = evaluate_detections(det, manual, image_shape=(130, 130), border_order="exclude-first")
+    assert strict.fn == 1 and strict.fp == 0
+
+
+def test_band_is_the_outer_pixels():
+    manual = _grid(n=5, spacing=10.0, offset=30.0)
+    extra = np.array([[6.5, 60.0], [6.51, 80.0]])      # in the band / just outside it
+    s = evaluate_detections(np.concatenate([manual, extra]), manual, image_shape=(100, 100))
+    assert s.fp == 1 and s.n_detected == len(manual) + 1
+    with pytest.raises(ValueError, match="border_order"):
+        evaluate_detections(manual, manual, image_shape=(100, 100), border_order="none")
+
+
 def test_counts_fp_fn_and_count_error():
     manual = _grid()
     det = np.concatenate([manual[:-5], [[25.0, 25.0]]])   # 5 missed, 1 false (between cells)
