@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-__all__ = ["render_model_card"]
+__all__ = ["render_model_card", "cross_validation_section", "with_section"]
 
 _INTENDED = {
     "cones": "Cone photoreceptor centre detection in AOSLO (confocal, split detector) and AO-OCT "
@@ -81,3 +81,37 @@ def render_model_card(task: str, meta: dict, results: dict) -> str:
               "Committed weights are the hold-out models (trained on the training subjects only), "
               "i.e. exactly the models scored above; they were not retrained on all subjects.", ""]
     return "\n".join(lines)
+
+
+def cross_validation_section(summary: dict) -> str:
+    """Markdown section for a cross-validation summary (``bench/accuracy/cross_validate.py``).
+
+    It scores the *training recipe* (configuration and steps), not the committed weights:
+    each fold's model is trained without the fold's subjects.
+    """
+    lines = ["## Cross-validation by subject",
+             f"{summary.get('folds_done')} of {summary.get('folds')} folds; each fold trained "
+             f"({summary.get('steps_per_fold')} steps) without its held-out subjects, calibrated on "
+             "its own training images; every image scored once. Image-weighted means.",
+             "", "| set | method | Dice | sensitivity | FDR | count error % | Dice per fold |",
+             "|---|---|---|---|---|---|---|"]
+    for set_name, by_method in summary.get("scores", {}).items():
+        for method in ("network", "LoG baseline"):
+            f = by_method.get(method)
+            if f:
+                lines.append(f"| {set_name} ({by_method['n_images']} images) | {method} | "
+                             f"{f['dice_mean']:.4f} | {f['sensitivity_mean']:.4f} | {f['fdr_mean']:.4f} | "
+                             f"{f['count_error_pct_mean']:.2f} | "
+                             f"{', '.join(f'{d:.3f}' for d in f['dice_per_fold'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def with_section(card: str, section: str) -> str:
+    """``card`` with the ``## `` section of the same title replaced by ``section`` (or appended)."""
+    title = section.splitlines()[0]
+    if title in card:
+        head, rest = card.split(title, 1)
+        nxt = rest.find("\n## ")
+        tail = rest[nxt + 1:] if nxt >= 0 else ""
+        return head + section + ("\n" + tail if tail else "")
+    return card.rstrip("\n") + "\n\n" + section

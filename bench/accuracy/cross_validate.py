@@ -26,6 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from ml.checkpoint import load_checkpoint  # noqa: E402
+from ml.model_card import cross_validation_section, with_section  # noqa: E402
 from ml.models import build_model  # noqa: E402
 from ml.pipeline import finalize_task  # noqa: E402
 from ml.tasks import cone_folds, default_config, load_task_data  # noqa: E402
@@ -86,6 +87,8 @@ def main() -> None:
     ap.add_argument("--only-fold", type=int, default=None)
     ap.add_argument("--summary", type=Path, default=None)
     ap.add_argument("--rescore-from", type=Path, default=None)
+    ap.add_argument("--card", type=Path, default=None,
+                    help="model card to add/replace the cross-validation section in")
     args = ap.parse_args()
     folds = cone_folds(args.folds)
     results = []
@@ -117,6 +120,8 @@ def main() -> None:
     print(text)
     if args.summary:
         args.summary.write_text(text + "\n")
+    if args.card and summary["scores"]:
+        args.card.write_text(with_section(args.card.read_text(), cross_validation_section(summary)))
 
 
 if __name__ == "__main__":
