@@ -15,9 +15,9 @@ protocol of ../shared/data/README.md):
 
 Matching before the border exclusion matters: manual marks are whole pixels, detections
 are sub-pixel, so excluding first turns every cone whose mark sits on the band's edge and
-whose detection lands a fraction of a pixel outside it into a miss (on the held-out
-confocal subjects that was 307 of 438 misses). ``border_order="exclude-first"`` keeps that
-stricter variant for comparison.
+whose detection lands a fraction of a pixel further out, in the band, into a miss (on the
+held-out confocal subjects that was 307 of 438 misses). ``border_order="exclude-first"``
+keeps that stricter variant for comparison (with the same band).
 
 References
 ----------
