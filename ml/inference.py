@@ -232,6 +232,12 @@ def find_peaks(heat: np.ndarray, *, threshold: float, min_distance_factor: float
     return _subpixel(heat, rr, cc)
 
 
+def _check_um_per_px(um_per_px) -> None:
+    """Reject a pixel size that is not a positive finite number (or a pair of them)."""
+    if um_per_px is not None and not np.all(np.isfinite(um_per_px) & (np.asarray(um_per_px) > 0)):
+        raise ValueError(f"um_per_px must be a positive number of µm; got {um_per_px!r}")
+
+
 def _zoom_factors(image, um_per_px, expected_spacing_um) -> tuple[float, float]:
     """Per-axis resampling so that cells end up ~8 px apart when they are < 5 px apart.
 
@@ -291,8 +297,7 @@ def detect_cells(image: np.ndarray, *, target: str = "cones",
     """
     if target not in ("cones", "rpe"):
         raise ValueError(f"target must be 'cones' or 'rpe' for detect_cells; got {target!r}")
-    if um_per_px is not None and not np.all(np.isfinite(um_per_px) & (np.asarray(um_per_px) > 0)):
-        raise ValueError(f"um_per_px must be a positive number of µm; got {um_per_px!r}")
+    _check_um_per_px(um_per_px)
     norm = normalize_image(image)
     _, runner, meta = load_task_model(target, backend=backend, device=device, weights=weights)
     zoom = _zoom_factors(norm, um_per_px, expected_spacing_um)
@@ -355,8 +360,7 @@ def segment_vessels(image: np.ndarray, *, target: str = "capillaries",
     """
     if target not in ("capillaries", "nfl"):
         raise ValueError(f"target must be 'capillaries' or 'nfl' for segment_vessels; got {target!r}")
-    if um_per_px is not None and not np.all(np.isfinite(um_per_px) & (np.asarray(um_per_px) > 0)):
-        raise ValueError(f"um_per_px must be a positive number of µm; got {um_per_px!r}")
+    _check_um_per_px(um_per_px)
     norm = normalize_image(image)
     _, runner, meta = load_task_model(target, backend=backend, device=device, weights=weights)
     kind = "nfl" if target == "nfl" else "vessels"

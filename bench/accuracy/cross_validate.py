@@ -48,7 +48,8 @@ def run_fold(k: int, holdout: dict[str, set[str]], out: Path, *, steps: int, thr
             "n_train_images": len(train_set),
             "train_subjects": sorted({s.subject_id for s in train_set}),
             "holdout_override": {m: sorted(s) for m, s in holdout.items()}}
-    return finalize_task(TASK, model, meta, train_set, held, out_dir=out)
+    return dict(finalize_task(TASK, model, meta, train_set, held, out_dir=out),
+                train_steps=result.steps_done)
 
 
 def rescore_fold(k: int, previous: Path, out: Path) -> dict:
@@ -57,7 +58,8 @@ def rescore_fold(k: int, previous: Path, out: Path) -> dict:
     meta.pop("model_version", None)
     holdout = {m: set(s) for m, s in meta["holdout_override"].items()}
     train_set, held = load_task_data(TASK, holdout=holdout)
-    return finalize_task(TASK, model, meta, train_set, held, out_dir=out)
+    return dict(finalize_task(TASK, model, meta, train_set, held, out_dir=out),
+                train_steps=meta["train_steps"])
 
 
 def summarize(fold_results: list[dict]) -> dict:
@@ -95,12 +97,10 @@ def main() -> None:
     for k, holdout in enumerate(folds):
         fold_dir = args.out / f"fold_{k}"
         done = fold_dir / f"{TASK}.results.json"
-        if args.only_fold is not None and k != args.only_fold:
-            if done.exists():
-                results.append(json.loads(done.read_text()))
-            continue
         if done.exists():
             results.append(json.loads(done.read_text()))
+            continue
+        if args.only_fold is not None and k != args.only_fold:
             continue
         t0 = time.perf_counter()
         if args.rescore_from:
@@ -110,8 +110,12 @@ def main() -> None:
         res["fold"], res["fold_seconds"] = k, round(time.perf_counter() - t0, 1)
         done.write_text(json.dumps(res, indent=2, default=str))
         results.append(res)
+    # Steps come from the fold results (a rescored run keeps its models' steps); result
+    # files written before "train_steps" was recorded fall back to --steps.
+    steps = sorted({r.get("train_steps", args.steps) for r in results})
     summary = {"task": TASK, "protocol": results[0]["protocol"] if results else None,
-               "folds": args.folds, "folds_done": len(results), "steps_per_fold": args.steps,
+               "folds": args.folds, "folds_done": len(results),
+               "steps_per_fold": steps[0] if len(steps) == 1 else steps,
                "holdout_per_fold": [r["holdout"] for r in results],
                "model_versions": [r["model_version"] for r in results],
                "calibration_per_fold": [r["calibration"] for r in results],
