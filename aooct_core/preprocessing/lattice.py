@@ -37,11 +37,13 @@ def _peaks(power, freq_rows, freq_cols, *, min_freq, min_aline_freq, n_peaks):
     radius = np.hypot(freq_rows[:, None], freq_cols[None, :])
     allowed = (radius > min_freq) & (freq_cols[None, :] > min_aline_freq)   # one of each ± pair
     # Ranked by k_aline² · power: the lateral sensitivity of a peak's phase times its SNR.
-    candidates = np.where(allowed, power * freq_cols[None, :] ** 2, 0)
+    candidates = np.where(allowed, power * freq_cols[None, :] ** 2, 0).ravel()
+    # The 2000 largest, best first (a partial sort: the full argsort dominated the call).
+    top = np.argpartition(candidates, candidates.size - min(2000, candidates.size))[-2000:]
     picked = []
-    for flat in np.argsort(candidates.ravel())[::-1][:2000]:
-        r, c = np.unravel_index(flat, candidates.shape)
-        if candidates[r, c] <= 0:
+    for flat in top[np.argsort(candidates[top])[::-1]]:
+        r, c = np.unravel_index(flat, power.shape)
+        if candidates[flat] <= 0:
             break
         if all(abs(r - pr) + abs(c - pc) > 4 for pr, pc in picked):
             picked.append((int(r), int(c)))
@@ -85,26 +87,33 @@ def lattice_row_shifts(enface, *, min_freq: float = 0.12, min_aline_freq: float 
     if n_rows < 16 or n_cols < 16 or not np.isfinite(image).all():
         return zero, float("nan")
     window = np.hanning(n_rows)[:, None] * np.hanning(n_cols)[None, :]
-    spectrum = scipy.fft.fft2((image - image.mean()) * window, workers=-1)
-    power = np.abs(spectrum) ** 2
-    freq_rows, freq_cols = np.fft.fftfreq(n_rows), np.fft.fftfreq(n_cols)
+    # Peaks are taken at positive A-line frequencies only (one of each ± pair), all of
+    # which the real FFT holds: half the transform. fftfreq keeps the Nyquist column of
+    # an even width negative, so it stays excluded as before.
+    spectrum = scipy.fft.rfft2((image - image.mean()) * window, workers=-1)
+    power = spectrum.real ** 2 + spectrum.imag ** 2
+    freq_rows, freq_cols = np.fft.fftfreq(n_rows), np.fft.fftfreq(n_cols)[:n_cols // 2 + 1]
     peaks = _peaks(power, freq_rows, freq_cols, min_freq=min_freq, min_aline_freq=min_aline_freq,
                    n_peaks=n_peaks)
     if len(peaks) < 2:
         return zero, float("nan")
-    rows = np.arange(n_rows)[:, None]
-    cols = np.arange(n_cols)[None, :]
+    b = np.arange(n_rows)
+    k_rows = np.array([freq_rows[r] for r, _ in peaks])
+    k_cols = np.array([freq_cols[c] for _, c in peaks])
+    # The carrier exp(-2πi (k_row·row + k_col·col)) is separable: demodulate along the
+    # A-lines with one matrix product for all peaks, then apply the row factor.
+    col_carrier = np.exp(-2j * np.pi * np.outer(np.arange(n_cols), k_cols)) * np.hanning(n_cols)[:, None]
+    along_cols = image @ col_carrier.real + 1j * (image @ col_carrier.imag)      # (n_rows, n_peaks)
+    demods = along_cols * np.exp(-2j * np.pi * np.outer(b, k_rows))
     estimates, weights = [], []
-    for r, c in peaks:
-        k_row, k_col = freq_rows[r], freq_cols[c]
-        demod = (image * np.exp(-2j * np.pi * (k_row * rows + k_col * cols)) * np.hanning(n_cols)).sum(axis=1)
+    for p, (r, c) in enumerate(peaks):
+        demod = demods[:, p]
         demod = (gaussian_filter1d(demod.real, ROW_PHASE_SIGMA_ROWS)
                  + 1j * gaussian_filter1d(demod.imag, ROW_PHASE_SIGMA_ROWS))
-        shift = -np.unwrap(np.angle(demod)) / (2 * np.pi * k_col)
-        b = np.arange(n_rows)
+        shift = -np.unwrap(np.angle(demod)) / (2 * np.pi * k_cols[p])
         shift -= np.polyval(np.polyfit(b, shift, 1), b)
         estimates.append(shift)
-        weights.append(k_col ** 2 * power[r, c])
+        weights.append(k_cols[p] ** 2 * power[r, c])
     # The best-agreeing pair of peaks is used (a third peak can be a harmonic or noise).
     pairs = [(float(np.corrcoef(estimates[i], estimates[j])[0, 1]), i, j)
              for i in range(len(estimates)) for j in range(i + 1, len(estimates))]
@@ -115,17 +124,65 @@ def lattice_row_shifts(enface, *, min_freq: float = 0.12, min_aline_freq: float 
     return (combined - combined.mean()).astype(np.float32), agreement
 
 
-def _triad_peaks(power, freq_rows, freq_cols, *, band):
+def _full_columns(half_power, n_cols, cols):
+    """Columns ``cols`` (any integers, periodic) of the full power spectrum of a real image
+    from its real-FFT half: ``P[r, -c] = P[-r, c]`` (Hermitian symmetry)."""
+    n_rows = half_power.shape[0]
+    cols = np.mod(cols, n_cols)
+    mirrored = cols > n_cols // 2
+    out = half_power[:, np.where(mirrored, n_cols - cols, cols)]
+    flip_rows = np.mod(-np.arange(n_rows), n_rows)
+    out[:, mirrored] = out[flip_rows][:, mirrored]
+    return out
+
+
+def _full_columns(half_power, n_cols, cols):
+    """Columns ``cols`` (any integers, periodic) of the full power spectrum of a real image
+    from its real-FFT half: ``P[r, -c] = P[-r, c]`` (Hermitian symmetry)."""
+    n_rows = half_power.shape[0]
+    cols = np.mod(cols, n_cols)
+    mirrored = cols > n_cols // 2
+    out = half_power[:, np.where(mirrored, n_cols - cols, cols)]
+    flip_rows = np.mod(-np.arange(n_rows), n_rows)
+    out[:, mirrored] = out[flip_rows][:, mirrored]
+    return out
+
+
+def shift_rows(image, shift_px):
+    """Sample each row of ``image`` at ``col + shift_px[row]`` by linear interpolation.
+
+    The same as ``np.interp(cols + shift_px[row], cols, image[row])`` row by row (values
+    past either end are the end values), in a few whole-array passes instead of a Python
+    loop over the rows. Returns float32, shape of ``image``.
+    """
+    image = np.asarray(image, dtype=np.float32)
+    n_cols = image.shape[1]
+    pos = np.clip(np.arange(n_cols, dtype=np.float64)[None, :]
+                  + np.asarray(shift_px, dtype=np.float64)[:, None], 0, n_cols - 1)
+    left = np.minimum(np.floor(pos).astype(np.intp), max(n_cols - 2, 0))
+    frac = (pos - left).astype(np.float32)
+    lo = np.take_along_axis(image, left, axis=1)
+    hi = np.take_along_axis(image, np.minimum(left + 1, n_cols - 1), axis=1)
+    return lo + (hi - lo) * frac
+
+
+def _triad_peaks(half_power, n_cols, freq_rows, freq_cols, *, band):
     # Three strongest local maxima of the power in the cone band, one of each ± pair.
+    # ``half_power`` holds the columns 0..n_cols//2 (real FFT); the 5×5 maximum filter
+    # of the full periodic spectrum needs 2 more columns on each side, rebuilt from it.
     from scipy.ndimage import maximum_filter
 
+    n_half = half_power.shape[1]
+    power = _full_columns(half_power, n_cols, np.arange(-2, n_half + 2))   # column c at c + 2
+    local_max = maximum_filter(power, size=5, mode="wrap")[:, 2:-2]
+    power = power[:, 2:-2]
     radius = np.hypot(freq_rows[:, None], freq_cols[None, :])
     half = (freq_cols[None, :] > 0) | ((freq_cols[None, :] == 0) & (freq_rows[:, None] > 0))
     allowed = (radius >= band[0]) & (radius <= band[1]) & half
-    is_max = (power == maximum_filter(power, size=5, mode="wrap")) & allowed
+    is_max = (power == local_max) & allowed
     cand = np.argwhere(is_max)
     cand = cand[np.argsort(power[is_max])[::-1]][:3]
-    n_r, n_c = power.shape
+    n_r = power.shape[0]
     peaks = []
     for r, c in cand:
         # Sub-bin vertex of a log-parabola through the peak and its neighbours (periodic).
@@ -133,8 +190,9 @@ def _triad_peaks(power, freq_rows, freq_cols, *, band):
             lm, l0, lp = np.log(max(minus, 1e-30)), np.log(zero), np.log(max(plus, 1e-30))
             denom = lm - 2 * l0 + lp
             return float(np.clip(0.5 * (lm - lp) / denom, -0.5, 0.5)) if denom < 0 else 0.0
+        left, right = _full_columns(half_power, n_cols, np.array([c - 1, c + 1]))[r]
         dr = vertex(power[(r - 1) % n_r, c], power[r, c], power[(r + 1) % n_r, c])
-        dc = vertex(power[r, (c - 1) % n_c], power[r, c], power[r, (c + 1) % n_c])
+        dc = vertex(left, power[r, c], right)
         step_r = freq_rows[1] - freq_rows[0]
         step_c = freq_cols[1] - freq_cols[0]
         peaks.append((freq_rows[r] + dr * step_r, freq_cols[c] + dc * step_c))
@@ -191,12 +249,13 @@ def lattice_shear(enface, *, um_per_px: tuple[float, float], spacing_um_range: t
     if n_rows < 16 or n_cols < 16 or not np.isfinite(image).all():
         return 0.0, False
     window = np.hanning(n_rows)[:, None] * np.hanning(n_cols)[None, :]
-    power = np.abs(scipy.fft.fft2((image - image.mean()) * window)) ** 2
+    spectrum = scipy.fft.rfft2((image - image.mean()) * window, workers=-1)   # half: one of each ± pair
+    half_power = spectrum.real ** 2 + spectrum.imag ** 2
     f_rows = np.fft.fftfreq(n_rows) / um_row          # cycles/µm
-    f_cols = np.fft.fftfreq(n_cols) / um_col
+    f_cols = np.fft.fftfreq(n_cols)[:n_cols // 2 + 1] / um_col
     # A triangular lattice of row spacing d has its fundamental peaks at |k| = 1/d.
     band = (1.0 / spacing_um_range[1], 1.0 / spacing_um_range[0])
-    peaks = _triad_peaks(power, f_rows, f_cols, band=band)
+    peaks = _triad_peaks(half_power, n_cols, f_rows, f_cols, band=band)
     if len(peaks) < 3:
         return 0.0, False
     k_row, k_col = peaks[:, 0], peaks[:, 1]

@@ -300,6 +300,38 @@ def test_lattice_shear_recovers_linear_drift(theta):
     assert lattice_shear(ndimage.gaussian_filter(noise, 3), um_per_px=(2.0, 2.0)) == (0.0, False)
 
 
+@pytest.mark.parametrize("shape", [(32, 40), (33, 41)])
+def test_full_columns_rebuild_the_periodic_spectrum_from_its_real_half(shape):
+    from scipy import fft
+
+    from aooct_core.preprocessing.lattice import _full_columns
+
+    img = np.random.default_rng(1).random(shape)
+    full = np.abs(fft.fft2(img)) ** 2
+    half = np.abs(fft.rfft2(img)) ** 2
+    cols = np.arange(-3, shape[1] // 2 + 4)
+    np.testing.assert_allclose(_full_columns(half, shape[1], cols), full[:, cols % shape[1]], rtol=1e-9)
+
+
+def test_lattice_row_shifts_recover_row_jitter():
+    """Smooth per-row jitter of a cone-like lattice comes back (linear trend and mean removed)."""
+    from aooct_core.preprocessing.lattice import lattice_row_shifts
+
+    n = 192
+    rows = np.arange(n)
+    truth = 0.8 * np.sin(2 * np.pi * rows / 70) + 0.5 * np.sin(2 * np.pi * rows / 23 + 1)
+    r, c = np.mgrid[0:n, 0:n].astype(float)
+    cc = c - truth[:, None]  # row b's content displaced by +truth[b] along the A-lines
+    img = sum(np.cos(2 * np.pi / 6.0 * (np.cos(t) * cc + np.sin(t) * r))
+              for t in np.radians([10, 70, 130])) + 3.0
+    img += np.random.default_rng(0).normal(0, 0.3, img.shape)
+    est, agreement = lattice_row_shifts(img)
+    expected = truth - np.polyval(np.polyfit(rows, truth, 1), rows)
+    assert agreement > 0.9
+    inner = slice(10, n - 10)  # the Hann window leaves the first/last rows weakly determined
+    assert np.sqrt(np.mean((est[inner] - expected[inner]) ** 2)) < 0.1
+
+
 def test_saccade_steps_trimmed_mean_when_another_repeat_drifts():
     from aooct_core.preprocessing.tracking import saccade_steps as _saccade_steps
 
