@@ -28,4 +28,6 @@ step pytest_gpu 180 $PY -m pytest -q -p no:cacheprovider -m "not slow" -k "cuda 
 step gpu_preprocessing 240 $PY bench/gpu_preprocessing.py --iters 5
 # 3. Segmentation: CUDA (bf16/fp32) vs CPU agreement and throughput.
 step gpu_inference 120 $PY bench/gpu_inference.py --repeats 20
+# 4. Host part of the lattice step on this machine's CPU (it adds to the GPU pipeline time).
+step lattice_host 60 $PY bench/bench_lattice.py
 exit $status
