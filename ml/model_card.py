@@ -59,6 +59,8 @@ def render_model_card(task: str, meta: dict, results: dict) -> str:
         f"{', '.join(meta.get('train_subjects', [])[:20])}.",
         f"Training: {meta.get('train_steps')} steps of batch {cfg.get('batch_size')} patches "
         f"{cfg.get('augment', {}).get('patch_px')} px, AdamW lr {cfg.get('lr')}, seed {cfg.get('seed')}, "
+        f"{'bfloat16 autocast' if cfg.get('precision') == 'bf16' else 'float32'}"
+        f"{' (NHWC)' if cfg.get('channels_last') else ''}, "
         f"{meta.get('train_seconds', 0) / 60:.1f} min on device `{meta.get('train_device', 'cpu')}`"
         + (" (time-limited schedule)" if meta.get("time_limited") else "") + ".",
         "The same configuration fits the 20-minute guard of `aooct train` on 2 CPU cores "

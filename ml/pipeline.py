@@ -73,12 +73,14 @@ def finalize_task(task: str, model, meta: dict, train_set: list[Sample],
     """Calibrate on training images, save ``<task>.pt/.onnx/.model_card.md``, evaluate."""
     from ml.backends import TorchBackend, export_onnx
     from ml.calibrate import calibrate_log_threshold, calibrate_mask_threshold, calibrate_peaks
-    from ml.checkpoint import model_version_of, save_checkpoint
+    from ml.checkpoint import model_version_of, round_to_stored_precision, save_checkpoint
     from ml.inference import _cached, predict_maps
     from ml.models import count_parameters
     from ml.tasks import HOLDOUT
 
     out_dir = Path(out_dir)
+    # Calibrate, export and score exactly the weights the checkpoint stores (float16).
+    round_to_stored_precision(model.cpu())
     rng = np.random.default_rng(0)
     calib = [train_set[i] for i in sorted(rng.choice(len(train_set), min(n_calib, len(train_set)),
                                                       replace=False))]

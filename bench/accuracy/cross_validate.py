@@ -35,8 +35,8 @@ from ml.train import PrintCallback, train  # noqa: E402
 TASK = "cones"
 
 
-def run_fold(k: int, holdout: dict[str, set[str]], out: Path, *, steps: int, threads: int) -> dict:
-    cfg = default_config(TASK, steps=steps, num_threads=threads)
+def run_fold(k: int, holdout: dict[str, set[str]], out: Path, *, steps: int | None, threads: int) -> dict:
+    cfg = default_config(TASK, num_threads=threads, **({"steps": steps} if steps else {}))
     train_set, held = load_task_data(TASK, holdout=holdout)
     model = build_model(cfg.kind)
     print(f"fold {k}: {len(train_set)} training images; held out "
@@ -49,7 +49,8 @@ def run_fold(k: int, holdout: dict[str, set[str]], out: Path, *, steps: int, thr
             "train_subjects": sorted({s.subject_id for s in train_set}),
             "holdout_override": {m: sorted(s) for m, s in holdout.items()}}
     return dict(finalize_task(TASK, model, meta, train_set, held, out_dir=out),
-                train_steps=result.steps_done)
+                train_steps=result.steps_done, train_precision=cfg.precision,
+                channels_last=cfg.channels_last, time_limited=result.time_limited)
 
 
 def rescore_fold(k: int, previous: Path, out: Path) -> dict:
@@ -83,7 +84,7 @@ def summarize(fold_results: list[dict]) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("out", type=Path)
-    ap.add_argument("--steps", type=int, default=2000)
+    ap.add_argument("--steps", type=int, default=None, help="default: the task recipe (ml.tasks)")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--only-fold", type=int, default=None)
@@ -112,10 +113,12 @@ def main() -> None:
         results.append(res)
     # Steps come from the fold results (a rescored run keeps its models' steps); result
     # files written before "train_steps" was recorded fall back to --steps.
-    steps = sorted({r.get("train_steps", args.steps) for r in results})
+    steps = sorted({r.get("train_steps", args.steps) for r in results} - {None})
     summary = {"task": TASK, "protocol": results[0]["protocol"] if results else None,
                "folds": args.folds, "folds_done": len(results),
-               "steps_per_fold": steps[0] if len(steps) == 1 else steps,
+               "steps_per_fold": steps[0] if len(steps) == 1 else (steps or None),
+               "precision_per_fold": [r.get("train_precision", "fp32") for r in results],
+               "time_limited_folds": [r["fold"] for r in results if r.get("time_limited")],
                "holdout_per_fold": [r["holdout"] for r in results],
                "model_versions": [r["model_version"] for r in results],
                "calibration_per_fold": [r["calibration"] for r in results],

@@ -1,4 +1,6 @@
 """Model shapes, parameter counts, determinism, augmentation and peak finding."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -85,3 +87,23 @@ def test_training_is_deterministic():
     assert outs[0][0] == outs[1][0]
     for a, b in zip(outs[0][1], outs[1][1]):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_bf16_channels_last_training_is_deterministic_and_hands_back_nchw():
+    """The fast CPU recipe (bf16 autocast + NHWC) learns, repeats exactly, and leaves a
+    float32 NCHW model for inference and ONNX export."""
+    pts = np.array([[r, c] for r in range(5, 60, 8) for c in range(5, 60, 8)], np.float32)
+    s = Sample(image=render_heatmap(pts, (64, 64), 1.5), subject_id="s", name="s", points_rc=pts)
+    cfg = TrainConfig(task="cones", kind="cells", steps=4, batch_size=2, log_every=1, num_threads=1,
+                      augment=AugmentConfig(patch_px=32), precision="bf16", channels_last=True)
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(7)
+        m = build_model("cells", widths=(8, 16))
+        res = train(m, [s], cfg)
+        runs.append([h["loss"] for h in res.history])
+        for p in m.parameters():
+            assert p.dtype == torch.float32 and p.is_contiguous()
+    assert runs[0] == runs[1] and all(np.isfinite(runs[0]))
+    with pytest.raises(ValueError, match="precision"):
+        train(build_model("cells", widths=(8, 16)), [s], replace(cfg, precision="fp16"))
