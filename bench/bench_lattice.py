@@ -2,7 +2,7 @@
 
 On the GPU path this is the part that runs on the host (the en face image is downloaded,
 analysed, and only the corrected shifts go back), so its time adds to the GPU figure.
-Times ``lattice_row_shifts`` + the row de-jitter + ``lattice_shear`` on a cone-like
+Times ``lattice_row_shifts`` + ``dejitter_rows`` + ``lattice_shear`` on a cone-like
 triangular lattice with smooth row jitter, a shear and noise (accuracy is unit-tested;
 this is speed only).
 
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from aooct_core.preprocessing.lattice import lattice_row_shifts, lattice_shear  # noqa: E402
+from aooct_core.preprocessing.lattice import dejitter_rows, lattice_row_shifts, lattice_shear  # noqa: E402
 
 
 def cone_lattice(n: int, *, spacing_px: float = 3.5, seed: int = 0) -> np.ndarray:
@@ -39,11 +39,10 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=9)
     args = ap.parse_args(argv)
     img = cone_lattice(args.size)
-    cols = np.arange(args.size, dtype=np.float32)
 
     def step():
         shift, agreement = lattice_row_shifts(img)
-        dejittered = np.stack([np.interp(cols + s, cols, row) for s, row in zip(shift, img)])
+        dejittered = dejitter_rows(img, shift)
         shear, ok = lattice_shear(dejittered, um_per_px=(1.5, 1.5))
         return agreement, ok
 

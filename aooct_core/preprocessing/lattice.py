@@ -26,7 +26,7 @@ import numpy as np
 import scipy.fft
 from scipy.ndimage import gaussian_filter1d
 
-__all__ = ["lattice_row_shifts", "lattice_shear", "ROW_PHASE_SIGMA_ROWS"]
+__all__ = ["lattice_row_shifts", "lattice_shear", "dejitter_rows", "ROW_PHASE_SIGMA_ROWS"]
 
 # Smoothing of each peak's demodulated row signal along the B-scans (rows): it sets how fast
 # a motion the phase can follow, and so what stays uncorrected (tracking.fast_residual).
@@ -124,16 +124,11 @@ def lattice_row_shifts(enface, *, min_freq: float = 0.12, min_aline_freq: float 
     return (combined - combined.mean()).astype(np.float32), agreement
 
 
-def _full_columns(half_power, n_cols, cols):
-    """Columns ``cols`` (any integers, periodic) of the full power spectrum of a real image
-    from its real-FFT half: ``P[r, -c] = P[-r, c]`` (Hermitian symmetry)."""
-    n_rows = half_power.shape[0]
-    cols = np.mod(cols, n_cols)
-    mirrored = cols > n_cols // 2
-    out = half_power[:, np.where(mirrored, n_cols - cols, cols)]
-    flip_rows = np.mod(-np.arange(n_rows), n_rows)
-    out[:, mirrored] = out[flip_rows][:, mirrored]
-    return out
+def dejitter_rows(enface, shift_px):
+    """Undo the row displacements ``shift_px`` found by :func:`lattice_row_shifts`: each row
+    is linearly re-sampled at ``col + shift_px[row]`` (end values past either end)."""
+    cols = np.arange(enface.shape[1], dtype=np.float32)
+    return np.stack([np.interp(cols + s, cols, row) for s, row in zip(shift_px, enface)])
 
 
 def _full_columns(half_power, n_cols, cols):
@@ -146,24 +141,6 @@ def _full_columns(half_power, n_cols, cols):
     flip_rows = np.mod(-np.arange(n_rows), n_rows)
     out[:, mirrored] = out[flip_rows][:, mirrored]
     return out
-
-
-def shift_rows(image, shift_px):
-    """Sample each row of ``image`` at ``col + shift_px[row]`` by linear interpolation.
-
-    The same as ``np.interp(cols + shift_px[row], cols, image[row])`` row by row (values
-    past either end are the end values), in a few whole-array passes instead of a Python
-    loop over the rows. Returns float32, shape of ``image``.
-    """
-    image = np.asarray(image, dtype=np.float32)
-    n_cols = image.shape[1]
-    pos = np.clip(np.arange(n_cols, dtype=np.float64)[None, :]
-                  + np.asarray(shift_px, dtype=np.float64)[:, None], 0, n_cols - 1)
-    left = np.minimum(np.floor(pos).astype(np.intp), max(n_cols - 2, 0))
-    frac = (pos - left).astype(np.float32)
-    lo = np.take_along_axis(image, left, axis=1)
-    hi = np.take_along_axis(image, np.minimum(left + 1, n_cols - 1), axis=1)
-    return lo + (hi - lo) * frac
 
 
 def _triad_peaks(half_power, n_cols, freq_rows, freq_cols, *, band):

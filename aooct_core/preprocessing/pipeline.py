@@ -28,7 +28,8 @@ from aooct_core.geometry import Geometry
 from aooct_core.preprocessing.backend import get_backend, synchronize, to_host
 from aooct_core.preprocessing.averaging import average_repeats
 from aooct_core.preprocessing.enface import enface_slabs, slab_bounds_px, slab_projection
-from aooct_core.preprocessing.lattice import ROW_PHASE_SIGMA_ROWS, lattice_row_shifts, lattice_shear
+from aooct_core.preprocessing.lattice import (ROW_PHASE_SIGMA_ROWS, dejitter_rows, lattice_row_shifts,
+                                               lattice_shear)
 from aooct_core.preprocessing.layers import segment_layers
 from aooct_core.preprocessing.normalization import normalize_volume, snr_db, speckle_contrast
 from aooct_core.preprocessing.registration import MotionReport, _estimate_motion, estimate_motion
@@ -179,8 +180,7 @@ def preprocess_case(volumes, geometry: Geometry, *, device: str = "cpu", referen
         # Measured on the en face image with the row correction already applied (row-wise
         # interpolation, no re-average): uncorrected drift smears the lattice peaks.
         rows = np.arange(cones.shape[0], dtype=np.float32)
-        cols = np.arange(cones.shape[1], dtype=np.float32)
-        dejittered = np.stack([np.interp(cols + c, cols, row) for c, row in zip(row_shift, cones)])
+        dejittered = dejitter_rows(cones, row_shift)
         shear_px, _ = lattice_shear(dejittered, um_per_px=geometry.enface_um_per_px)
         correction = row_shift + np.float32(shear_px) * (rows - rows.mean())
         shifts = report.shifts_px.copy()
