@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from aooct_core.phantom.truth_masks import capillary_truth_mask  # noqa: F401  (public here too)
+
 __all__ = [
     "Sample", "shared_data_root", "normalize_image", "load_cone_set", "load_rpe_set",
     "load_rossa", "subject_id_from_name", "split_by_subject", "synthetic_nfl_samples",
@@ -272,35 +274,6 @@ def phantom_cone_samples(seeds: list[int], **phantom_kwargs) -> list[Sample]:
                                      "truth_density": float(cones["true_density_cells_per_mm2"]),
                                      "phantom": ph}))
     return samples
-
-
-def capillary_truth_mask(vessels: list[dict], shape: tuple[int, int], um_per_px_rc, *,
-                         plexus: str = "SVP") -> np.ndarray:
-    """Rasterise phantom capillary centrelines of one plexus into a bool (row, col) mask.
-
-    A pixel is vessel when its centre lies within half the vessel diameter of the
-    centreline (at least 0.75 px, so that sub-pixel capillaries stay connected); the
-    centrelines are ``truth["vessels"][i]["centerline_rc"]`` in the motion-free frame.
-    """
-    from scipy.spatial import cKDTree
-    um = np.broadcast_to(np.asarray(um_per_px_rc, float), (2,))
-    rows, cols = np.mgrid[0:shape[0], 0:shape[1]]
-    best = np.full(shape, np.inf)
-    for v in vessels:
-        if v["plexus"] != plexus:
-            continue
-        pts = np.asarray(v["centerline_rc"], float).reshape(-1, 2)
-        radius_px = max(0.5 * v["diameter_um"] / float(um.mean()), 0.75)
-        lo = np.maximum(np.floor(pts.min(0) - radius_px - 1), 0).astype(int)
-        hi = np.minimum(np.ceil(pts.max(0) + radius_px + 2), shape).astype(int)
-        if np.any(hi <= lo):
-            continue
-        rr, cc = rows[lo[0]:hi[0], lo[1]:hi[1]], cols[lo[0]:hi[0], lo[1]:hi[1]]
-        d, _ = cKDTree(pts).query(np.stack([rr.ravel(), cc.ravel()], 1))
-        d = d.reshape(rr.shape) / radius_px  # in units of the vessel radius
-        sub = best[lo[0]:hi[0], lo[1]:hi[1]]
-        np.minimum(sub, d, out=sub)
-    return best <= 1.0
 
 
 def phantom_capillary_samples(seeds: list[int], *, slab: str = "svp", vary: bool = True,

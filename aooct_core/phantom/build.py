@@ -55,7 +55,7 @@ from aooct_core.phantom.cones import (cone_reflectivities, cone_spacing_um,
 from aooct_core.phantom.motion import simulate_eye_motion_px
 from aooct_core.phantom.retina import SURFACE_NAMES, make_retina_model
 from aooct_core.phantom.scene import PhantomScene
-from aooct_core.phantom.speckle import FWHM_TO_SIGMA
+from aooct_core.phantom.speckle import FWHM_TO_SIGMA, static_speckle_spectrum
 from aooct_core.phantom.textures import choroid_blobs, make_rpe_mosaic
 from aooct_core.phantom.vessels import capillary_segments, make_nerve_fiber_bundles
 
@@ -122,7 +122,7 @@ def make_phantom(*, seed: int, n_repeats: int = 3, shape_px: tuple[int, int, int
                  cone_disorder: float = 0.1, missing_cone_fraction: float = 0.03,
                  dim_cone_fraction: float = 0.05, motion_scale: float = 1.0,
                  dim_bscan_fraction: float = 0.0, snr_db: float = 35.0, eye: str = "OD",
-                 case_id: str | None = None,
+                 static_speckle_correlation: float = 0.0, case_id: str | None = None,
                  progress: Callable[[int, int], None] | None = None) -> Phantom:
     """Generate a repeated AO-OCT volume set of one retinal location with ground truth.
 
@@ -155,6 +155,11 @@ def make_phantom(*, seed: int, n_repeats: int = 3, shape_px: tuple[int, int, int
     snr_db : float
         RPE-to-noise-floor ratio of the mean intensities, dB.
     eye : {"OD", "OS"}
+    static_speckle_correlation : float
+        Intensity correlation ρ in [0, 1) of static-tissue speckle between repeats
+        (blood always decorrelates fully). 0 (default): independent speckle per repeat,
+        as for volume repeats seconds apart; 0.8-0.95: B-scan repeats ms apart, where
+        OCTA sees the capillaries. See ``aooct_core.phantom.speckle``.
     case_id : str, optional
         Defaults to ``"phantom-s<seed>"``.
     progress : callable, optional
@@ -176,6 +181,9 @@ def make_phantom(*, seed: int, n_repeats: int = 3, shape_px: tuple[int, int, int
     if not (0 <= motion_scale <= 3 and 0 <= dim_bscan_fraction <= 1 and math.isfinite(snr_db)):
         raise ValueError("motion_scale must be in [0, 3], dim_bscan_fraction in [0, 1] and snr_db finite; "
                          f"got {motion_scale!r}, {dim_bscan_fraction!r}, {snr_db!r}")
+    if not 0.0 <= static_speckle_correlation < 1.0:
+        raise ValueError("static_speckle_correlation must be in [0, 1) (0 = independent speckle per "
+                         f"repeat); got {static_speckle_correlation!r}")
     n_b, n_d, n_a = shape
     acq = Acquisition(case_id=case_id or f"phantom-s{int(seed)}", subject_id="phantom", eye=eye,
                       location_deg=(float(location_deg[0]), float(location_deg[1])),
@@ -219,6 +227,11 @@ def make_phantom(*, seed: int, n_repeats: int = 3, shape_px: tuple[int, int, int
         choroid=tuple(choroid_blobs(field_px=(n_b, n_a), um_per_px_rc=(um_r, um_c), margin_px=margin_px, rng=rng_chor)
                       for _ in range(2)),
         noise_floor=10.0 ** (-snr_db / 10.0),
+        static_speckle_correlation=float(static_speckle_correlation),
+        static_speckle_spectrum=None if static_speckle_correlation == 0 else static_speckle_spectrum(
+            shape, psf_fwhm_px=(lateral_psf_fwhm_um / um_r, axial_psf_fwhm_um / depth_um_per_px,
+                                lateral_psf_fwhm_um / um_c),
+            rng=np.random.default_rng(np.random.SeedSequence([int(seed), 2]))),
     )
     motion = simulate_eye_motion_px(
         int(n_repeats), n_b, rng=rng_motion, depth_um_per_px=depth_um_per_px, aline_um_per_px=um_c,
@@ -271,6 +284,7 @@ def make_phantom(*, seed: int, n_repeats: int = 3, shape_px: tuple[int, int, int
         "dim_bscans": [[int(r), int(b)] for r, b in zip(*np.nonzero(dim))],
         "layers_mean_depth_px": {k: float(v.mean()) for k, v in surfaces.items()},
         "snr_db": float(snr_db),
+        "static_speckle_correlation": float(static_speckle_correlation),
     }
     return Phantom(acquisition=acq, geometry=geom, volumes=volumes, truth=truth,
                    surfaces_px={k: surfaces[k] for k in SURFACE_NAMES}, motion_px=motion, scene=scene)

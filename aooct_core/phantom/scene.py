@@ -14,7 +14,7 @@ import numpy as np
 
 from aooct_core.phantom.render import axial_band, splat_gaussians
 from aooct_core.phantom.retina import RetinaModel, render_reflectivity
-from aooct_core.phantom.speckle import FWHM_TO_SIGMA, speckle_field
+from aooct_core.phantom.speckle import FWHM_TO_SIGMA, partially_correlated_speckle, speckle_field
 from aooct_core.phantom.textures import RpeMosaic, render_choroid
 from aooct_core.phantom.vessels import NerveFiberBundles, render_capillaries
 
@@ -55,6 +55,11 @@ class PhantomScene:
         and deeper choroid), blended with depth so the texture is not columnar.
     noise_floor : float
         Mean intensity of the additive (exponential) noise.
+    static_speckle_correlation : float
+        Intensity correlation ρ of static tissue speckle between repeats (0: every
+        repeat has independent speckle; see ``aooct_core.phantom.speckle``).
+    static_speckle_spectrum : numpy.ndarray or None
+        Tissue-fixed speckle amplitude spectrum (required when ρ > 0).
     """
 
     shape_px: tuple[int, int, int]
@@ -71,6 +76,8 @@ class PhantomScene:
     bundles: NerveFiberBundles
     choroid: tuple
     noise_floor: float
+    static_speckle_correlation: float = 0.0
+    static_speckle_spectrum: np.ndarray | None = None
 
     def plexus_depth_px(self, surfaces: dict[str, np.ndarray], plexus: str) -> np.ndarray:
         """Depth (px) of a capillary plexus from the layer surfaces."""
@@ -161,10 +168,18 @@ class PhantomScene:
         if speckle_rng is not None:
             fwhm_px = (self.lateral_psf_fwhm_um / um_r, self.axial_psf_fwhm_um / um_d,
                        self.lateral_psf_fwhm_um / um_c)
-            # Flowing blood decorrelates between repeats on top of the speckle (what OCTA sees).
-            flow = speckle_field((n_b, n_a), psf_fwhm_px=(fwhm_px[0], fwhm_px[2]), rng=speckle_rng)
-            vol += vessels * flow[:, None, :]
-            vol *= speckle_field(vol.shape, psf_fwhm_px=fwhm_px, rng=speckle_rng)
+            if self.static_speckle_correlation > 0:
+                # Static tissue keeps part of its speckle (it moves with the eye); blood
+                # decorrelates fully between repeats: the contrast OCTA measures.
+                vol *= partially_correlated_speckle(self.static_speckle_spectrum, motion,
+                                                    correlation=self.static_speckle_correlation,
+                                                    psf_fwhm_px=fwhm_px, rng=speckle_rng)
+                vol += vessels * speckle_field(vol.shape, psf_fwhm_px=fwhm_px, rng=speckle_rng)
+            else:
+                # Flowing blood decorrelates between repeats on top of the speckle.
+                flow = speckle_field((n_b, n_a), psf_fwhm_px=(fwhm_px[0], fwhm_px[2]), rng=speckle_rng)
+                vol += vessels * flow[:, None, :]
+                vol *= speckle_field(vol.shape, psf_fwhm_px=fwhm_px, rng=speckle_rng)
             # Cones scintillate between repeats (CV ~0.3) but are single reflectors: no speckle.
             k = 1.0 / CONE_SCINTILLATION_CV ** 2
             scint = speckle_rng.gamma(k, 1.0 / k, size=(2, len(self.cones_rc)))
