@@ -1,0 +1,86 @@
+"""Short capillary-recipe ablation on ROSSA: train on ROSSA train only, score ROSSA val.
+
+Each variant trains from the same seed for the same number of steps; the mask threshold is
+calibrated on the training images (as ``finalize_task`` does) and val is scored without TTA,
+so variants compare like with like. The full recipe's figures come from ``aooct train``.
+
+Usage::
+
+    nice -n 10 .venv/bin/python bench/accuracy/capillary_ablation.py NAME \
+        [--widths 16,32,64,128] [--precision fp32|bf16] [--steps 1000] [--threads 2] \
+        [--out bench/accuracy/results/capillary_ablation.jsonl]
+
+Appends one JSON line per run to ``--out``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from ml.backends import TorchBackend  # noqa: E402
+from ml.calibrate import calibrate_mask_threshold  # noqa: E402
+from ml.data import load_rossa  # noqa: E402
+from ml.evaluate import pixel_dice  # noqa: E402
+from ml.inference import predict_maps  # noqa: E402
+from ml.models import build_model, count_parameters  # noqa: E402
+from ml.tasks import default_config  # noqa: E402
+from ml.train import train  # noqa: E402
+
+
+def probabilities(model, samples) -> list[np.ndarray]:
+    runner = TorchBackend(model, device="cpu", bf16=False)
+    return [predict_maps(s.image, runner, kind="vessels", uncertainty=None)[0] for s in samples]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("name")
+    ap.add_argument("--widths", default="16,32,64,128")
+    ap.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--batch", type=int, default=None)
+    ap.add_argument("--patch", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "capillary_ablation.jsonl")
+    args = ap.parse_args()
+    widths = tuple(int(w) for w in args.widths.split(","))
+    over = {"steps": args.steps, "num_threads": args.threads, "max_minutes": 60.0,
+            "precision": args.precision, "channels_last": args.precision == "bf16"}
+    if args.batch:
+        over["batch_size"] = args.batch
+    cfg = default_config("capillaries", **over)
+    if args.patch:
+        cfg = replace(cfg, augment=replace(cfg.augment, patch_px=args.patch))
+    train_set, val = load_rossa("train"), load_rossa("val")
+    model = build_model(cfg.kind, widths=widths)
+    t0 = time.perf_counter()
+    result = train(model, train_set, cfg)
+    train_s = time.perf_counter() - t0
+    model.eval()
+    cal = calibrate_mask_threshold(probabilities(model, train_set), [s.mask for s in train_set])
+    val_p = probabilities(model, val)
+    dice = [pixel_dice(p > cal["mask_threshold"], s.mask) for p, s in zip(val_p, val)]
+    row = {"name": args.name, "widths": list(widths), "n_parameters": count_parameters(model),
+           "precision": args.precision, "steps": result.steps_done, "batch": cfg.batch_size,
+           "patch_px": cfg.augment.patch_px, "train_seconds": round(train_s, 1),
+           "s_per_step": round(train_s / max(result.steps_done, 1), 3),
+           "mask_threshold": cal["mask_threshold"], "train_dice": round(cal["train_dice"], 4),
+           "val_dice_mean": round(float(np.mean(dice)), 4),
+           "val_dice_median": round(float(np.median(dice)), 4), "tta": False,
+           "torch_threads": torch.get_num_threads()}
+    print(json.dumps(row), flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with args.out.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    main()
