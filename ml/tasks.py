@@ -33,10 +33,10 @@ _MINUTES = {"cones": 16.0, "rpe": 12.0, "capillaries": 14.0, "nfl": 5.0}
 #: Phantom seeds of the capillary task: training seeds and held-out seeds never overlap.
 PHANTOM_CAPILLARY_SEEDS = {"train": list(range(30)), "svp": list(range(1000, 1008)),
                            "octa_svp": list(range(1000, 1004))}
-_STEPS = {"cones": 6500, "rpe": 3000, "capillaries": 3000, "nfl": 1200}
+_STEPS = {"cones": 6500, "rpe": 3000, "capillaries": 6000, "nfl": 1200}
 #: Tasks trained with bfloat16 autocast and NHWC activations (2x the steps per minute on
 #: this CPU); the others keep the float32 recipe their committed weights were trained with.
-_FAST_PRECISION = {"cones"}
+_FAST_PRECISION = {"cones", "capillaries"}
 
 
 def default_config(task: str, **overrides) -> TrainConfig:

@@ -138,7 +138,9 @@ class NerveFiberBundles:
             half = 0.5 * self.widths_um[k]
             edge = np.abs(u - centre) - half
             # Soft (1 µm) edges: bundles are resolved, their borders are not razor sharp.
-            out = np.maximum(out, self.brightness[k] / (1.0 + np.exp(edge / 0.7)))
+            # Far outside a bundle exp() overflows to inf and the term is exactly 0, as wanted.
+            with np.errstate(over="ignore"):
+                out = np.maximum(out, self.brightness[k] / (1.0 + np.exp(edge / 0.7)))
         return out.astype(np.float32)
 
     def centrelines_rc(self, *, field_px: tuple[int, int], um_per_px_rc: tuple[float, float]) -> list[dict]:
