@@ -40,6 +40,9 @@ def _prepare_environment() -> "object":
 
     cfg = load_config()
     os.environ.setdefault("DAGSTER_HOME", str(cfg.dagster_home))
+    # MLflow draws a progress bar per model download (one per case and task), which buries
+    # the demo's own output; a user who wants them can set the variable to true.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     home = Path(os.environ["DAGSTER_HOME"])
     home.mkdir(parents=True, exist_ok=True)
     if not (home / "dagster.yaml").exists():
