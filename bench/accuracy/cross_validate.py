@@ -35,19 +35,24 @@ from ml.train import PrintCallback, train  # noqa: E402
 TASK = "cones"
 
 
-def run_fold(k: int, holdout: dict[str, set[str]], out: Path, *, steps: int | None, threads: int) -> dict:
+def run_fold(k: int, holdout: dict[str, set[str]], out: Path, *, steps: int | None, threads: int,
+             split_detector_draws: int = 1) -> dict:
     cfg = default_config(TASK, num_threads=threads, **({"steps": steps} if steps else {}))
     train_set, held = load_task_data(TASK, holdout=holdout)
+    # The batch sampler draws images uniformly: listing split-detector images N times draws
+    # them N times as often (calibration and scoring still use each image once).
+    train_draws = train_set + [s for s in train_set if s.modality == "split-detector"] * (split_detector_draws - 1)
     model = build_model(cfg.kind)
     print(f"fold {k}: {len(train_set)} training images; held out "
           f"{ {m: sorted(s) for m, s in holdout.items()} }", flush=True)
-    result = train(model, train_set, cfg, callbacks=(PrintCallback(),))
+    result = train(model, train_draws, cfg, callbacks=(PrintCallback(),))
     meta = {"task": TASK, "kind": cfg.kind, "widths": list(model.widths),
             "train_config": cfg.as_dict(), "train_seconds": result.seconds, "train_device": "cpu",
             "train_steps": result.steps_done, "time_limited": result.time_limited,
             "n_train_images": len(train_set),
             "train_subjects": sorted({s.subject_id for s in train_set}),
-            "holdout_override": {m: sorted(s) for m, s in holdout.items()}}
+            "holdout_override": {m: sorted(s) for m, s in holdout.items()},
+            "split_detector_draws": split_detector_draws}
     return dict(finalize_task(TASK, model, meta, train_set, held, out_dir=out),
                 train_steps=result.steps_done, train_precision=cfg.precision,
                 channels_last=cfg.channels_last, time_limited=result.time_limited)
@@ -90,6 +95,8 @@ def main() -> None:
     ap.add_argument("--only-fold", type=int, default=None)
     ap.add_argument("--summary", type=Path, default=None)
     ap.add_argument("--rescore-from", type=Path, default=None)
+    ap.add_argument("--split-detector-draws", type=int, default=1,
+                    help="draw split-detector training images N times as often (default 1)")
     ap.add_argument("--card", type=Path, default=None,
                     help="model card to add/replace the cross-validation section in")
     args = ap.parse_args()
@@ -107,7 +114,8 @@ def main() -> None:
         if args.rescore_from:
             res = rescore_fold(k, args.rescore_from, fold_dir)
         else:
-            res = run_fold(k, holdout, fold_dir, steps=args.steps, threads=args.threads)
+            res = run_fold(k, holdout, fold_dir, steps=args.steps, threads=args.threads,
+                           split_detector_draws=args.split_detector_draws)
         res["fold"], res["fold_seconds"] = k, round(time.perf_counter() - t0, 1)
         done.write_text(json.dumps(res, indent=2, default=str))
         results.append(res)
