@@ -157,6 +157,9 @@ def partially_correlated_speckle(static_spectrum: np.ndarray, motion_px: np.ndar
     """
     if not 0.0 <= correlation < 1.0:
         raise ValueError(f"correlation must be in [0, 1); got {correlation!r}")
+    if static_spectrum is None or np.ndim(static_spectrum) != 3:
+        raise ValueError("static_spectrum must be the 3-D array from static_speckle_spectrum(); "
+                         f"got {type(static_spectrum).__name__}")
     n_b, n_d, n_a = static_spectrum.shape
     motion = np.asarray(motion_px, dtype=np.float64)
     if motion.shape != (n_b, 2):

@@ -53,6 +53,9 @@ def test_bad_correlation_is_refused_with_its_range():
         make_phantom(seed=0, n_repeats=1, shape_px=(8, 240, 8), static_speckle_correlation=1.0)
     with pytest.raises(ValueError, match="n_repeats"):
         averaged_speckle_contrast(0, single_contrast=1.0)
+    with pytest.raises(ValueError, match="static_speckle_spectrum"):
+        partially_correlated_speckle(None, np.zeros((2, 2)), correlation=0.5, psf_fwhm_px=FWHM,
+                                     rng=np.random.default_rng(0))
 
 
 def test_default_phantom_is_unchanged_by_the_option():
