@@ -84,25 +84,28 @@ def speckle_field(shape: tuple[int, ...], *, psf_fwhm_px: tuple[float, ...],
         raise ValueError(f"psf_fwhm_px needs one FWHM per axis of shape {shape}; got {psf_fwhm_px!r}")
     if any(not (f >= 0 and math.isfinite(f)) for f in psf_fwhm_px):
         raise ValueError(f"psf_fwhm_px must be finite and >= 0 px; got {psf_fwhm_px!r}")
-    sigma_amp = [math.sqrt(2.0) * f * FWHM_TO_SIGMA for f in psf_fwhm_px]
-    re = rng.standard_normal(shape, dtype=np.float32)
-    im = rng.standard_normal(shape, dtype=np.float32)
-    # Periodic boundaries keep the statistics identical at the volume edges.
-    ndimage.gaussian_filter(re, sigma_amp, output=re, mode="wrap", truncate=3.0)
-    ndimage.gaussian_filter(im, sigma_amp, output=im, mode="wrap", truncate=3.0)
+    re, im = _amplitude_field(shape, psf_fwhm_px, rng)
     intensity = re * re
     intensity += im * im
     intensity /= np.float32(intensity.mean(dtype=np.float64))
     return intensity
 
 
-def _filtered_complex_noise(shape, psf_fwhm_px, rng) -> np.ndarray:
-    """Circular complex Gaussian field of unit mean power, correlated over the amplitude PSF."""
+def _amplitude_field(shape, psf_fwhm_px, rng) -> tuple[np.ndarray, np.ndarray]:
+    """Real and imaginary parts (float32) of white circular Gaussian noise filtered by the
+    amplitude PSF (SD sqrt(2) x the intensity PSF's)."""
     sigma_amp = [math.sqrt(2.0) * f * FWHM_TO_SIGMA for f in psf_fwhm_px]
     re = rng.standard_normal(shape, dtype=np.float32)
     im = rng.standard_normal(shape, dtype=np.float32)
+    # Periodic boundaries keep the statistics identical at the volume edges.
     ndimage.gaussian_filter(re, sigma_amp, output=re, mode="wrap", truncate=3.0)
     ndimage.gaussian_filter(im, sigma_amp, output=im, mode="wrap", truncate=3.0)
+    return re, im
+
+
+def _filtered_complex_noise(shape, psf_fwhm_px, rng) -> np.ndarray:
+    """Circular complex Gaussian field of unit mean power, correlated over the amplitude PSF."""
+    re, im = _amplitude_field(shape, psf_fwhm_px, rng)
     field = re + 1j * im
     field /= np.sqrt(np.mean(np.abs(field) ** 2, dtype=np.float64))
     return field.astype(np.complex64)
@@ -164,10 +167,11 @@ def partially_correlated_speckle(static_spectrum: np.ndarray, motion_px: np.ndar
     motion = np.asarray(motion_px, dtype=np.float64)
     if motion.shape != (n_b, 2):
         raise ValueError(f"motion_px must have shape ({n_b}, 2); got {motion.shape}")
-    kz = np.fft.fftfreq(n_d)[None, :, None]
-    ka = np.fft.fftfreq(n_a)[None, None, :]
-    ramp = np.exp(-2j * np.pi * (kz * motion[:, 0, None, None] + ka * motion[:, 1, None, None]))
-    static = np.fft.ifft2(static_spectrum * ramp.astype(np.complex64), axes=(1, 2))
+    # The shift's phase ramp is separable: a depth factor times an A-line factor per B-scan.
+    ramp_z = np.exp(-2j * np.pi * np.fft.fftfreq(n_d)[None, :, None] * motion[:, 0, None, None])
+    ramp_a = np.exp(-2j * np.pi * np.fft.fftfreq(n_a)[None, None, :] * motion[:, 1, None, None])
+    static = np.fft.ifft2(static_spectrum * ramp_z.astype(np.complex64) * ramp_a.astype(np.complex64),
+                          axes=(1, 2))
     m = math.sqrt(correlation)
     field = np.float32(math.sqrt(m)) * static.astype(np.complex64)
     field += np.float32(math.sqrt(1.0 - m)) * _filtered_complex_noise(static_spectrum.shape, psf_fwhm_px, rng)
