@@ -20,6 +20,11 @@ from ml.models import build_model
 __all__ = ["save_checkpoint", "load_checkpoint", "model_version_of", "round_to_stored_precision"]
 
 
+def _stored(value: torch.Tensor) -> torch.Tensor:
+    """How a state-dict entry is stored on disk: floating point as float16, the rest as is."""
+    return value.half() if value.is_floating_point() else value
+
+
 def round_to_stored_precision(model: torch.nn.Module) -> torch.nn.Module:
     """Round ``model``'s floating-point weights and buffers in place to what
     :func:`save_checkpoint` stores (float16), keeping them float32.
@@ -31,7 +36,7 @@ def round_to_stored_precision(model: torch.nn.Module) -> torch.nn.Module:
     with torch.no_grad():
         for value in model.state_dict().values():
             if value.is_floating_point():
-                value.copy_(value.half().float())
+                value.copy_(_stored(value))
     return model
 
 
@@ -39,7 +44,7 @@ def save_checkpoint(path: Path, model: torch.nn.Module, meta: dict) -> Path:
     """Atomically write ``{"state_dict" (fp16), "meta"}`` to ``path``; returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: (v.half() if v.is_floating_point() else v) for k, v in model.state_dict().items()}
+    state = {k: _stored(v) for k, v in model.state_dict().items()}
     buf = io.BytesIO()
     torch.save({"state_dict": state, "meta": dict(meta)}, buf)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
