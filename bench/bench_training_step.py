@@ -3,8 +3,9 @@
 Usage: ``python bench/bench_training_step.py [--kind cells] [--batch 12] [--patch 96] [--steps 15]``
 
 Backs the choice of ``TrainConfig(precision="bf16", channels_last=True)`` for the cone task
-(bench/results_ml.md). Batches are random tensors: augmentation is timed separately
-(``make_batch``: ~12 ms per cone batch on this CPU).
+(bench/results_ml.md). Times ``ml.train.train_step``, the step ``train`` runs. Batches are
+random tensors: augmentation is timed separately (``make_batch``: ~12 ms per cone batch on
+this CPU).
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ml.models import build_model  # noqa: E402
-from ml.train import task_loss  # noqa: E402
+from ml.train import train_step  # noqa: E402
 
 
 def step_ms(kind: str, x: torch.Tensor, y: torch.Tensor, *, bf16: bool, channels_last: bool,
@@ -32,12 +33,7 @@ def step_ms(kind: str, x: torch.Tensor, y: torch.Tensor, *, bf16: bool, channels
     times = []
     for _ in range(warmup + steps):
         t0 = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            out = model(x)
-        loss = task_loss(kind, out.float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        train_step(model, opt, x, y, kind=kind, bf16=bf16)
         times.append(time.perf_counter() - t0)
     return float(np.median(times[warmup:]) * 1e3)
 

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from ml.augment import AugmentConfig, make_batch
 from ml.data import Sample
 
-__all__ = ["TrainConfig", "TrainResult", "Callback", "PrintCallback", "train", "task_loss"]
+__all__ = ["TrainConfig", "TrainResult", "Callback", "PrintCallback", "train", "train_step", "task_loss"]
 
 
 @dataclass(frozen=True)
@@ -114,6 +114,20 @@ def task_loss(kind: str, out: torch.Tensor, target: torch.Tensor) -> torch.Tenso
     return loss
 
 
+def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, *,
+               kind: str, bf16: bool) -> torch.Tensor:
+    """One optimisation step: forward (bfloat16 autocast when ``bf16``), float32 loss,
+    backward, optimiser step. ``x`` must already be on the model's device and layout.
+    Returns the detached loss."""
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+        out = model(x)
+    loss = task_loss(kind, out.float(), y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.detach()
+
+
 def train(model: torch.nn.Module, data: list[Sample], config: TrainConfig, *,
           device: str = "cpu", callbacks: tuple = ()) -> TrainResult:
     """Train ``model`` in place on augmented patches of ``data``.
@@ -146,7 +160,6 @@ def train(model: torch.nn.Module, data: list[Sample], config: TrainConfig, *,
     rng = np.random.default_rng(config.seed)
     layout = torch.channels_last if config.channels_last else torch.contiguous_format
     model.to(device).to(memory_format=layout).train()
-    autocast_device = "cuda" if str(device).startswith("cuda") else "cpu"
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     warm = max(1, config.steps // 20)
 
@@ -175,13 +188,8 @@ def train(model: torch.nn.Module, data: list[Sample], config: TrainConfig, *,
             g["lr"] = lr_at(step, elapsed / budget_s if time_limited else None)
         x, y = make_batch(data, config.kind, config.batch_size, config.augment, rng)
         x_t, y_t = torch.from_numpy(x).to(device).contiguous(memory_format=layout), torch.from_numpy(y).to(device)
-        with torch.autocast(autocast_device, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
-            out = model(x_t)
-        loss = task_loss(config.kind, out.float(), y_t)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        running.append(float(loss.detach()))
+        loss = train_step(model, opt, x_t, y_t, kind=config.kind, bf16=config.precision == "bf16")
+        running.append(float(loss))
         elapsed = time.perf_counter() - t0
         if (step + 1) % config.log_every == 0 or step + 1 == config.steps:
             row = {"loss": float(np.mean(running)), "lr": opt.param_groups[0]["lr"],
