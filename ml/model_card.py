@@ -35,6 +35,13 @@ _LIMITS = {
 }
 
 
+def _draws_sentence(draws: dict) -> str:
+    more = {m: n for m, n in draws.items() if n > 1}
+    if not more:
+        return ""
+    return " Sampler: " + ", ".join(f"{m} images drawn {n}x as often" for m, n in sorted(more.items())) + "."
+
+
 def render_model_card(task: str, meta: dict, results: dict) -> str:
     """Markdown model card with intended use, data, protocol, figures and limitations."""
     cfg = meta.get("train_config", {})
@@ -62,7 +69,8 @@ def render_model_card(task: str, meta: dict, results: dict) -> str:
         f"{'bfloat16 autocast' if cfg.get('precision') == 'bf16' else 'float32'}"
         f"{' (NHWC)' if cfg.get('channels_last') else ''}, "
         f"{meta.get('train_seconds', 0) / 60:.1f} min on device `{meta.get('train_device', 'cpu')}`"
-        + (" (time-limited schedule)" if meta.get("time_limited") else "") + ".",
+        + (" (time-limited schedule)" if meta.get("time_limited") else "") + "."
+        + _draws_sentence(meta.get("modality_draws") or {}),
         "The same configuration fits the 20-minute guard of `aooct train` on 2 CPU cores "
         "(wall-clock guard with a time-aware learning-rate schedule; see bench/results_ml.md).",
         "",

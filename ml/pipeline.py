@@ -15,7 +15,7 @@ import numpy as np
 
 from ml.data import Sample
 
-__all__ = ["run_task", "finalize_task", "evaluate_cells", "evaluate_masks"]
+__all__ = ["run_task", "finalize_task", "training_metadata", "evaluate_cells", "evaluate_masks"]
 
 _PROTOCOL_CELLS = ("one-to-one matching, closest pairs first, within 0.75 x median manual NND; "
                    "then pairs and unmatched points in the 7-px border band ignored (match first, "
@@ -66,6 +66,24 @@ def evaluate_masks(task: str, samples: list[Sample], *, weights: Path, uncertain
     if ang:
         out["network"]["orientation_error_deg_mean"] = float(np.mean(ang))
     return {k: _round(v) for k, v in out.items()}
+
+
+def training_metadata(task: str, cfg, model, result, train_set: list[Sample], *,
+                      device: str = "cpu", draws: dict[str, int] | None = None, **extra) -> dict:
+    """Checkpoint metadata of a training run: recipe, budget used, data and subjects.
+
+    ``draws`` are the per-modality sampler draws used (``ml.tasks.training_draws``);
+    ``extra`` adds task-specific keys (e.g. ``holdout_override`` for a CV fold).
+    """
+    from ml.tasks import MODALITY_DRAWS
+    return {"task": task, "kind": cfg.kind, "widths": list(model.widths),
+            "train_config": cfg.as_dict(), "train_seconds": result.seconds, "train_device": device,
+            "train_steps": result.steps_done, "time_limited": result.time_limited,
+            "n_train_images": len(train_set),
+            # Capped so a large set cannot bloat the checkpoint's JSON header.
+            "train_subjects": sorted({s.subject_id for s in train_set})[:50],
+            "modality_draws": dict(MODALITY_DRAWS.get(task, {}) if draws is None else draws),
+            **extra}
 
 
 def finalize_task(task: str, model, meta: dict, train_set: list[Sample],
@@ -130,7 +148,7 @@ def run_task(task: str, *, out_dir: Path, steps: int | None = None, seed: int = 
              callbacks: tuple = (), num_threads: int = 2, root: Path | None = None) -> dict:
     """Train ``task`` on its training subjects, then :func:`finalize_task`."""
     from ml.models import build_model
-    from ml.tasks import default_config, load_task_data, task_metadata
+    from ml.tasks import default_config, load_task_data, task_metadata, training_draws
     from ml.train import train
     over = {"seed": seed, "num_threads": num_threads}
     if steps is not None:
@@ -138,12 +156,8 @@ def run_task(task: str, *, out_dir: Path, steps: int | None = None, seed: int = 
     cfg = default_config(task, **over)
     train_set, held = load_task_data(task, root=root)
     model = build_model(cfg.kind)
-    result = train(model, train_set, cfg, callbacks=callbacks)
-    meta = {"task": task, "kind": cfg.kind, "widths": list(model.widths),
-            "train_config": cfg.as_dict(), "train_seconds": result.seconds,
-            "train_steps": result.steps_done, "time_limited": result.time_limited, "n_train_images": len(train_set),
-            "train_subjects": sorted({s.subject_id for s in train_set})[:50],
-            **task_metadata(task, train_set)}
+    result = train(model, training_draws(task, train_set), cfg, callbacks=callbacks)
+    meta = training_metadata(task, cfg, model, result, train_set, **task_metadata(task, train_set))
     results = finalize_task(task, model, meta, train_set, held, out_dir=out_dir)
     results["history"] = result.history
     for cb in callbacks:

@@ -14,7 +14,7 @@ from ml.data import (Sample, load_cone_set, load_rossa, load_rpe_set, phantom_ca
 from ml.train import TrainConfig
 
 __all__ = ["TASK_KINDS", "HOLDOUT", "PHANTOM_CAPILLARY_SEEDS", "default_config", "load_task_data",
-           "cone_folds", "task_metadata"]
+           "cone_folds", "task_metadata", "MODALITY_DRAWS", "training_draws"]
 
 TASK_KINDS = {"cones": "cells", "rpe": "cells", "capillaries": "vessels", "nfl": "nfl"}
 
@@ -37,6 +37,10 @@ _STEPS = {"cones": 6500, "rpe": 3000, "capillaries": 6000, "nfl": 1200}
 #: Tasks trained with bfloat16 autocast and NHWC activations (2x the steps per minute on
 #: this CPU); the others keep the float32 recipe their committed weights were trained with.
 _FAST_PRECISION = {"cones", "capillaries"}
+#: How many times each training image of a modality is listed for the batch sampler (1 when
+#: absent). The sampler draws uniformly, so N lists it N times as often; calibration and
+#: scoring still use every image once.
+MODALITY_DRAWS: dict[str, dict[str, int]] = {"cones": {"split-detector": 1}}
 
 
 def default_config(task: str, **overrides) -> TrainConfig:
@@ -97,6 +101,21 @@ def load_task_data(task: str, *, root=None, holdout: dict | None = None
     if task == "nfl":
         return synthetic_nfl_samples(160, seed=0), {"synthetic-nfl": synthetic_nfl_samples(20, seed=1000)}
     raise ValueError(f"unknown task {task!r}; choose one of {sorted(TASK_KINDS)}")
+
+
+def training_draws(task: str, train_set: list[Sample], *,
+                   draws: dict[str, int] | None = None) -> list[Sample]:
+    """The list the batch sampler draws from: ``train_set`` with each image of a modality
+    repeated ``draws[modality]`` times (default: the task's :data:`MODALITY_DRAWS`)."""
+    draws = MODALITY_DRAWS.get(task, {}) if draws is None else draws
+    bad = {m: n for m, n in draws.items() if not isinstance(n, int) or n < 1}
+    if bad:
+        raise ValueError(f"modality draws must be integers >= 1, got {bad}; use 1 for 'as often as the others'")
+    # Original order first, then the extra copies: with all draws at 1 the list (and so
+    # every batch of a seeded run) is exactly the training set.
+    extra = [s for n_extra in range(1, max(draws.values(), default=1))
+             for s in train_set if draws.get(s.modality, 1) > n_extra]
+    return list(train_set) + extra
 
 
 def task_metadata(task: str, train_set: list[Sample]) -> dict:

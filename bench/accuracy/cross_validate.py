@@ -28,31 +28,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from ml.checkpoint import load_checkpoint  # noqa: E402
 from ml.model_card import cross_validation_section, with_section  # noqa: E402
 from ml.models import build_model  # noqa: E402
-from ml.pipeline import finalize_task  # noqa: E402
-from ml.tasks import cone_folds, default_config, load_task_data  # noqa: E402
+from ml.pipeline import finalize_task, training_metadata  # noqa: E402
+from ml.tasks import MODALITY_DRAWS, cone_folds, default_config, load_task_data, training_draws  # noqa: E402
 from ml.train import PrintCallback, train  # noqa: E402
 
 TASK = "cones"
 
 
 def run_fold(k: int, holdout: dict[str, set[str]], out: Path, *, steps: int | None, threads: int,
-             split_detector_draws: int = 1) -> dict:
+             split_detector_draws: int | None = None) -> dict:
     cfg = default_config(TASK, num_threads=threads, **({"steps": steps} if steps else {}))
     train_set, held = load_task_data(TASK, holdout=holdout)
-    # The batch sampler draws images uniformly: listing split-detector images N times draws
-    # them N times as often (calibration and scoring still use each image once).
-    train_draws = train_set + [s for s in train_set if s.modality == "split-detector"] * (split_detector_draws - 1)
+    draws = dict(MODALITY_DRAWS[TASK])
+    if split_detector_draws is not None:
+        draws["split-detector"] = split_detector_draws
     model = build_model(cfg.kind)
     print(f"fold {k}: {len(train_set)} training images; held out "
           f"{ {m: sorted(s) for m, s in holdout.items()} }", flush=True)
-    result = train(model, train_draws, cfg, callbacks=(PrintCallback(),))
-    meta = {"task": TASK, "kind": cfg.kind, "widths": list(model.widths),
-            "train_config": cfg.as_dict(), "train_seconds": result.seconds, "train_device": "cpu",
-            "train_steps": result.steps_done, "time_limited": result.time_limited,
-            "n_train_images": len(train_set),
-            "train_subjects": sorted({s.subject_id for s in train_set}),
-            "holdout_override": {m: sorted(s) for m, s in holdout.items()},
-            "split_detector_draws": split_detector_draws}
+    result = train(model, training_draws(TASK, train_set, draws=draws), cfg, callbacks=(PrintCallback(),))
+    meta = training_metadata(TASK, cfg, model, result, train_set, draws=draws,
+                             holdout_override={m: sorted(s) for m, s in holdout.items()})
     return dict(finalize_task(TASK, model, meta, train_set, held, out_dir=out),
                 train_steps=result.steps_done, train_precision=cfg.precision,
                 channels_last=cfg.channels_last, time_limited=result.time_limited)
@@ -95,8 +90,9 @@ def main() -> None:
     ap.add_argument("--only-fold", type=int, default=None)
     ap.add_argument("--summary", type=Path, default=None)
     ap.add_argument("--rescore-from", type=Path, default=None)
-    ap.add_argument("--split-detector-draws", type=int, default=1,
-                    help="draw split-detector training images N times as often (default 1)")
+    ap.add_argument("--split-detector-draws", type=int, default=None,
+                    help="draw split-detector training images N times as often "
+                         "(default: the recipe's ml.tasks.MODALITY_DRAWS)")
     ap.add_argument("--card", type=Path, default=None,
                     help="model card to add/replace the cross-validation section in")
     args = ap.parse_args()

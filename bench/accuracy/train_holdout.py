@@ -14,8 +14,9 @@ import sys
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from ml.checkpoint import save_checkpoint  # noqa: E402
 from ml.models import build_model, count_parameters  # noqa: E402
-from ml.tasks import cone_folds, default_config, load_task_data
-from ml.train import PrintCallback, train
+from ml.pipeline import training_metadata  # noqa: E402
+from ml.tasks import cone_folds, default_config, load_task_data, training_draws  # noqa: E402
+from ml.train import PrintCallback, train  # noqa: E402
 
 
 def main() -> None:
@@ -43,13 +44,11 @@ def main() -> None:
     model = build_model(cfg.kind)
     print(f"{args.task}: {len(train_set)} training images, {count_parameters(model)} parameters; "
           f"held out: { {k: len(v) for k, v in held.items()} }", flush=True)
-    result = train(model, train_set, cfg, device=args.device, callbacks=(PrintCallback(),))
+    result = train(model, training_draws(args.task, train_set), cfg, device=args.device,
+                   callbacks=(PrintCallback(),))
     model.cpu()
-    meta = {"task": args.task, "kind": cfg.kind, "widths": list(model.widths),
-            "train_config": cfg.as_dict(), "train_seconds": result.seconds, "train_device": args.device,
-            "train_steps": result.steps_done, "time_limited": result.time_limited, "n_train_images": len(train_set),
-            "train_subjects": sorted({s.subject_id for s in train_set})[:50],
-            "holdout_override": {k: sorted(v) for k, v in holdout.items()} if holdout else None}
+    meta = training_metadata(args.task, cfg, model, result, train_set, device=args.device,
+                             holdout_override={k: sorted(v) for k, v in holdout.items()} if holdout else None)
     save_checkpoint(args.out / f"{args.task}.pt", model, meta)
     (args.out / f"{args.task}.history.json").write_text(json.dumps(result.history))
 
