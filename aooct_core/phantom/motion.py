@@ -33,7 +33,7 @@ import math
 
 import numpy as np
 
-__all__ = ["simulate_eye_motion_px"]
+__all__ = ["simulate_eye_motion_px", "motion_residual"]
 
 
 def simulate_eye_motion_px(n_repeats: int, n_bscans: int, *, rng: np.random.Generator,
@@ -81,3 +81,47 @@ def simulate_eye_motion_px(n_repeats: int, n_bscans: int, *, rng: np.random.Gene
             series = np.clip(series, -max_um, max_um)
             motion[r, :, k] = series / um_per_px
     return motion.astype(np.float32)
+
+
+def motion_residual(estimated_px: np.ndarray, true_px: np.ndarray, *, aline_um_per_px: float,
+                    common_axial_degree: int | None = None) -> tuple[float, float]:
+    """RMS error of estimated eye motion against the phantom's ``motion_px``.
+
+    One constant per repeat and axis is removed first: the motion-free frame is defined
+    only up to a per-repeat offset.
+
+    Parameters
+    ----------
+    estimated_px, true_px : ndarray, shape (n_repeats, n_bscans, 2)
+        ``(depth_shift_px, aline_shift_px)`` per B-scan, same convention as
+        :func:`simulate_eye_motion_px`.
+    aline_um_per_px : float
+        A-line spacing, to express the lateral error in µm.
+    common_axial_degree : int or None
+        When given, also remove the polynomial of this degree (fitted along the B-scans)
+        from the *across-repeat mean* of the axial error. With every repeat scanned in the
+        same raster direction, that part of the motion is the same signal as a tilt or
+        curvature of the retina along the slow axis, so no registration can recover it from
+        the data; the within-volume track removes degree 2. The result is the error of the
+        part of the axial motion that is observable.
+
+    Returns
+    -------
+    (axial_px_rms, lateral_um_rms) : tuple of float
+    """
+    est = np.asarray(estimated_px, dtype=np.float64)
+    true = np.asarray(true_px, dtype=np.float64)
+    if est.shape != true.shape or est.ndim != 3 or est.shape[2] != 2:
+        raise ValueError(f"estimated and true motion must both be (n_repeats, n_bscans, 2); "
+                         f"got {est.shape} and {true.shape}")
+    err = est - true
+    err = err - err.mean(axis=1, keepdims=True)
+    if common_axial_degree is not None:
+        if common_axial_degree < 0:
+            raise ValueError(f"common_axial_degree must be >= 0 or None; got {common_axial_degree}")
+        t = np.linspace(-1.0, 1.0, err.shape[1])
+        deg = min(common_axial_degree, err.shape[1] - 1)
+        common = err[:, :, 0].mean(axis=0)
+        err[:, :, 0] -= np.polyval(np.polyfit(t, common, deg), t)[None, :]
+    rms = np.sqrt((err ** 2).mean(axis=(0, 1)))
+    return float(rms[0]), float(rms[1] * aline_um_per_px)

@@ -280,3 +280,23 @@ def test_write_phantom_round_trip(tmp_path):
     write_phantom(folder, other, overwrite=True)
     assert json.loads((folder / "truth.json").read_text())["seed"] == 5
     assert sorted(p.name for p in tmp_path.iterdir()) == ["case"]   # no temp folders left
+
+
+def test_motion_residual_frees_per_repeat_offsets_and_only_the_common_polynomial():
+    from aooct_core.phantom import motion_residual
+    rng = np.random.default_rng(0)
+    true = rng.normal(0, 2, (3, 40, 2))
+    t = np.linspace(-1, 1, 40)
+    est = true + np.array([1.0, -2.0, 0.5])[:, None, None]          # per-repeat offsets are free
+    assert motion_residual(est, true, aline_um_per_px=2.0) == pytest.approx((0.0, 0.0), abs=1e-12)
+    est[:, :, 0] += 1.5 * t - 0.7 * t ** 2                            # common tilt/curvature
+    whole, _ = motion_residual(est, true, aline_um_per_px=2.0)
+    observable, _ = motion_residual(est, true, aline_um_per_px=2.0, common_axial_degree=2)
+    assert whole > 0.5 and observable == pytest.approx(0.0, abs=1e-9)
+    est[0, :, 0] += 0.6 * t                                           # one repeat differs: observable
+    observable, _ = motion_residual(est, true, aline_um_per_px=2.0, common_axial_degree=2)
+    assert observable > 0.1
+    est[:, :, 1] += 0.5 * t                                           # lateral is never detrended
+    assert motion_residual(est, true, aline_um_per_px=2.0, common_axial_degree=2)[1] > 0.5
+    with pytest.raises(ValueError, match="n_repeats, n_bscans, 2"):
+        motion_residual(est[:, :, :1], true[:, :, :1], aline_um_per_px=2.0)

@@ -4,9 +4,11 @@ Default tests use small phantoms (seconds); the full-size accuracy suite is ``sl
 Targets (issue 3): residual lateral motion ≤ 1.0 µm RMS, axial ≤ 1 px, surface depth
 error ≤ 2 px, speckle contrast falling with N as the phantom predicts (1/sqrt(N)).
 Measured figures are in bench/results_preprocessing.md (20 seeds). The slow test checks
-the lateral target on each of seeds 0-9; axial is checked as the median over seeds
-(single seeds sit at ~1 px: the polynomial part of the mean axial motion is removed with
-the retinal tilt/curvature, see registration.py).
+the lateral target on each of seeds 0-9; the whole axial error is checked as the median over
+seeds and its observable part on every seed (single seeds sit at ~1 px whole: the degree-2
+part of the across-repeat mean axial motion is the same signal as retinal tilt/curvature
+along the slow axis and is removed with it, see tracking.py and
+``aooct_core.phantom.motion_residual``).
 """
 from __future__ import annotations
 
@@ -18,11 +20,9 @@ from aooct_core.preprocessing import preprocess_case, speckle_contrast
 phantom = pytest.importorskip("aooct_core.phantom")
 
 
-def _residual(est, true, um_per_px):
-    err = est - true
-    err = err - err.mean(axis=1, keepdims=True)   # one constant per repeat is free
-    rms = np.sqrt((err ** 2).mean(axis=(0, 1)))
-    return float(rms[0]), float(rms[1] * um_per_px)
+def _residual(est, true, um_per_px, common_axial_degree=None):
+    return phantom.motion_residual(est, true, aline_um_per_px=um_per_px,
+                                   common_axial_degree=common_axial_degree)
 
 
 def test_speckle_contrast_falls_as_one_over_sqrt_n():
@@ -47,11 +47,13 @@ def test_pipeline_on_small_phantom_meets_surface_and_axial_targets():
 
 @pytest.mark.slow
 def test_full_size_phantom_accuracy_over_seeds():
-    axial, lateral, surfaces = [], [], []
+    axial, observable, lateral, surfaces = [], [], [], []
     for seed in range(10):
         ph = phantom.make_phantom(seed=seed, n_repeats=3)
         out = preprocess_case(ph.volumes, ph.geometry)
         ax, lat = _residual(out.motion.shifts_px, ph.motion_px, ph.geometry.aline_um_per_px)
+        observable.append(_residual(out.motion.shifts_px, ph.motion_px, ph.geometry.aline_um_per_px,
+                                    common_axial_degree=2)[0])
         assert np.isfinite(out.motion.residual_lateral_um_rms)
         axial.append(ax)
         lateral.append(lat)
@@ -59,6 +61,7 @@ def test_full_size_phantom_accuracy_over_seeds():
                      for k in ("ILM", "ISOS", "COST", "RPE")]
     assert max(lateral) <= 1.0, lateral
     assert np.median(axial) <= 1.0 and max(axial) <= 1.2, axial
+    assert max(observable) <= 0.5, observable
     assert max(surfaces) <= 2.0, surfaces
 
 
