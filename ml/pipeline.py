@@ -160,6 +160,7 @@ def run_task(task: str, *, out_dir: Path, steps: int | None = None, seed: int = 
     meta = training_metadata(task, cfg, model, result, train_set, **task_metadata(task, train_set))
     results = finalize_task(task, model, meta, train_set, held, out_dir=out_dir)
     results["history"] = result.history
+    results["modality_draws"] = meta["modality_draws"]   # for callbacks (MLflow params)
     for cb in callbacks:
         if hasattr(cb, "on_finalize"):
             cb.on_finalize(task, Path(out_dir), results)

@@ -73,6 +73,10 @@ class MLflowCallback:
         mlflow = self.mlflow
         try:
             mlflow.log_metrics(flatten_scores(results.get("scores", {})))
+            # Sampler draws are recipe, not TrainConfig: logged here so runs compare on them.
+            draws = results.get("modality_draws") or {}
+            if draws:
+                mlflow.log_params({f"sampler.draws.{m}": n for m, n in sorted(draws.items())})
             mlflow.set_tag("model_version", results.get("model_version", ""))
             for suffix in (".pt", ".onnx", ".model_card.md", ".results.json"):
                 path = Path(out_dir) / f"{task}{suffix}"

@@ -48,11 +48,12 @@ def test_mlflow_callback_logs_and_registers(tmp_path):
     (out / "cones.pt").write_bytes(b"weights")
     (out / "cones.model_card.md").write_text("# card")
     cb.on_finalize("cones", out, {"scores": {"set": {"network": {"dice_mean": 0.5}}},
-                                  "model_version": "cones-test"})
+                                  "model_version": "cones-test", "modality_draws": {"split-detector": 2}})
     client = mlflow.tracking.MlflowClient(tracking_uri=uri)
     run = client.get_run(cb.run.info.run_id)
     assert run.data.metrics["set.network.dice_mean"] == 0.5
     assert "train.loss" in run.data.metrics and run.data.params["steps"] == "2"
+    assert run.data.params["sampler.draws.split-detector"] == "2"
     assert (tmp_path / "artifacts").is_dir()      # nothing written into the working tree
     mv = client.get_model_version("aooct-cones", cb.registered_version)
     assert mv.description == "# card" and mv.tags["model_version"] == "cones-test"
