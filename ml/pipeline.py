@@ -69,20 +69,20 @@ def evaluate_masks(task: str, samples: list[Sample], *, weights: Path, uncertain
 
 
 def training_metadata(task: str, cfg, model, result, train_set: list[Sample], *,
-                      device: str = "cpu", draws: dict[str, int] | None = None, **extra) -> dict:
+                      draws: dict[str, int], device: str = "cpu", **extra) -> dict:
     """Checkpoint metadata of a training run: recipe, budget used, data and subjects.
 
-    ``draws`` are the per-modality sampler draws used (``ml.tasks.training_draws``);
-    ``extra`` adds task-specific keys (e.g. ``holdout_override`` for a CV fold).
+    ``draws`` are the per-modality sampler draws the run used (what was passed to
+    ``ml.tasks.training_draws``); ``extra`` adds task-specific keys (e.g.
+    ``holdout_override`` for a CV fold).
     """
-    from ml.tasks import MODALITY_DRAWS
     return {"task": task, "kind": cfg.kind, "widths": list(model.widths),
             "train_config": cfg.as_dict(), "train_seconds": result.seconds, "train_device": device,
             "train_steps": result.steps_done, "time_limited": result.time_limited,
             "n_train_images": len(train_set),
             # Capped so a large set cannot bloat the checkpoint's JSON header.
             "train_subjects": sorted({s.subject_id for s in train_set})[:50],
-            "modality_draws": dict(MODALITY_DRAWS.get(task, {}) if draws is None else draws),
+            "modality_draws": dict(draws),
             **extra}
 
 
@@ -148,7 +148,7 @@ def run_task(task: str, *, out_dir: Path, steps: int | None = None, seed: int = 
              callbacks: tuple = (), num_threads: int = 2, root: Path | None = None) -> dict:
     """Train ``task`` on its training subjects, then :func:`finalize_task`."""
     from ml.models import build_model
-    from ml.tasks import default_config, load_task_data, task_metadata, training_draws
+    from ml.tasks import MODALITY_DRAWS, default_config, load_task_data, task_metadata, training_draws
     from ml.train import train
     over = {"seed": seed, "num_threads": num_threads}
     if steps is not None:
@@ -156,8 +156,11 @@ def run_task(task: str, *, out_dir: Path, steps: int | None = None, seed: int = 
     cfg = default_config(task, **over)
     train_set, held = load_task_data(task, root=root)
     model = build_model(cfg.kind)
-    result = train(model, training_draws(task, train_set), cfg, callbacks=callbacks)
-    meta = training_metadata(task, cfg, model, result, train_set, **task_metadata(task, train_set))
+    # One lookup of the recipe's draws for both the sampler and the metadata that records it.
+    draws = MODALITY_DRAWS.get(task, {})
+    result = train(model, training_draws(task, train_set, draws=draws), cfg, callbacks=callbacks)
+    meta = training_metadata(task, cfg, model, result, train_set, draws=draws,
+                             **task_metadata(task, train_set))
     results = finalize_task(task, model, meta, train_set, held, out_dir=out_dir)
     results["history"] = result.history
     results["modality_draws"] = meta["modality_draws"]   # for callbacks (MLflow params)

@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from ml.checkpoint import save_checkpoint  # noqa: E402
 from ml.models import build_model, count_parameters  # noqa: E402
 from ml.pipeline import training_metadata  # noqa: E402
-from ml.tasks import cone_folds, default_config, load_task_data, training_draws  # noqa: E402
+from ml.tasks import MODALITY_DRAWS, cone_folds, default_config, load_task_data, training_draws  # noqa: E402
 from ml.train import PrintCallback, train  # noqa: E402
 
 
@@ -44,10 +44,11 @@ def main() -> None:
     model = build_model(cfg.kind)
     print(f"{args.task}: {len(train_set)} training images, {count_parameters(model)} parameters; "
           f"held out: { {k: len(v) for k, v in held.items()} }", flush=True)
-    result = train(model, training_draws(args.task, train_set), cfg, device=args.device,
+    draws = MODALITY_DRAWS.get(args.task, {})
+    result = train(model, training_draws(args.task, train_set, draws=draws), cfg, device=args.device,
                    callbacks=(PrintCallback(),))
     model.cpu()
-    meta = training_metadata(args.task, cfg, model, result, train_set, device=args.device,
+    meta = training_metadata(args.task, cfg, model, result, train_set, draws=draws, device=args.device,
                              holdout_override={k: sorted(v) for k, v in holdout.items()} if holdout else None)
     save_checkpoint(args.out / f"{args.task}.pt", model, meta)
     (args.out / f"{args.task}.history.json").write_text(json.dumps(result.history))
