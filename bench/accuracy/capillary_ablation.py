@@ -14,6 +14,11 @@ Usage::
 the probabilities back over F×F blocks to score on the native masks (do vessels 2-3 px wide
 gain from sub-pixel boundaries?).
 
+``--train-images N`` trains on a seeded random subset of N ROSSA training images (a learning
+curve: is the Dice limited by the number of labelled images?). ``--add-val-half H`` (0 or 1) adds
+half H of ROSSA val (a seeded random half) to the training images and scores only the other
+half; each row lists the per-image val Dice, so runs can be compared on the same half.
+
 Appends one JSON line per run to ``--out``.
 """
 from __future__ import annotations
@@ -63,6 +68,26 @@ def probabilities(model, samples, factor: int = 1) -> list[np.ndarray]:
     return maps
 
 
+def val_halves(val, *, seed: int = 0) -> tuple[list, list]:
+    """ROSSA val split into two seeded random halves (the same halves in every run)."""
+    order = np.random.default_rng(seed).permutation(len(val))
+    first = set(order[: len(val) // 2].tolist())
+    return ([s for i, s in enumerate(val) if i in first], [s for i, s in enumerate(val) if i not in first])
+
+
+def subsets(train_set, val, *, train_images: int | None, add_val_half: int | None):
+    """(training images, scored images) for the learning-curve and val-half options."""
+    if train_images is not None:
+        if not 1 <= train_images <= len(train_set):
+            raise ValueError(f"--train-images must be in [1, {len(train_set)}]; got {train_images}")
+        keep = np.sort(np.random.default_rng(0).permutation(len(train_set))[:train_images])
+        train_set = [train_set[i] for i in keep]
+    if add_val_half is not None:
+        halves = val_halves(val)
+        train_set, val = train_set + halves[add_val_half], halves[1 - add_val_half]
+    return train_set, val
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("name")
@@ -73,6 +98,8 @@ def main() -> None:
     ap.add_argument("--patch", type=int, default=None)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--upsample", type=int, default=1)
+    ap.add_argument("--train-images", type=int, default=None)
+    ap.add_argument("--add-val-half", type=int, choices=(0, 1), default=None)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "capillary_ablation.jsonl")
     args = ap.parse_args()
     widths = tuple(int(w) for w in args.widths.split(","))
@@ -84,6 +111,7 @@ def main() -> None:
     if args.patch:
         cfg = replace(cfg, augment=replace(cfg.augment, patch_px=args.patch))
     train_set, val = load_rossa("train"), load_rossa("val")
+    train_set, val = subsets(train_set, val, train_images=args.train_images, add_val_half=args.add_val_half)
     model = build_model(cfg.kind, widths=widths)
     t0 = time.perf_counter()
     result = train(model, upsampled(train_set, args.upsample), cfg)
@@ -99,6 +127,8 @@ def main() -> None:
            "mask_threshold": cal["mask_threshold"], "train_dice": round(cal["train_dice"], 4),
            "val_dice_mean": round(float(np.mean(dice)), 4),
            "val_dice_median": round(float(np.median(dice)), 4), "tta": False,
+           "train_images": len(train_set), "add_val_half": args.add_val_half, "val_images": len(val),
+           "val_dice_per_image": {s.name: round(float(d), 4) for s, d in zip(val, dice)},
            "torch_threads": torch.get_num_threads()}
     print(json.dumps(row), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
