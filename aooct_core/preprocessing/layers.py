@@ -138,6 +138,18 @@ def _window_cost(feature, lo, hi, xp):
     return xp.where(inside, -feature, _BIG)
 
 
+def _depth_band(lo, hi, n_z: int) -> tuple[int, int]:
+    """Rows [z0, z1) that hold every window [lo, hi] of the volume (all rows if none).
+
+    The search only needs these rows: a path that left them would pay the prohibitive
+    cost on every row outside, and clamping it back to the band is never more expensive.
+    Two scalars come back to the host (one synchronisation per surface on the GPU).
+    """
+    z0 = max(0, int(np.floor(float(lo.min()))))
+    z1 = min(n_z, int(np.ceil(float(hi.max()))) + 1)
+    return (z0, z1) if z1 > z0 else (0, n_z)
+
+
 def _to_full_columns(path_blocks, step, n_a, xp):
     # Block centres -> every A-line by linear interpolation.
     n_cb = path_blocks.shape[1]
@@ -248,23 +260,28 @@ def segment_layers(volume, *, depth_um_per_px: float, device: str = "cpu", colum
     clock("features")
     z_lo = xp.zeros((n_b, n_cb), xp.float32)
 
-    def norm(f):
-        return (f - f.mean()) / (f.std() + np.float32(1e-6))
+    def stats(feature_b):
+        return feature_b.mean(), feature_b.std() + np.float32(1e-6)
 
-    def search(feature_b, lo, hi):
-        # Cost volume and recursion timed apart (summed over the four surfaces): on the
-        # H200 the whole search took ~100 ms, far more than the kernel's arithmetic.
-        cost = _window_cost(norm(feature_b), lo, hi, xp)
+    def search(feature_b, lo, hi, feature_stats=None):
+        # The feature is standardised over the whole volume, then only the depth band
+        # holding the windows is searched: the IS/OS, COST and ILM windows span a few tens
+        # of rows, so their cost volumes and recursions shrink by the same factor.
+        # Cost volume and recursion are timed apart (summed over the four surfaces).
+        z0, z1 = _depth_band(lo, hi, n_z)
+        mean, sd = feature_stats or stats(feature_b)
+        cost = _window_cost((feature_b[:, z0:z1] - mean) / sd, lo - z0, hi - z0, xp)
         clock("search.cost", accumulate=True)
-        path = dp_surface(cost, max_slope=max_slope, backend=backend)
+        path = dp_surface(cost, max_slope=max_slope, backend=backend) + z0
         clock("search.dp", accumulate=True)
         return path
 
     # RPE: the brightest band. Its neighbours COST and Bruch's membrane merge with it into
     # one broad bright complex, so absolute brightness finds it, not ridge sharpness.
     rpe_b = search(db_b, z_lo, z_lo + n_z - 1).astype(xp.float32)
-    isos_b = search(ridge_b, rpe_b - um(62), rpe_b - um(28)).astype(xp.float32)
-    cost_b = search(ridge_b, isos_b + um(16), rpe_b - um(8)).astype(xp.float32)
+    ridge_stats = stats(ridge_b)  # two searches read the ridge feature
+    isos_b = search(ridge_b, rpe_b - um(62), rpe_b - um(28), ridge_stats).astype(xp.float32)
+    cost_b = search(ridge_b, isos_b + um(16), rpe_b - um(8), ridge_stats).astype(xp.float32)
     # ILM: the first rise out of the dark vitreous. Between nerve-fibre bundles the NFL is
     # dim and deeper edges (INL/OPL) can be stronger, so the search starts at the first
     # depth brighter than 10 % of the mean intensity (-10 dB) and looks only 10 µm above

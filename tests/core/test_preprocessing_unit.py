@@ -252,6 +252,27 @@ def test_layers_on_motion_free_phantom(device):
         assert np.sqrt(np.mean(err ** 2)) < 2.0 and np.percentile(err, 95) < 3.0, (name, np.median(err))
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_search_in_the_window_band_equals_the_full_depth_search(seed):
+    # segment_layers searches only the rows that hold every window; the path must be the
+    # one the full-depth cost volume gives (windows that drift with the surface, as in use).
+    from aooct_core.preprocessing.backend import get_backend
+    from aooct_core.preprocessing.layers import _depth_band, _window_cost, dp_surface
+
+    rng = np.random.default_rng(seed)
+    n_b, n_z, n_c = 6, 120, 40
+    feature = ndimage.gaussian_filter(rng.standard_normal((n_b, n_z, n_c)), (0, 1, 2)).astype(np.float32)
+    centre = 60 + np.cumsum(rng.integers(-1, 2, size=(n_b, n_c)), axis=1).astype(np.float32)
+    lo, hi = centre - 9.5, centre + 7.0
+    backend = get_backend("cpu")
+    full = dp_surface(_window_cost(feature, lo, hi, np), backend=backend)
+    z0, z1 = _depth_band(lo, hi, n_z)
+    assert 0 < z0 and z1 < n_z and z1 - z0 < n_z // 2
+    banded = dp_surface(_window_cost(feature[:, z0:z1], lo - z0, hi - z0, np), backend=backend) + z0
+    np.testing.assert_array_equal(banded, full)
+    assert _depth_band(np.full((2, 3), 50.0), np.full((2, 3), 40.0), n_z) == (0, n_z)  # empty: all rows
+
+
 def test_flatten_puts_surface_at_one_depth():
     vols, _, surfaces = make_synthetic(seed=9, n_repeats=1, motion_um=0.0)
     flat = flatten_volume(vols[0], surfaces["RPE"], target_depth_px=70)
