@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from ml.augment import AugmentConfig, make_batch
 from ml.data import Sample
+from ml.losses import MASK_LOSSES, mask_loss
 
 __all__ = ["TrainConfig", "TrainResult", "Callback", "PrintCallback", "train", "train_step", "task_loss"]
 
@@ -51,6 +52,8 @@ class TrainConfig:
     precision: str = "fp32"
     #: NHWC activations: oneDNN's faster convolution layout on CPUs.
     channels_last: bool = False
+    #: Loss of the mask head (vessels, nfl): one of ``ml.losses.MASK_LOSSES``.
+    mask_loss: str = "bce+dice"
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -90,24 +93,17 @@ class PrintCallback:
               + (" (stopped by the time limit)" if result.stopped_by_time else ""), flush=True)
 
 
-def _soft_dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    prob = torch.sigmoid(logits)
-    inter = (prob * target).sum(dim=(-2, -1))
-    denom = prob.sum(dim=(-2, -1)) + target.sum(dim=(-2, -1))
-    return (1 - (2 * inter + 1) / (denom + 1)).mean()
-
-
-def task_loss(kind: str, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def task_loss(kind: str, out: torch.Tensor, target: torch.Tensor, *, mask_loss_name: str = "bce+dice") -> torch.Tensor:
     """Loss per head kind.
 
     * cells: BCE against the Gaussian soft heat map (a calibrated "cell-centre" probability);
-    * vessels: BCE + soft Dice (Dice is the reported score; BCE keeps gradients smooth);
-    * nfl: mask BCE + Dice, plus MSE of ``(cos 2θ, sin 2θ)`` inside bundles only.
+    * vessels: the mask loss ``mask_loss_name`` (default BCE + soft Dice; see ``ml.losses``);
+    * nfl: the mask loss, plus MSE of ``(cos 2θ, sin 2θ)`` inside bundles only.
     """
     if kind == "cells":
         return F.binary_cross_entropy_with_logits(out, target)
     mask_logits, mask = out[:, :1], target[:, :1]
-    loss = F.binary_cross_entropy_with_logits(mask_logits, mask) + _soft_dice_loss(mask_logits, mask)
+    loss = mask_loss(mask_loss_name, mask_logits, mask)
     if kind == "nfl":
         err = ((torch.tanh(out[:, 1:3]) - target[:, 1:3]) ** 2).sum(dim=1, keepdim=True)
         loss = loss + (err * mask).sum() / mask.sum().clamp_min(1.0)
@@ -115,13 +111,13 @@ def task_loss(kind: str, out: torch.Tensor, target: torch.Tensor) -> torch.Tenso
 
 
 def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, *,
-               kind: str, bf16: bool) -> torch.Tensor:
+               kind: str, bf16: bool, mask_loss_name: str = "bce+dice") -> torch.Tensor:
     """One optimisation step: forward (bfloat16 autocast when ``bf16``), float32 loss,
     backward, optimiser step. ``x`` must already be on the model's device and layout.
     Returns the detached loss."""
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
         out = model(x)
-    loss = task_loss(kind, out.float(), y)
+    loss = task_loss(kind, out.float(), y, mask_loss_name=mask_loss_name)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
@@ -151,6 +147,8 @@ def train(model: torch.nn.Module, data: list[Sample], config: TrainConfig, *,
         raise ValueError("steps and batch_size must be >= 1")
     if config.precision not in ("fp32", "bf16"):
         raise ValueError(f"precision must be 'fp32' or 'bf16'; got {config.precision!r}")
+    if config.mask_loss not in MASK_LOSSES:
+        raise ValueError(f"mask_loss must be one of {MASK_LOSSES}; got {config.mask_loss!r}")
     torch.manual_seed(config.seed)
     if device == "cpu":
         torch.set_num_threads(config.num_threads)
@@ -188,7 +186,8 @@ def train(model: torch.nn.Module, data: list[Sample], config: TrainConfig, *,
             g["lr"] = lr_at(step, elapsed / budget_s if time_limited else None)
         x, y = make_batch(data, config.kind, config.batch_size, config.augment, rng)
         x_t, y_t = torch.from_numpy(x).to(device).contiguous(memory_format=layout), torch.from_numpy(y).to(device)
-        loss = train_step(model, opt, x_t, y_t, kind=config.kind, bf16=config.precision == "bf16")
+        loss = train_step(model, opt, x_t, y_t, kind=config.kind, bf16=config.precision == "bf16",
+                          mask_loss_name=config.mask_loss)
         running.append(float(loss))
         elapsed = time.perf_counter() - t0
         if (step + 1) % config.log_every == 0 or step + 1 == config.steps:
