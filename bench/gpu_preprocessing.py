@@ -192,7 +192,7 @@ def bench_layer_search(cp, volume, geometry) -> None:
     """Where the layer search's time goes: the DP kernel alone vs the whole segment_layers."""
     from aooct_core.preprocessing import segment_layers
     from aooct_core.preprocessing.backend import get_backend
-    from aooct_core.preprocessing.layers import dp_surface
+    from aooct_core.preprocessing.layers import _dp_surface_cuda, dp_surface
 
     n_b, n_z, n_a = volume.shape
     cost = cp.random.default_rng(0).standard_normal((n_b, n_z, n_a // 4), dtype=cp.float32)
@@ -200,7 +200,15 @@ def bench_layer_search(cp, volume, geometry) -> None:
     dp_surface(cost, backend=backend)  # compile
     dp_ms = [_event_ms(cp, lambda: dp_surface(cost, backend=backend))[0] for _ in range(5)]
     print(f"[layers] dp_surface alone on {tuple(cost.shape)}: min {min(dp_ms):.2f} ms, "
-          f"median {float(np.median(dp_ms)):.2f} ms (one of the 4 searches)")
+          f"median {float(np.median(dp_ms)):.2f} ms (full depth, as the RPE search)")
+    # Same kernel reading a depth-contiguous copy (coalesced; the transpose is timed too).
+    same = bool((_dp_surface_cuda(cost, 2, cp, depth_contiguous=True) == dp_surface(cost, backend=backend)).all())
+    t_ms = [_event_ms(cp, lambda: _dp_surface_cuda(cost, 2, cp, depth_contiguous=True))[0] for _ in range(5)]
+    print(f"[layers] dp kernel on a depth-contiguous copy: min {min(t_ms):.2f} ms, "
+          f"median {float(np.median(t_ms)):.2f} ms; same paths: {same}")
+    band = cost[:, n_z // 2 - 16: n_z // 2 + 16]  # a window band, as the IS/OS, COST and ILM searches see it
+    b_ms = [_event_ms(cp, lambda: dp_surface(band, backend=backend))[0] for _ in range(5)]
+    print(f"[layers] dp_surface on a 32-row band {tuple(band.shape)}: min {min(b_ms):.2f} ms")
     runs = []
     for _ in range(3):
         timings = {}

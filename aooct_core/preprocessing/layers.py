@@ -38,15 +38,19 @@ _BIG = np.float32(1e6)
 
 _DP_KERNEL_SOURCE = r"""
 extern "C" __global__ void dp_surface(const float* cost, signed char* back, long long* path,
-                                      const int n_b, const int n_z, const int n_c, const int k) {
+                                      const int n_b, const int n_z, const int n_c, const int k,
+                                      const long long stride_z, const long long stride_c) {
     // One block per B-scan; the accumulated cost of the current column lives in shared
     // memory. Same recursion and tie-breaking (first minimum) as the NumPy loop.
+    // Cost (z, c) of B-scan b is cb[z * stride_z + c * stride_c]: (n_z, n_c) per B-scan
+    // gives strides (n_c, 1); (n_c, n_z) gives (1, n_z), where one column's depths are
+    // contiguous and a warp's reads coalesce.
     extern __shared__ float shared[];
     float* acc = shared;
     float* nxt = shared + n_z;
     const int b = blockIdx.x;
     const float* cb = cost + (long long)b * n_z * n_c;
-    for (int z = threadIdx.x; z < n_z; z += blockDim.x) acc[z] = cb[(long long)z * n_c];
+    for (int z = threadIdx.x; z < n_z; z += blockDim.x) acc[z] = cb[(long long)z * stride_z];
     __syncthreads();
     for (int c = 1; c < n_c; ++c) {
         for (int z = threadIdx.x; z < n_z; z += blockDim.x) {
@@ -59,7 +63,7 @@ extern "C" __global__ void dp_surface(const float* cost, signed char* back, long
                     if (v < best) { best = v; arg = j; }
                 }
             }
-            nxt[z] = best + cb[(long long)z * n_c + c];
+            nxt[z] = best + cb[(long long)z * stride_z + (long long)c * stride_c];
             back[((long long)c * n_b + b) * n_z + z] = (signed char)arg;
         }
         __syncthreads();
@@ -82,18 +86,25 @@ extern "C" __global__ void dp_surface(const float* cost, signed char* back, long
 _DP_KERNEL = None
 
 
-def _dp_surface_cuda(cost, k, xp):
+def _dp_surface_cuda(cost, k, xp, *, depth_contiguous: bool = False):
     # One kernel launch for the whole search instead of ~6 small launches per column.
+    # ``depth_contiguous`` first transposes the cost to (n_b, n_c, n_z) so that reads
+    # coalesce (one extra pass over the cost); bench/gpu_preprocessing.py times both.
     global _DP_KERNEL
     if _DP_KERNEL is None:
         _DP_KERNEL = xp.RawKernel(_DP_KERNEL_SOURCE, "dp_surface")
     n_b, n_z, n_c = cost.shape
-    cost = xp.ascontiguousarray(cost, dtype=xp.float32)
+    if depth_contiguous:
+        cost = xp.ascontiguousarray(cost.transpose(0, 2, 1), dtype=xp.float32)
+        strides = (np.int64(1), np.int64(n_z))
+    else:
+        cost = xp.ascontiguousarray(cost, dtype=xp.float32)
+        strides = (np.int64(n_c), np.int64(1))
     back = xp.zeros((n_c, n_b, n_z), dtype=xp.int8)
     path = xp.zeros((n_b, n_c), dtype=xp.int64)
     threads = int(min(256, max(32, n_z)))
-    _DP_KERNEL((n_b,), (threads,), (cost, back, path, np.int32(n_b), np.int32(n_z), np.int32(n_c), np.int32(k)),
-               shared_mem=2 * n_z * 4)
+    _DP_KERNEL((n_b,), (threads,), (cost, back, path, np.int32(n_b), np.int32(n_z), np.int32(n_c), np.int32(k),
+                                    *strides), shared_mem=2 * n_z * 4)
     return path
 
 
@@ -107,6 +118,8 @@ def dp_surface(cost, *, max_slope: int = 2, backend=None):
     """
     backend = backend or get_backend("cpu")
     xp = backend.xp
+    if cost.ndim != 3 or min(cost.shape) < 1:
+        raise ValueError(f"cost must be (n_bscans, n_depth, n_cols) with every size >= 1; got {cost.shape}")
     n_b, n_z, n_c = cost.shape
     k = int(max_slope)
     if not 0 <= k < 64:
