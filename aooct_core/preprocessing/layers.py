@@ -84,6 +84,7 @@ extern "C" __global__ void dp_surface(const float* cost, signed char* back, long
 }
 """
 _DP_KERNEL = None
+_KERNEL_SHARED_BYTES = 48 * 1024
 
 
 def _dp_surface_cuda(cost, k, xp, *, depth_contiguous: bool = False):
@@ -124,7 +125,9 @@ def dp_surface(cost, *, max_slope: int = 2, backend=None):
     k = int(max_slope)
     if not 0 <= k < 64:
         raise ValueError(f"max_slope must be in [0, 63] px per column; got {max_slope!r}")
-    if backend.device == "cuda" and hasattr(xp, "RawKernel"):
+    # The kernel keeps two columns of accumulated cost in shared memory; past CUDA's
+    # default 48 KiB per block (6144 depths) the array code below runs on the GPU instead.
+    if backend.device == "cuda" and hasattr(xp, "RawKernel") and 2 * n_z * 4 <= _KERNEL_SHARED_BYTES:
         return _dp_surface_cuda(cost, k, xp)
     cost = cost.astype(xp.float32, copy=False)
     acc = cost[:, :, 0]

@@ -161,3 +161,11 @@ def test_preprocess_case_cuda_path_equals_cpu(emulated_cuda):
         assert np.mean(np.abs(gpu.surfaces_px[name] - cpu.surfaces_px[name]) <= 0.5) >= 0.98, name
     for name in cpu.enface:
         np.testing.assert_allclose(gpu.enface[name], cpu.enface[name], rtol=1e-3, atol=1e-5, err_msg=name)
+
+
+def test_deep_cost_volumes_use_the_array_code_instead_of_the_kernel(emulated_cuda):
+    # Two columns of 6145 float32 depths exceed the kernel's 48 KiB of shared memory.
+    cost = np.random.default_rng(0).standard_normal((2, 6145, 5)).astype(np.float32)
+    path = dp_surface(cost, backend=get_backend("cuda"))
+    assert layers._DP_KERNEL is None
+    np.testing.assert_array_equal(path, dp_surface(cost, backend=get_backend("cpu")))
