@@ -8,7 +8,7 @@ Usage::
 
     nice -n 10 .venv/bin/python bench/accuracy/capillary_ablation.py NAME \
         [--widths 16,32,64,128] [--precision fp32|bf16] [--steps 1000] [--threads 2] \
-        [--upsample 1] [--mask-loss bce+dice] [--out bench/accuracy/results/capillary_ablation.jsonl]
+        [--upsample 1] [--mask-loss bce+dice] [--seed 0] [--save-probs F.npy] [--out bench/accuracy/results/capillary_ablation.jsonl]
 
 ``--upsample F`` trains and predicts on images (and masks) resampled F× larger, then averages
 the probabilities back over F×F blocks to score on the native masks (do vessels 2-3 px wide
@@ -100,13 +100,16 @@ def main() -> None:
     ap.add_argument("--upsample", type=int, default=1)
     ap.add_argument("--train-images", type=int, default=None)
     ap.add_argument("--mask-loss", default="bce+dice", help="one of ml.losses.MASK_LOSSES")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--save-probs", type=Path, default=None,
+                    help="write the val probability maps (n, row, col) float16 .npy here")
     ap.add_argument("--add-val-half", type=int, choices=(0, 1), default=None)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "capillary_ablation.jsonl")
     args = ap.parse_args()
     widths = tuple(int(w) for w in args.widths.split(","))
     over = {"steps": args.steps, "num_threads": args.threads, "max_minutes": 60.0,
             "precision": args.precision, "channels_last": args.precision == "bf16",
-            "mask_loss": args.mask_loss}
+            "mask_loss": args.mask_loss, "seed": args.seed}
     if args.batch:
         over["batch_size"] = args.batch
     cfg = default_config("capillaries", **over)
@@ -122,6 +125,8 @@ def main() -> None:
     cal = calibrate_mask_threshold(probabilities(model, train_set, args.upsample), [s.mask for s in train_set])
     val_p = probabilities(model, val, args.upsample)
     dice = [pixel_dice(p > cal["mask_threshold"], s.mask) for p, s in zip(val_p, val)]
+    if args.save_probs is not None:
+        np.save(args.save_probs, np.stack(val_p).astype(np.float16))
     row = {"name": args.name, "widths": list(widths), "n_parameters": count_parameters(model),
            "precision": args.precision, "steps": result.steps_done, "batch": cfg.batch_size,
            "patch_px": cfg.augment.patch_px, "upsample": args.upsample, "train_seconds": round(train_s, 1),
@@ -129,7 +134,7 @@ def main() -> None:
            "mask_threshold": cal["mask_threshold"], "train_dice": round(cal["train_dice"], 4),
            "val_dice_mean": round(float(np.mean(dice)), 4),
            "val_dice_median": round(float(np.median(dice)), 4), "tta": False,
-           "mask_loss": cfg.mask_loss, "train_images": len(train_set), "add_val_half": args.add_val_half, "val_images": len(val),
+           "mask_loss": cfg.mask_loss, "seed": cfg.seed, "train_images": len(train_set), "add_val_half": args.add_val_half, "val_images": len(val),
            "val_dice_per_image": {s.name: round(float(d), 4) for s, d in zip(val, dice)},
            "torch_threads": torch.get_num_threads()}
     print(json.dumps(row), flush=True)
