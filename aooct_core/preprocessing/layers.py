@@ -87,10 +87,12 @@ _DP_KERNEL = None
 _KERNEL_SHARED_BYTES = 48 * 1024
 
 
-def _dp_surface_cuda(cost, k, xp, *, depth_contiguous: bool = False):
+def _dp_surface_cuda(cost, k, xp, *, depth_contiguous: bool = True):
     # One kernel launch for the whole search instead of ~6 small launches per column.
-    # ``depth_contiguous`` first transposes the cost to (n_b, n_c, n_z) so that reads
-    # coalesce (one extra pass over the cost); bench/gpu_preprocessing.py times both.
+    # ``depth_contiguous`` first transposes the cost to (n_b, n_c, n_z) so that a warp's
+    # reads of one column coalesce, for the price of one extra pass over the cost; in the
+    # (n_b, n_z, n_c) layout each thread reads its own memory sector.
+    # bench/gpu_preprocessing.py times both layouts.
     global _DP_KERNEL
     if _DP_KERNEL is None:
         _DP_KERNEL = xp.RawKernel(_DP_KERNEL_SOURCE, "dp_surface")
