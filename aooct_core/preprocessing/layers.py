@@ -97,12 +97,8 @@ def _dp_surface_cuda(cost, k, xp, *, depth_contiguous: bool = True):
     if _DP_KERNEL is None:
         _DP_KERNEL = xp.RawKernel(_DP_KERNEL_SOURCE, "dp_surface")
     n_b, n_z, n_c = cost.shape
-    if depth_contiguous:
-        cost = xp.ascontiguousarray(cost.transpose(0, 2, 1), dtype=xp.float32)
-        strides = (np.int64(1), np.int64(n_z))
-    else:
-        cost = xp.ascontiguousarray(cost, dtype=xp.float32)
-        strides = (np.int64(n_c), np.int64(1))
+    cost = xp.ascontiguousarray(cost.transpose(0, 2, 1) if depth_contiguous else cost, dtype=xp.float32)
+    strides = (np.int64(1), np.int64(n_z)) if depth_contiguous else (np.int64(n_c), np.int64(1))
     back = xp.zeros((n_c, n_b, n_z), dtype=xp.int8)
     path = xp.zeros((n_b, n_c), dtype=xp.int64)
     threads = int(min(256, max(32, n_z)))

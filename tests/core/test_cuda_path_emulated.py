@@ -69,25 +69,9 @@ def kernel(tmp_path_factory):
     return lib
 
 
-def run_kernel(lib, cost: np.ndarray, k: int, *, depth_contiguous: bool) -> np.ndarray:
-    """Path (n_b, n_c) from the kernel, laid out as ``_dp_surface_cuda`` lays it out."""
-    n_b, n_z, n_c = cost.shape
-    if depth_contiguous:
-        data, strides = np.ascontiguousarray(cost.transpose(0, 2, 1), np.float32), (1, n_z)
-    else:
-        data, strides = np.ascontiguousarray(cost, np.float32), (n_c, 1)
-    back = np.zeros((n_c, n_b, n_z), np.int8)
-    path = np.zeros((n_b, n_c), np.int64)
-    lib.run_blocks(data.ctypes.data_as(ctypes.c_void_p), back.ctypes.data_as(ctypes.c_void_p),
-                   path.ctypes.data_as(ctypes.c_void_p), ctypes.c_int(n_b), ctypes.c_int(n_z),
-                   ctypes.c_int(n_c), ctypes.c_int(k), ctypes.c_longlong(strides[0]),
-                   ctypes.c_longlong(strides[1]))
-    return path
-
-
 @pytest.mark.parametrize("depth_contiguous", [False, True])
 @pytest.mark.parametrize("k", [1, 2, 3])
-def test_kernel_source_equals_the_numpy_search(kernel, depth_contiguous, k):
+def test_kernel_source_equals_the_numpy_search(emulated_cuda, depth_contiguous, k):
     rng = np.random.default_rng(k)
     cost = rng.standard_normal((5, 37, 23)).astype(np.float32)
     # A window like segment_layers': outside it every cost is the same prohibitive value,
@@ -95,22 +79,18 @@ def test_kernel_source_equals_the_numpy_search(kernel, depth_contiguous, k):
     cost[:, :8] = _BIG
     cost[:, 30:, 10:] = _BIG
     expected = dp_surface(cost, max_slope=k, backend=get_backend("cpu"))
-    np.testing.assert_array_equal(run_kernel(kernel, cost, k, depth_contiguous=depth_contiguous), expected)
+    found = layers._dp_surface_cuda(cost, k, emulated_cuda, depth_contiguous=depth_contiguous)
+    np.testing.assert_array_equal(found, expected)
 
 
 @pytest.mark.parametrize("depth_contiguous", [False, True])
-def test_kernel_breaks_ties_like_the_numpy_search(kernel, depth_contiguous):
+def test_kernel_breaks_ties_like_the_numpy_search(emulated_cuda, depth_contiguous):
     # Small integer costs make equal accumulated costs common: both must take the first
     # (shallowest) candidate.
     cost = np.random.default_rng(7).integers(0, 3, size=(6, 29, 31)).astype(np.float32)
     expected = dp_surface(cost, max_slope=2, backend=get_backend("cpu"))
-    np.testing.assert_array_equal(run_kernel(kernel, cost, 2, depth_contiguous=depth_contiguous), expected)
-
-
-def test_dp_surface_refuses_an_empty_cost_volume():
-    # An empty depth band would make the kernel read outside its shared memory.
-    with pytest.raises(ValueError, match="every size >= 1"):
-        dp_surface(np.zeros((4, 0, 9), np.float32))
+    found = layers._dp_surface_cuda(cost, 2, emulated_cuda, depth_contiguous=depth_contiguous)
+    np.testing.assert_array_equal(found, expected)
 
 
 class _EmulatedRawKernel:

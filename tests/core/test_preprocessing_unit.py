@@ -273,6 +273,14 @@ def test_search_in_the_window_band_equals_the_full_depth_search(seed):
     assert _depth_band(np.full((2, 3), 50.0), np.full((2, 3), 40.0), n_z) == (0, n_z)  # empty: all rows
 
 
+def test_dp_surface_refuses_an_empty_cost_volume():
+    # An empty depth band would make the CUDA kernel read outside its shared memory.
+    from aooct_core.preprocessing.layers import dp_surface
+
+    with pytest.raises(ValueError, match="every size >= 1"):
+        dp_surface(np.zeros((4, 0, 9), np.float32))
+
+
 def test_flatten_puts_surface_at_one_depth():
     vols, _, surfaces = make_synthetic(seed=9, n_repeats=1, motion_um=0.0)
     flat = flatten_volume(vols[0], surfaces["RPE"], target_depth_px=70)
