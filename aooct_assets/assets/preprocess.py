@@ -6,9 +6,11 @@ volume. Lineage still shows raw → corrected → en face.
 """
 
 import time
+from enum import Enum
+from typing import Optional
 
 import numpy as np
-from dagster import (AssetExecutionContext, AssetKey, AssetSpec, DataVersion, MaterializeResult,
+from dagster import (AssetExecutionContext, AssetKey, AssetSpec, Config, DataVersion, MaterializeResult,
                      multi_asset)
 
 from aooct_assets.assets._common import (GPU_OP_TAGS, GPU_POOL, RETRY, artifact_metadata,
@@ -17,10 +19,24 @@ from aooct_assets.assets._common import (GPU_OP_TAGS, GPU_POOL, RETRY, artifact_
                                          step_errors, store_of)
 from aooct_assets.partitions import cases_partitions
 
-__all__ = ["preprocessed", "CORRECTED", "ENFACE"]
+__all__ = ["preprocessed", "PreprocessConfig", "CORRECTED", "ENFACE"]
 
 CORRECTED = AssetKey("corrected_volume")
 ENFACE = AssetKey("enface_projections")
+
+
+class DenoiseMethod(Enum):
+    """``aooct_core.preprocessing.denoise.DENOISE_METHODS``, as Dagster config can check them at launch."""
+
+    nl_means = "nl_means"
+    bm4d = "bm4d"
+
+
+class PreprocessConfig(Config):
+    """Run options; the defaults are what the sensor's runs use."""
+
+    denoise: Optional[DenoiseMethod] = None
+    """Single-volume speckle denoiser before the en face projections (CPU; off by default)."""
 
 
 @multi_asset(
@@ -37,7 +53,7 @@ ENFACE = AssetKey("enface_projections")
     name="preprocess_case", partitions_def=cases_partitions, retry_policy=RETRY, pool=GPU_POOL,
     op_tags=GPU_OP_TAGS, required_resource_keys={"object_store", "metadata_db", "compute"},
 )
-def preprocessed(context: AssetExecutionContext):
+def preprocessed(context: AssetExecutionContext, config: PreprocessConfig):
     from aooct_core.geometry import eccentricity_deg
     from aooct_core.io import load_case
     from aooct_core.preprocessing import preprocess_case
@@ -45,6 +61,7 @@ def preprocessed(context: AssetExecutionContext):
     case_id = context.partition_key
     store, db = store_of(context), db_of(context)
     base = case_prefix(case_id)
+    denoise = None if config.denoise is None else DenoiseMethod(config.denoise).value
     corrected: dict = {}
     enface: dict = {}
     with step_errors(f"preprocessing of case {case_id}"):
@@ -54,7 +71,8 @@ def preprocessed(context: AssetExecutionContext):
             geometry, acquisition = case.geometry, case.acquisition
             volumes = case.volumes()
             t0 = time.perf_counter()
-            pre = preprocess_case(volumes, geometry, device=device)
+            # preprocess_case refuses denoise on a GPU device with a message saying so.
+            pre = preprocess_case(volumes, geometry, device=device, denoise=denoise)
             compute_s = time.perf_counter() - t0
         motion = pre.motion
         put(store, f"{base}/corrected/volume.npy", npy_bytes(pre.volume.astype(np.float32)), corrected)
@@ -75,7 +93,7 @@ def preprocessed(context: AssetExecutionContext):
             "rejected_bscans": [list(map(int, rb)) for rb in motion.rejected_bscans],
             "reference_repeat": int(motion.reference), "registration_ok": bool(pre.registration_ok),
             "snr_db": _f(pre.snr_db), "speckle_contrast": _f(pre.speckle_contrast),
-            "surfaces": sorted(pre.surfaces_px),
+            "surfaces": sorted(pre.surfaces_px), "denoise": denoise,
         }
         put(store, f"{base}/corrected/summary.json", json_bytes(summary), corrected)
         for slab in sorted(pre.enface):
@@ -93,6 +111,7 @@ def preprocessed(context: AssetExecutionContext):
                                            "speckle_contrast", "registration_ok")})
     meta_c["uri"] = store.uri(f"{base}/corrected/volume.npy")
     meta_c.update(n_rejected_bscans=len(summary["rejected_bscans"]), device=device,
+                  denoise=denoise or "none",
                   compute_s=round(compute_s, 3),
                   timings_s={k: round(float(v), 3) for k, v in pre.timings_s.items()})
     meta_e = artifact_metadata(store, enface)

@@ -6,6 +6,7 @@ Entry point: :func:`preprocess_case` → :class:`Preprocessed`.
 """
 from aooct_core.preprocessing.averaging import average_repeats
 from aooct_core.preprocessing.backend import get_backend, to_device, to_host
+from aooct_core.preprocessing.denoise import denoise_volume, estimate_noise_sigma_db
 from aooct_core.preprocessing.enface import SLABS_UM, enface_slabs, slab_projection
 from aooct_core.preprocessing.layers import flatten_volume, segment_layers
 from aooct_core.preprocessing.motion import ShiftEstimate, dim_bscans, phase_correlate, shift_bscans
@@ -24,5 +25,5 @@ __all__ = [
     "ShiftEstimate", "phase_correlate", "shift_bscans", "dim_bscans", "average_repeats",
     "normalize_volume", "to_db", "from_db", "speckle_contrast", "snr_db",
     "segment_layers", "flatten_volume", "SLABS_UM", "enface_slabs", "slab_projection",
-    "get_backend", "to_device", "to_host",
+    "get_backend", "to_device", "to_host", "denoise_volume", "estimate_noise_sigma_db",
 ]

@@ -10,7 +10,11 @@ Order of the steps and why:
    from the isotropy of its spectrum (the linear part of the drift, a shear), which needs
    the surfaces, then the average is recomputed with the refined shifts;
 5. en face slabs and OCTA slabs relative to the surfaces;
-6. quality numbers: speckle contrast, SNR; the lateral motion residual is re-estimated
+6. optional single-volume denoising of the average (``denoise``; off by default), after
+   the layers, the lattice step and the cone slabs, which all read the un-denoised average
+   (a denoiser smooths away cones ~3 px apart); the diffuse-tissue slabs (RPE, NFL,
+   plexuses) are re-projected from the denoised volume;
+7. quality numbers: speckle contrast, SNR; the lateral motion residual is re-estimated
    after step 4 when the lattice phase corrected the rows.
 
 Everything stays on the chosen device until the end; only small arrays (shifts,
@@ -27,6 +31,7 @@ import numpy as np
 from aooct_core.geometry import Geometry
 from aooct_core.preprocessing.backend import get_backend, synchronize, to_host
 from aooct_core.preprocessing.averaging import average_repeats
+from aooct_core.preprocessing.denoise import DENOISE_METHODS, DENOISED_SLABS, denoise_volume
 from aooct_core.preprocessing.enface import enface_slabs, slab_bounds_px, slab_projection
 from aooct_core.preprocessing.lattice import (ROW_PHASE_SIGMA_ROWS, dejitter_rows, lattice_row_shifts,
                                                lattice_shear)
@@ -99,7 +104,7 @@ def _band_speckle_contrast(volume, surfaces: dict, *, device: str) -> float:
 def preprocess_case(volumes, geometry: Geometry, *, device: str = "cpu", reference: int | None = None,
                     search_px: tuple[int, int] = (12, 12), within_volume: bool | None = None,
                     high_percentile: float = 99.5, column_step: int = 4, lattice: bool = True,
-                    return_on_device: bool = False) -> Preprocessed:
+                    denoise: str | None = None, return_on_device: bool = False) -> Preprocessed:
     """Motion-correct, register, average, normalize, segment and project a case.
 
     Parameters
@@ -122,6 +127,11 @@ def preprocess_case(volumes, geometry: Geometry, *, device: str = "cpu", referen
         Refine the lateral shifts with the cone-lattice phase of the IS/OS + COST en face
         image (:func:`~aooct_core.preprocessing.lattice.lattice_row_shifts`) and re-average;
         applied only when its two estimates agree (``motion.lattice_agreement``).
+    denoise : {None, "nl_means", "bm4d"}
+        Single-volume speckle denoiser (:func:`~aooct_core.preprocessing.denoise.denoise_volume`,
+        CPU only) applied to the final average. ``volume`` and the "rpe", "nfl", "svp" and
+        "dvp" en face images then come from the denoised volume; the cone slabs ("isos",
+        "cost"), the layers and the OCTA images do not. None (default) skips it.
     return_on_device : bool
         Keep ``volume``, surfaces and en face images on the device (CuPy arrays) —
         for benchmarks that time the download separately.
@@ -143,6 +153,9 @@ def preprocess_case(volumes, geometry: Geometry, *, device: str = "cpu", referen
     if getattr(volumes, "ndim", 0) == 3:
         raise ValueError(f"volumes must be 4-D (repeat, bscan, depth, aline); got 3-D shape {volumes.shape} "
                          "— pass volume[None] for a single volume")
+    if denoise is not None and (denoise not in DENOISE_METHODS or device != "cpu"):
+        raise ValueError(f"denoise must be None or one of {DENOISE_METHODS} and runs on the CPU only; "
+                         f"got denoise={denoise!r} with device={device!r}")
     timings = {}
     clock = [time.perf_counter()]
 
@@ -202,6 +215,13 @@ def preprocess_case(volumes, geometry: Geometry, *, device: str = "cpu", referen
                           decorrelation=decor, device=device)
     del decor
     tick("enface_octa")
+    if denoise is not None:
+        volume = denoise_volume(volume, method=denoise)
+        # Only the diffuse-tissue slabs are re-projected from the denoised volume: cones,
+        # ~3 px apart, are smoothed away by the denoiser (bench/bench_denoise.py).
+        smooth = enface_slabs(volume, surfaces, depth_um_per_px=geometry.depth_um_per_px, device=device)
+        enface.update({name: smooth[name] for name in DENOISED_SLABS})
+        tick("denoise")
     contrast = _band_speckle_contrast(volume, surfaces, device=device)
     snr = snr_db(volume, surfaces["RPE"], surfaces["ILM"], device=device)
     tick("quality")

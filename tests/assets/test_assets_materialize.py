@@ -105,3 +105,24 @@ def test_transient_store_errors_are_retried_with_backoff(tmp_path, phantom_case)
     assert len(restarts) == 2
     assert res["object_store"].exists("cases/PH1/raw/manifest.json")
     assert result.asset_materializations_for_node("raw_volume")[0].asset_key == AssetKey("raw_volume")
+
+
+def test_preprocess_config_turns_the_denoiser_on(dropped):
+    import json
+
+    from aooct_assets.assets import preprocessed
+    from aooct_assets.assets.preprocess import DenoiseMethod
+    from aooct_core.preprocessing.denoise import DENOISE_METHODS
+
+    assert {m.value for m in DenoiseMethod} == set(DENOISE_METHODS)
+    instance = DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("cases", ["PH1"])
+    run_config = {"ops": {"raw_volume": {"config": {"drop_prefix": "incoming-PH1"}},
+                          "preprocess_case": {"config": {"denoise": "nl_means"}}}}
+    result = materialize([raw_volume, preprocessed], partition_key="PH1", resources=dropped,
+                         instance=instance, run_config=run_config)
+    assert result.success
+    meta = materialized(result)["corrected_volume"]
+    assert meta["denoise"] == "nl_means" and "denoise" in meta["timings_s"]
+    summary = json.loads(dropped["object_store"].get_bytes("cases/PH1/corrected/summary.json"))
+    assert summary["denoise"] == "nl_means"
