@@ -25,7 +25,10 @@ Contract (stable; outside tools rely on it)
     without one they are omitted and ``notes`` says so.
   - ``nfl.png`` — binary nerve-fiber-bundle mask, when NFL is analysed (extra file).
 * Extra options (not part of the stable contract): ``--backend torch|onnx|tensorrt``,
-  ``--device cpu|cuda``. Uncertainty is always estimated by test-time augmentation (the
+  ``--device cpu|cuda``, ``--denoise nl_means|bm4d`` (single-volume speckle denoiser of
+  ``aooct_core.preprocessing.denoise``, CPU; for volumes and cases the RPE, NFL and SVP slabs
+  come from the denoised average, for en face images the image is denoised for the RPE,
+  capillary and NFL targets; cones are never denoised; ``metrics.json`` gets ``denoise``). Uncertainty is always estimated by test-time augmentation (the
   identity, two mirror flips and a 180° rotation); its QC summary is in
   ``metrics.json["uncertainty"]``.
 * Volumes and cases are preprocessed with ``aooct_core.preprocessing.preprocess_case``
@@ -111,10 +114,10 @@ def _targets_for(target: str | None, kind: str) -> list[str]:
     return ["cones", "rpe", "capillaries", "nfl"] if target == "all" else [target]
 
 
-def _enface_for_volume(volumes: np.ndarray, geometry) -> tuple[dict, dict]:
+def _enface_for_volume(volumes: np.ndarray, geometry, denoise: str | None) -> tuple[dict, dict]:
     """Preprocess (registered to repeat 0) → (slabs by target, QC inputs)."""
     from aooct_core.preprocessing import preprocess_case
-    pre = preprocess_case(volumes, geometry, reference=0)
+    pre = preprocess_case(volumes, geometry, reference=0, denoise=denoise)
     # Capillaries on the structural SVP slab, as the pipeline does (aooct_assets masks.py):
     # OCTA decorrelation from a few repeats is too noisy to segment.
     slabs = {"cones": pre.enface["isos"], "rpe": pre.enface["rpe"],
@@ -125,7 +128,7 @@ def _enface_for_volume(volumes: np.ndarray, geometry) -> tuple[dict, dict]:
     return slabs, {k: v for k, v in qc.items() if not (isinstance(v, float) and not np.isfinite(v))}
 
 
-def _load_input(path: Path, kind: str, um_per_px: float | None) -> dict:
+def _load_input(path: Path, kind: str, um_per_px: float | None, denoise: str | None = None) -> dict:
     """Read one input → {"slabs": {target: image}, "um_per_px", "qc", "notes", "eccentricity_deg"}."""
     from aooct_core.geometry import Geometry
     from aooct_core.io import load_case, probe_volume, read_enface, read_volume
@@ -134,14 +137,19 @@ def _load_input(path: Path, kind: str, um_per_px: float | None) -> dict:
         enf = read_enface(path, um_per_px=um_per_px)
         um = enf.um_per_px
         img = enf.image
-        return {"slabs": {t: img for t in ("cones", "rpe", "capillaries", "nfl")},
+        smooth = img
+        if denoise is not None:
+            from aooct_core.preprocessing import denoise_volume
+            smooth = denoise_volume(img, method=denoise)
+        # Cones are never denoised: the filter smooths away a mosaic near Nyquist sampling.
+        return {"slabs": {"cones": img, **{t: smooth for t in ("rpe", "capillaries", "nfl")}},
                 "um_per_px": um, "qc": {}, "notes": notes, "eccentricity_deg": None}
     if kind == "case":
         case = load_case(path)
         geometry = case.geometry
         if um_per_px is not None:
             geometry = Geometry(um_per_px, geometry.depth_um_per_px, um_per_px)
-        slabs, qc = _enface_for_volume(case.volumes(), geometry)
+        slabs, qc = _enface_for_volume(case.volumes(), geometry, denoise)
         ecc = float(np.hypot(*case.acquisition.location_deg))
         return {"slabs": slabs, "um_per_px": geometry.enface_um_per_px, "qc": qc,
                 "notes": notes, "eccentricity_deg": ecc}
@@ -162,7 +170,7 @@ def _load_input(path: Path, kind: str, um_per_px: float | None) -> dict:
     # Preprocessing needs a lateral scale for its search windows only; 1 µm/px is used when
     # none is known and no physical metric is reported from it.
     geometry = Geometry(float(pair[0]) if pair else 1.0, float(depth), float(pair[1]) if pair else 1.0)
-    slabs, qc = _enface_for_volume(read_volume(path)[None], geometry)
+    slabs, qc = _enface_for_volume(read_volume(path)[None], geometry, denoise)
     return {"slabs": slabs, "um_per_px": tuple(pair) if pair else None, "qc": qc,
             "notes": notes, "eccentricity_deg": None}
 
@@ -196,15 +204,15 @@ def _mv(m) -> tuple[float, float | None, float | None]:
 
 
 def analyze_one(path: Path, kind: str, out_dir: Path, *, target: str | None,
-                um_per_px: float | None, backend: str, device: str) -> Path:
+                um_per_px: float | None, backend: str, device: str, denoise: str | None = None) -> Path:
     """Analyse one input and move its results atomically into ``out_dir/<name>``."""
     from ml.inference import detect_cells, segment_vessels
     from ml.uncertainty import uncertainty_summary
-    data = _load_input(path, kind, um_per_px)
+    data = _load_input(path, kind, um_per_px, denoise)
     um = data["um_per_px"]
     metrics: dict = {"input": str(path), "kind": kind,
                      "um_per_px": list(um) if um else None, "model_versions": {},
-                     "uncertainty": {}, "notes": data["notes"]}
+                     "uncertainty": {}, "notes": data["notes"], "denoise": denoise}
     qc_inputs = dict(data["qc"])
     name = path.stem if path.is_file() else path.name
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=out_dir))
@@ -313,10 +321,16 @@ def analyze(
                                help="cones|rpe|capillaries|nfl|all (default: all for cases/volumes, cones for images)."),
     backend: str = typer.Option("torch", "--backend", help="Inference backend: torch|onnx|tensorrt."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    denoise: str = typer.Option(None, "--denoise",
+                                help="nl_means|bm4d: speckle denoiser for the RPE, capillary and NFL "
+                                     "images (CPU; off by default; cones never)."),
 ) -> None:
     """Detect cells and segment vessels/nerve fibers; write detections.csv, vessels.png, metrics.json."""
     if target is not None and target not in TARGETS:
         raise CliError(f"--target must be one of {'|'.join(TARGETS)}; got {target!r}")
+    from aooct_core.preprocessing.denoise import DENOISE_METHODS
+    if denoise is not None and denoise not in DENOISE_METHODS:
+        raise CliError(f"--denoise must be one of {'|'.join(DENOISE_METHODS)}; got {denoise!r}")
     if um_per_px is not None and not (np.isfinite(um_per_px) and um_per_px > 0):
         raise CliError(f"--um-per-px must be a positive number of µm; got {um_per_px}")
     out.mkdir(parents=True, exist_ok=True)
@@ -330,7 +344,7 @@ def analyze(
                 raise ValueError(f"another input already wrote {out / name}; rename one of them")
             seen.add(name)
             final = analyze_one(path, kind, out, target=target, um_per_px=um_per_px,
-                                backend=backend, device=device)
+                                backend=backend, device=device, denoise=denoise)
             print(f"{path}: ok → {final}")
         except Exception as exc:  # noqa: BLE001 - reported per input; the run fails at the end
             failures += 1

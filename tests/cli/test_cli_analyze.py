@@ -103,3 +103,33 @@ def test_phantom_case(tmp_path):
     # one speckled 64x64 repeat has no clear mosaic ring; the contract, not the count, is tested
     assert m["kind"] == "volume" and "cone_count" in m and m["notes"]
     assert _rows(out / vol.stem / "detections.csv")[0] == ["row", "col"]
+
+
+def test_denoise_option_leaves_cones_alone_and_is_recorded(tmp_path):
+    a = _png(tmp_path / "d.png", seed=2)
+    runs = {}
+    for option in ([], ["--denoise", "nl_means"]):
+        out = tmp_path / f"out{len(option)}"
+        res = CliRunner().invoke(app, ["analyze", str(a), "--out", str(out), "--um-per-px", "0.5",
+                                       "--target", "all", *option])
+        assert res.exit_code == 0, res.output
+        runs[len(option)] = (json.loads((out / "d" / "metrics.json").read_text()),
+                             _rows(out / "d" / "detections.csv"))
+    assert runs[0][0]["denoise"] is None and runs[2][0]["denoise"] == "nl_means"
+    assert runs[0][1] == runs[2][1]                       # cones: the same image, the same points
+    assert runs[0][0]["cone_count"] == runs[2][0]["cone_count"]
+    res = CliRunner().invoke(app, ["analyze", str(a), "--out", str(tmp_path / "o"), "--denoise", "median"])
+    assert res.exit_code != 0 and "--denoise must be one of" in str(res.exception)
+
+
+def test_denoise_option_on_a_single_volume(tmp_path):
+    from aooct_core.phantom import make_phantom, write_phantom
+
+    ph = make_phantom(seed=4, n_repeats=1, shape_px=(32, 256, 48))
+    case = write_phantom(tmp_path / "one", ph)
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, ["analyze", str(case), "--out", str(out), "--target", "capillaries",
+                                   "--denoise", "nl_means"])
+    assert res.exit_code == 0, res.output
+    m = json.loads((out / "one" / "metrics.json").read_text())
+    assert m["denoise"] == "nl_means" and "capillary_area_density" in m
