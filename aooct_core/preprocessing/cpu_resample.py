@@ -26,7 +26,9 @@ __all__ = ["average_repeats_cpu"]
 
 # Larger integer shifts than this (px) take the reference path: the padding would cost more.
 _MAX_PAD_PX = 64
-_BLOCK = 16
+# B-scans per block: 4 keep the block's buffers in the core's cache (bench/bench_average_block.py:
+# 16 were slower with one and with two threads); results do not depend on it.
+_BLOCK = 4
 
 
 def _offsets(n: int, s: np.ndarray):
