@@ -14,8 +14,9 @@ additive term whose SD does not depend on ``R`` (5.57 dB for fully developed spe
 the stationary additive noise that non-local means is built for (homomorphic filtering).
 
 Why non-local means [1]_ from scikit-image: maintained and BSD-licensed; it averages pixels
-whose neighbourhoods look alike, so repeating patterns (cones, RPE cells, vessel walls)
-are kept while speckle, which does not repeat, is averaged away. ``method="bm4d"`` [2]_ is
+whose neighbourhoods look alike, so structures wider than a patch (layer bands, vessel walls,
+nerve-fibre bundles) are kept while speckle, which does not repeat, is averaged away. Cones
+sampled near Nyquist are the exception: at ~3 px apart they are no wider than the speckle. ``method="bm4d"`` [2]_ is
 optional: the ``bm4d`` package on PyPI is licensed for non-commercial use only, so it is
 never installed by aooct; install it yourself if your use allows it.
 
