@@ -38,7 +38,10 @@ def _inputs(store, case_id: str, check: str) -> dict:
         s = load_json(store, f"{base}/corrected/summary.json")
         if check == "snr":
             return {"snr_db": s["snr_db"]}
-        return {"residual_motion_um": s["residual_motion_um"], "registration_ok": s["registration_ok"]}
+        out = {"residual_motion_um": s["residual_motion_um"], "registration_ok": s["registration_ok"]}
+        if "saccade_ambiguity_um" in s:   # summaries written before this field have none
+            out["saccade_ambiguity_um"] = s["saccade_ambiguity_um"]
+        return out
     if check.endswith("_uncertainty"):
         structure = check[: -len("_uncertainty")]
         s = load_json(store, f"{base}/masks/{structure}/summary.json")

@@ -137,6 +137,7 @@ def qc_checks(
     registration_ok: bool | None = None,
     vessel_fragment_count: int | None = None,
     cone_spacing_px: float | None = None,
+    saccade_ambiguity_um: float | None = None,
     thresholds: QCThresholds = QCThresholds(),
 ) -> list[QCCheck]:
     """Evaluate every check whose input is given; see ``qc_flags`` for the parameters."""
@@ -147,6 +148,7 @@ def qc_checks(
         "uncertainty_fraction": uncertainty_fraction, "cell_count": cell_count,
         "density_cells_per_mm2": density_cells_per_mm2, "eccentricity_deg": eccentricity_deg,
         "vessel_fragment_count": vessel_fragment_count, "cone_spacing_px": cone_spacing_px,
+        "saccade_ambiguity_um": saccade_ambiguity_um,
     }
     for key, v in numeric.items():
         if v is not None and not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)):
@@ -156,6 +158,15 @@ def qc_checks(
     if residual_motion_um is not None:
         out.append(_grade("residual_motion", residual_motion_um, t.residual_motion_warn_um, t.residual_motion_fail_um,
                           higher_is_worse=True, what="residual motion", unit=" µm RMS"))
+    if saccade_ambiguity_um is not None:
+        # Warn only: the lattice step often repairs the step; the limit is the residual-motion
+        # fail limit, the error the unattributed saccade could leave.
+        limit = t.residual_motion_fail_um
+        ok = saccade_ambiguity_um <= limit
+        out.append(QCCheck("unattributed_saccade", ok, None if ok else "warn", float(saccade_ambiguity_um), limit,
+                           f"saccade of unknown repeat: the mean frame may be off by {saccade_ambiguity_um:.3g} µm "
+                           f"(limit {limit:g} µm); two repeats cannot always tell who moved"
+                           if not ok else f"unattributed saccade {saccade_ambiguity_um:.3g} µm within limits"))
     if uncertainty_fraction is not None:
         if not 0 <= uncertainty_fraction <= 1:
             raise ValueError(f"uncertainty_fraction must be in [0, 1]; got {uncertainty_fraction!r}")
@@ -205,6 +216,7 @@ def qc_flags(
     registration_ok: bool | None = None,
     vessel_fragment_count: int | None = None,
     cone_spacing_px: float | None = None,
+    saccade_ambiguity_um: float | None = None,
     thresholds: QCThresholds = QCThresholds(),
 ) -> list[QCFlag]:
     """Raised QC flags (warn or fail) for the inputs that are given.
@@ -228,6 +240,9 @@ def qc_flags(
     cone_spacing_px : float, optional
         Normative cone spacing at the eccentricity (``normative_cone_spacing_um``) divided
         by the coarser en face pixel size, px.
+    saccade_ambiguity_um : float, optional
+        ``Preprocessed.motion.saccade_ambiguity_um`` (two repeats); warns above the
+        residual-motion fail limit.
     thresholds : QCThresholds
         Warn/fail limits.
 
@@ -245,6 +260,6 @@ def qc_flags(
         snr_db=snr_db, residual_motion_um=residual_motion_um, uncertainty_fraction=uncertainty_fraction,
         cell_count=cell_count, density_cells_per_mm2=density_cells_per_mm2, eccentricity_deg=eccentricity_deg,
         registration_ok=registration_ok, vessel_fragment_count=vessel_fragment_count,
-        cone_spacing_px=cone_spacing_px, thresholds=thresholds,
+        cone_spacing_px=cone_spacing_px, saccade_ambiguity_um=saccade_ambiguity_um, thresholds=thresholds,
     )
     return [QCFlag(c.name, c.severity, c.value, c.threshold, c.message) for c in checks if not c.passed]

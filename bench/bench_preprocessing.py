@@ -182,15 +182,15 @@ def bench_memory(ph) -> None:
         print(f"| {name} | {peak / 2**20:.1f} | {(size + peak) / size:.2f}× |")
 
 
-def bench_accuracy(seeds) -> None:
-    print("\n### Accuracy on phantoms (3 × 128×256×128, default motion)\n")
+def bench_accuracy(seeds, n_repeats: int = 3) -> None:
+    print(f"\n### Accuracy on phantoms ({n_repeats} × 128×256×128, default motion)\n")
     print("| seed | axial before (px) | axial after (px) | axial after, observable part (px) | "
           "lateral before (µm) | lateral after (µm) | "
           "est. residual lat (µm) | rejected | ILM / ISOS / COST / RPE RMS err (px) | time (s) |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     lat, ax, ax_obs, surf = [], [], [], []
     for seed in seeds:
-        ph = make_phantom(seed=seed, n_repeats=3)
+        ph = make_phantom(seed=seed, n_repeats=n_repeats)
         t0 = time.perf_counter()
         out = preprocess_case(ph.volumes, ph.geometry)
         dt = time.perf_counter() - t0
@@ -272,6 +272,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--quick", action="store_true", help="skip the slow baseline and use 2 seeds")
+    parser.add_argument("--repeats", type=int, default=3, help="repeats per phantom case in the accuracy part")
+    parser.add_argument("--seed-start", type=int, default=0, help="first phantom seed of the accuracy part")
     parser.add_argument("--only", nargs="+", choices=_PARTS, default=list(_PARTS),
                         help="run only these parts (default: all)")
     args = parser.parse_args(argv)
@@ -283,7 +285,8 @@ def main(argv=None) -> int:
         if "memory" in args.only:
             bench_memory(ph)
     if "accuracy" in args.only:
-        bench_accuracy(range(2 if args.quick else args.seeds))
+        n_seeds = 2 if args.quick else args.seeds
+        bench_accuracy(range(args.seed_start, args.seed_start + n_seeds), n_repeats=args.repeats)
     if "speckle" in args.only:
         bench_speckle_phantom(4 if args.quick else 8)
         bench_speckle_real()

@@ -123,7 +123,8 @@ def _enface_for_volume(volumes: np.ndarray, geometry, denoise: str | None) -> tu
     slabs = {"cones": pre.enface["isos"], "rpe": pre.enface["rpe"],
              "capillaries": pre.enface["svp"], "nfl": pre.enface["nfl"]}
     qc = {"snr_db": float(pre.snr_db), "registration_ok": bool(pre.registration_ok),
-          "residual_motion_um": float(pre.motion.residual_lateral_um_rms)}
+          "residual_motion_um": float(pre.motion.residual_lateral_um_rms),
+          "saccade_ambiguity_um": float(pre.motion.saccade_ambiguity_um)}
     # NaN = not measurable (e.g. residual motion of a single volume): leave the check out.
     return slabs, {k: v for k, v in qc.items() if not (isinstance(v, float) and not np.isfinite(v))}
 

@@ -88,6 +88,7 @@ def preprocessed(context: AssetExecutionContext, config: PreprocessConfig):
                                    "aline": geometry.aline_um_per_px},
             "eccentricity_deg": eccentricity_deg(acquisition.location_deg),
             "residual_motion_um": _f(motion.residual_lateral_um_rms),
+            "saccade_ambiguity_um": _f(motion.saccade_ambiguity_um),
             "residual_axial_px": _f(motion.residual_axial_px_rms),
             "residual_axial_um": _f(motion.residual_axial_px_rms * geometry.depth_um_per_px),
             "rejected_bscans": [list(map(int, rb)) for rb in motion.rejected_bscans],

@@ -58,6 +58,11 @@ class MotionReport:
         Set by :func:`~aooct_core.preprocessing.pipeline.preprocess_case` when the
         cone-lattice refinement ran: agreement of its per-peak estimates (NaN = not run);
         ≥ 0.5 means the lateral shifts include it.
+    saccade_ambiguity_um : float
+        Two repeats only: half the largest lateral saccade whose repeat could not be told
+        (:func:`~aooct_core.preprocessing.tracking.two_repeat_saccades`), µm. The mean frame
+        may be off by this much from that B-scan on, which ``residual_lateral_um_rms``
+        cannot see; 0 when none (and always with one or ≥ 3 repeats).
     """
 
     shifts_px: np.ndarray
@@ -70,3 +75,4 @@ class MotionReport:
     residual_axial_px_rms: float = float("nan")
     registration_ok: bool = True
     lattice_agreement: float = float("nan")
+    saccade_ambiguity_um: float = 0.0

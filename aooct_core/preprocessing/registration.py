@@ -14,10 +14,13 @@ phase correlation of all B-scans at once (:mod:`aooct_core.preprocessing.motion`
 3. **Saccades** (≥ 3 repeats): a jump of one repeat between consecutive B-scans shows
    in ``e`` of every repeat; attributing it to the repeat that moved (the others only
    drifted, zero-mean) gives back its share of ``M`` (:func:`~aooct_core.preprocessing.tracking.saccade_steps`).
+   With two repeats each repeat's own adjacent-B-scan track picks the mover
+   (:func:`~aooct_core.preprocessing.tracking.two_repeat_saccades`); jumps it cannot
+   attribute are reported as ``MotionReport.saccade_ambiguity_um``.
 4. **Within volume.** Adjacent B-scans of the mean-frame average are registered to each
    other. Axially their cumulative sum tracks ``M[b]`` plus smooth anatomy (tilt,
    curvature), removed as a low-order polynomial. Laterally only saccade-sized jumps are
-   used (for ≤ 2 repeats): adjacent B-scans see different cones.
+   used, and only for a single volume: adjacent B-scans see different cones.
    What remains is the slow lateral drift of ``M`` (≈ drift / sqrt(R)) and the
    polynomial part of the axial ``M``; :func:`~aooct_core.preprocessing.pipeline.preprocess_case`
    recovers the lateral drift from the cone lattice (its phase, and its isotropy for
@@ -65,6 +68,7 @@ from aooct_core.preprocessing.tracking import (
     mean_frame_residual as _mean_frame_residual,
     polynomial_residual as _polynomial_residual,
     saccade_steps as _saccade_steps,
+    two_repeat_saccades as _two_repeat_saccades,
     within_volume_track as _within_volume_track,
 )
 
@@ -304,8 +308,25 @@ def _estimate_motion(volumes, geometry, *, reference, device, search_px, rigid_s
     mean_rel = (w_mean[..., None] * d).sum(axis=0)        # M[b] - m[ref, b]
     e = d - mean_rel[None]
 
-    # Saccades seen across repeats give back their mean-frame share (lateral axis).
-    saccades = _saccade_steps(e[..., 1], saccade_threshold_px)
+    # Saccades seen across repeats give back their mean-frame share (lateral axis). Two
+    # repeats cannot say who moved; each repeat's own adjacent-B-scan track decides.
+    if within and n_repeats == 2:
+        if track is None:
+            track, _ = _adjacent_track(spec_ref, valid[ref], shape, search_px, sigma_px, chunk, backend,
+                                       lateral=True)
+        other = others[0]
+        # Its own structured rows: the reference's rows sit elsewhere in a repeat shifted in depth.
+        other_vol = to_device(volumes[other], device)
+        spec_other = _spectra_chunked(other_vol, chunk, backend, _row_weights(other_vol, device),
+                                      row_mean=row_means[other])
+        del other_vol
+        other_track, _ = _adjacent_track(spec_other, valid[other], shape, search_px, sigma_px, chunk, backend,
+                                         lateral=True)
+        del spec_other
+        saccades, ambiguity_px = _two_repeat_saccades(d[..., 1], track[:, 1], other_track[:, 1], reference=ref,
+                                                      threshold_px=saccade_threshold_px)
+    else:
+        saccades, ambiguity_px = _saccade_steps(e[..., 1], saccade_threshold_px), 0.0
     e_clean = e.copy()
     e_clean[..., 1] -= saccades - saccades.mean(axis=0, keepdims=True)
     shifts = e.astype(np.float32)
@@ -313,7 +334,7 @@ def _estimate_motion(volumes, geometry, *, reference, device, search_px, rigid_s
     if within:
         # Adjacent B-scans of the reference (spectra already at hand) track m[ref] plus
         # anatomy; adding mean_rel turns that into the mean frame's M plus anatomy.
-        # With ≥ 3 repeats only the axial track is used (saccades come from the repeats).
+        # With ≥ 2 repeats only the axial track is used (saccades come from the repeats).
         if track is None:
             track, _ = _adjacent_track(spec_ref, valid[ref], shape, search_px, sigma_px, chunk, backend,
                                        lateral=n_repeats < 3)
@@ -321,7 +342,7 @@ def _estimate_motion(volumes, geometry, *, reference, device, search_px, rigid_s
         step_noise = 1.4826 * np.median(np.abs(np.diff(track[:, 1]) - np.median(np.diff(track[:, 1]))))
         fast = _within_volume_track(track, axial_degree=axial_detrend_degree,
                                     step_threshold_px=max(saccade_threshold_px, 4 * step_noise))
-        if n_repeats >= 3:
+        if n_repeats >= 2:
             fast[:, 1] = 0          # saccades already came from the across-repeat jumps
         shifts = shifts + fast[None]
     del spec_ref
@@ -343,5 +364,6 @@ def _estimate_motion(volumes, geometry, *, reference, device, search_px, rigid_s
         shifts_px=shifts, reference=ref, rigid_shift_px=rigid, quality=quality, weights=weights,
         rejected_bscans=rejected,
         residual_lateral_um_rms=float(resid[1] * geometry.aline_um_per_px),
-        residual_axial_px_rms=float(resid[0]), registration_ok=bool(ok))
+        residual_axial_px_rms=float(resid[0]), registration_ok=bool(ok),
+        saccade_ambiguity_um=float(ambiguity_px * geometry.aline_um_per_px))
     return report, average, decor, (e_clean[..., 1], usable)

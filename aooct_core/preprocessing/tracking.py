@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
-__all__ = ["interp_invalid", "isolated_outliers", "saccade_steps", "within_volume_track", "mean_frame_residual",
-           "polynomial_residual", "fast_residual"]
+__all__ = ["interp_invalid", "isolated_outliers", "saccade_steps", "two_repeat_saccades", "within_volume_track",
+           "mean_frame_residual", "polynomial_residual", "fast_residual"]
 
 
 def interp_invalid(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -81,6 +81,69 @@ def saccade_steps(e: np.ndarray, threshold_px: float) -> np.ndarray:
     c = -(jumps * inlier).sum(axis=0) / np.maximum(inlier.sum(axis=0), 1)
     steps = np.where(usable[None], jumps + c[None], 0.0)
     return np.concatenate([np.zeros((n_repeats, 1)), np.cumsum(steps, axis=1)], axis=1).astype(np.float32)
+
+
+# Evidence (in robust SDs of the adjacent steps) needed to say which of two repeats made
+# a saccade; below it the jump is left to the lattice step (bench_preprocessing --repeats 2).
+TWO_REPEAT_EVIDENCE_SD = 2.5
+
+
+def two_repeat_saccades(d: np.ndarray, ref_track: np.ndarray, other_track: np.ndarray, *, reference: int,
+                        threshold_px: float) -> np.ndarray:
+    """Saccades of two repeats, each attributed to the repeat that made it.
+
+    With two repeats a jump ``J`` of ``d = m[other] - m[ref]`` between consecutive B-scans
+    is precise (both repeats see the same tissue) but says nothing about who moved, and
+    the mean frame moves by ``+J/2`` if the other repeat jumped, ``-J/2`` if the reference
+    did. Each repeat's own adjacent-B-scan track (its ``m`` plus smooth anatomy) decides.
+    Those lateral steps see only part of a jump (adjacent B-scans hold different cones;
+    ~40 % of it on phantoms) but with the right sign: the mover's step points along its
+    share of ``J`` (``-J`` for the reference, ``+J`` for the other), the other's stays
+    near 0. The evidence is the difference of the two steps, each in robust SDs of that
+    track's steps; a jump is attributed only when it exceeds
+    :data:`TWO_REPEAT_EVIDENCE_SD`, since jumps of two drifting repeats can add up past
+    ``threshold_px`` without a saccade. The size always comes from ``d``.
+
+    Parameters
+    ----------
+    d : (2, B) shifts of each repeat relative to the reference along one axis, px
+        (the reference's row is 0)
+    ref_track, other_track : (B,) cumulative adjacent-B-scan tracks of the reference and
+        of the other repeat along that axis, px
+    reference : index of the reference repeat (0 or 1)
+    threshold_px : smallest ``|J|`` treated as a saccade, px
+
+    Returns
+    -------
+    saccades : (2, B) float32
+        Cumulative saccade displacement of each repeat, px (0 before the first jump); same
+        meaning as :func:`saccade_steps`, whose across-repeat rule needs three repeats.
+    ambiguity_px : float
+        Half the largest jump left unattributed, px: the mean frame may be off by this much
+        after it (0 when every jump was attributed). The lattice step often repairs it, but
+        nothing here can tell; the registration QC warns on it.
+    """
+    d = np.asarray(d, np.float64)
+    if d.shape[0] != 2 or d.shape[1] < 2:
+        return np.zeros_like(d, dtype=np.float32), 0.0
+    other = 1 - int(reference)
+    jumps = np.diff(d[other])
+
+    def in_sd(track):
+        steps = np.diff(np.asarray(track, np.float64))
+        return steps / max(1.4826 * float(np.median(np.abs(steps - np.median(steps)))), 0.05)
+
+    direction = np.sign(jumps)
+    evidence = -in_sd(ref_track) * direction - in_sd(other_track) * direction   # > 0: the reference moved
+    saccade = np.abs(jumps) > threshold_px
+    ref_moved = saccade & (evidence > TWO_REPEAT_EVIDENCE_SD)
+    other_moved = saccade & (evidence < -TWO_REPEAT_EVIDENCE_SD)
+    steps = np.zeros((2, len(jumps)))
+    steps[int(reference)] = np.where(ref_moved, -jumps, 0.0)
+    steps[other] = np.where(other_moved, jumps, 0.0)
+    unattributed = np.abs(jumps[saccade & ~ref_moved & ~other_moved])
+    ambiguity = float(unattributed.max() / 2) if unattributed.size else 0.0
+    return np.concatenate([np.zeros((2, 1)), np.cumsum(steps, axis=1)], axis=1).astype(np.float32), ambiguity
 
 
 def within_volume_track(track: np.ndarray, *, axial_degree: int, step_threshold_px: float) -> np.ndarray:

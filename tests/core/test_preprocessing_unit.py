@@ -495,3 +495,27 @@ def test_fast_cpu_average_equals_reference_shift_and_sum(dtype):
     np.testing.assert_array_equal(vols, before)
     # Shifts beyond the padding limit take the reference path (None here).
     assert average_repeats_cpu(vols, np.full_like(shifts, 100.0), w) is None
+
+
+def test_two_repeat_saccades_are_attributed_by_the_adjacent_tracks():
+    from aooct_core.preprocessing.tracking import two_repeat_saccades
+
+    rng = np.random.default_rng(0)
+    n = 40
+    m = np.zeros((2, n))
+    m[0, 10:] -= 3.0          # the reference (repeat 0) saccades at B-scan 10
+    m[1, 25:] += 4.0          # the other repeat at B-scan 25
+    m[1, 33:] += 2.6          # a third jump that neither track sees
+    d = m - m[0]
+    gain = 0.4                # adjacent-B-scan steps see only part of a jump
+    noise = lambda: rng.normal(0, 0.2, n)  # noqa: E731
+    ref_track = gain * m[0] + noise()
+    other_track = gain * np.where(np.arange(n) >= 33, m[1] - 2.6, m[1]) + noise()
+    saccades, ambiguity = two_repeat_saccades(d, ref_track, other_track, reference=0, threshold_px=2.0)
+    np.testing.assert_allclose(saccades[0], np.where(np.arange(n) >= 10, -3.0, 0.0), atol=1e-5)
+    np.testing.assert_allclose(saccades[1], np.where(np.arange(n) >= 25, 4.0, 0.0), atol=1e-5)
+    assert ambiguity == pytest.approx(1.3, abs=1e-5)   # half the unattributed 2.6 px jump
+    # Drift below the threshold is never a saccade; with 1 or 3 repeats the rule does not apply.
+    quiet, none = two_repeat_saccades(d * 0.1, ref_track, other_track, reference=0, threshold_px=2.0)
+    assert not quiet.any() and none == 0.0
+    assert two_repeat_saccades(np.zeros((3, n)), ref_track, other_track, reference=0, threshold_px=2.0)[1] == 0.0

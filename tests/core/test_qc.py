@@ -72,3 +72,14 @@ def test_bad_thresholds_and_inputs_raise():
 def test_flag_serialises():
     d = only(qc_flags(cell_count=5)).to_dict()
     assert set(d) == {"name", "severity", "value", "threshold", "message"}
+
+
+def test_unattributed_saccade_warns_above_the_residual_motion_fail_limit():
+    from aooct_core.qc import qc_checks, qc_flags
+
+    assert qc_flags(saccade_ambiguity_um=0.0) == []
+    assert qc_flags(saccade_ambiguity_um=2.9) == []
+    flag, = qc_flags(saccade_ambiguity_um=4.5)
+    assert flag.name == "unattributed_saccade" and flag.severity == "warn" and flag.threshold == 3.0
+    check, = qc_checks(saccade_ambiguity_um=1.0)
+    assert check.passed and check.name == "unattributed_saccade"
