@@ -129,6 +129,14 @@ def _enface_for_volume(volumes: np.ndarray, geometry, denoise: str | None) -> tu
     return slabs, {k: v for k, v in qc.items() if not (isinstance(v, float) and not np.isfinite(v))}
 
 
+def _unmeasured_notes(qc: dict) -> list[str]:
+    # Unmeasured is not the same as good: say so, as the pipeline's QC does.
+    if "residual_motion_um" in qc:
+        return []
+    return ["residual lateral motion not measurable (a single volume has no repeat to compare with): "
+            "the residual_motion QC check was not run"]
+
+
 def _load_input(path: Path, kind: str, um_per_px: float | None, denoise: str | None = None) -> dict:
     """Read one input → {"slabs": {target: image}, "um_per_px", "qc", "notes", "eccentricity_deg"}."""
     from aooct_core.geometry import Geometry
@@ -151,6 +159,7 @@ def _load_input(path: Path, kind: str, um_per_px: float | None, denoise: str | N
         if um_per_px is not None:
             geometry = Geometry(um_per_px, geometry.depth_um_per_px, um_per_px)
         slabs, qc = _enface_for_volume(case.volumes(), geometry, denoise)
+        notes += _unmeasured_notes(qc)
         ecc = float(np.hypot(*case.acquisition.location_deg))
         return {"slabs": slabs, "um_per_px": geometry.enface_um_per_px, "qc": qc,
                 "notes": notes, "eccentricity_deg": ecc}
@@ -172,6 +181,7 @@ def _load_input(path: Path, kind: str, um_per_px: float | None, denoise: str | N
     # none is known and no physical metric is reported from it.
     geometry = Geometry(float(pair[0]) if pair else 1.0, float(depth), float(pair[1]) if pair else 1.0)
     slabs, qc = _enface_for_volume(read_volume(path)[None], geometry, denoise)
+    notes += _unmeasured_notes(qc)
     return {"slabs": slabs, "um_per_px": tuple(pair) if pair else None, "qc": qc,
             "notes": notes, "eccentricity_deg": None}
 

@@ -133,3 +133,4 @@ def test_denoise_option_on_a_single_volume(tmp_path):
     assert res.exit_code == 0, res.output
     m = json.loads((out / "one" / "metrics.json").read_text())
     assert m["denoise"] == "nl_means" and "capillary_area_density" in m
+    assert any("residual lateral motion not measurable" in n for n in m["notes"])
