@@ -28,9 +28,9 @@ Contract (stable; outside tools rely on it)
   ``--device cpu|cuda``, ``--denoise nl_means|bm4d`` (single-volume speckle denoiser of
   ``aooct_core.preprocessing.denoise``, CPU; for volumes and cases the RPE, NFL and SVP slabs
   come from the denoised average, for en face images the image is denoised for the RPE,
-  capillary and NFL targets; cones are never denoised; ``metrics.json`` gets ``denoise``). Uncertainty is always estimated by test-time augmentation (the
-  identity, two mirror flips and a 180° rotation); its QC summary is in
-  ``metrics.json["uncertainty"]``.
+  capillary and NFL targets; cones are never denoised; ``metrics.json`` gets ``denoise``).
+  Uncertainty is always estimated by test-time augmentation (the identity, two mirror flips
+  and a 180° rotation); its QC summary is in ``metrics.json["uncertainty"]``.
 * Volumes and cases are preprocessed with ``aooct_core.preprocessing.preprocess_case``
   (reference repeat 0). Cone images sampled closer than 5 px per cone are resampled for
   detection (spacing from the normative density at the case's eccentricity, or from the

@@ -89,7 +89,7 @@ TWO_REPEAT_EVIDENCE_SD = 2.5
 
 
 def two_repeat_saccades(d: np.ndarray, ref_track: np.ndarray, other_track: np.ndarray, *, reference: int,
-                        threshold_px: float) -> np.ndarray:
+                        threshold_px: float) -> tuple[np.ndarray, float]:
     """Saccades of two repeats, each attributed to the repeat that made it.
 
     With two repeats a jump ``J`` of ``d = m[other] - m[ref]`` between consecutive B-scans
