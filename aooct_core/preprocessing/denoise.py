@@ -44,6 +44,7 @@ import numpy as np
 
 from aooct_core.preprocessing.backend import to_host
 from aooct_core.preprocessing.cpu_parallel import cpu_pool, run_split
+from aooct_core.preprocessing.normalization import from_db, to_db
 
 __all__ = ["denoise_volume", "estimate_noise_sigma_db", "DENOISE_METHODS", "DENOISED_SLABS"]
 
@@ -190,7 +191,7 @@ def denoise_volume(volume, *, method: str = "nl_means", strength: float = 1.3, p
     if not mean > 0:
         raise ValueError(f"volume must be linear intensity with a positive mean; got mean {mean:g} "
                          "(convert dB images with aooct_core.preprocessing.from_db first)")
-    image_db = 10 * np.log10(np.maximum(image, _FLOOR_FRACTION * np.float32(mean)))
+    image_db = to_db(image, floor=float(_FLOOR_FRACTION * np.float32(mean)))
     sigma = float(sigma_db) if sigma_db is not None else estimate_noise_sigma_db(image_db)
     if method == "bm4d":
         out_db = _bm4d(image_db, sigma=strength * sigma)
@@ -202,7 +203,7 @@ def denoise_volume(volume, *, method: str = "nl_means", strength: float = 1.3, p
             raise ValueError(f"cpu_threads must be >= 1 or None (all cores); got {cpu_threads!r}")
         out_db = _nl_means_split(image_db, h=strength * sigma, sigma=sigma, patch=patch, search=search,
                                  threads=threads)
-    out = np.power(np.float32(10), out_db / np.float32(10), dtype=np.float32)
+    out = from_db(out_db)
     return (out * np.float32(mean / float(out.mean(dtype=np.float64)))).astype(np.float32)
 
 

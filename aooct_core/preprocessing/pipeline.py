@@ -219,8 +219,10 @@ def preprocess_case(volumes, geometry: Geometry, *, device: str = "cpu", referen
         volume = denoise_volume(volume, method=denoise)
         # Only the diffuse-tissue slabs are re-projected from the denoised volume: cones,
         # ~3 px apart, are smoothed away by the denoiser (bench/bench_denoise.py).
-        smooth = enface_slabs(volume, surfaces, depth_um_per_px=geometry.depth_um_per_px, device=device)
-        enface.update({name: smooth[name] for name in DENOISED_SLABS})
+        enface.update({name: slab_projection(volume, *slab_bounds_px(name, surfaces,
+                                                                     depth_um_per_px=geometry.depth_um_per_px),
+                                             device=device)
+                       for name in DENOISED_SLABS})
         tick("denoise")
     contrast = _band_speckle_contrast(volume, surfaces, device=device)
     snr = snr_db(volume, surfaces["RPE"], surfaces["ILM"], device=device)

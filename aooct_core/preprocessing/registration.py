@@ -67,6 +67,7 @@ from aooct_core.preprocessing.tracking import (
     isolated_outliers as _isolated_outliers,
     mean_frame_residual as _mean_frame_residual,
     polynomial_residual as _polynomial_residual,
+    robust_sd as _robust_sd,
     saccade_steps as _saccade_steps,
     two_repeat_saccades as _two_repeat_saccades,
     within_volume_track as _within_volume_track,
@@ -308,12 +309,13 @@ def _estimate_motion(volumes, geometry, *, reference, device, search_px, rigid_s
     mean_rel = (w_mean[..., None] * d).sum(axis=0)        # M[b] - m[ref, b]
     e = d - mean_rel[None]
 
+    if within and track is None:
+        # Adjacent B-scans of the reference (its spectra already at hand): m[ref] plus anatomy.
+        track, _ = _adjacent_track(spec_ref, valid[ref], shape, search_px, sigma_px, chunk, backend,
+                                   lateral=n_repeats < 3)
     # Saccades seen across repeats give back their mean-frame share (lateral axis). Two
     # repeats cannot say who moved; each repeat's own adjacent-B-scan track decides.
     if within and n_repeats == 2:
-        if track is None:
-            track, _ = _adjacent_track(spec_ref, valid[ref], shape, search_px, sigma_px, chunk, backend,
-                                       lateral=True)
         other = others[0]
         # Its own structured rows: the reference's rows sit elsewhere in a repeat shifted in depth.
         other_vol = to_device(volumes[other], device)
@@ -332,14 +334,10 @@ def _estimate_motion(volumes, geometry, *, reference, device, search_px, rigid_s
     shifts = e.astype(np.float32)
     shifts[..., 1] += saccades.mean(axis=0)[None] - saccades.mean(axis=0).mean()
     if within:
-        # Adjacent B-scans of the reference (spectra already at hand) track m[ref] plus
-        # anatomy; adding mean_rel turns that into the mean frame's M plus anatomy.
-        # With ≥ 2 repeats only the axial track is used (saccades come from the repeats).
-        if track is None:
-            track, _ = _adjacent_track(spec_ref, valid[ref], shape, search_px, sigma_px, chunk, backend,
-                                       lateral=n_repeats < 3)
+        # The reference's track plus mean_rel is the mean frame's M plus anatomy. With ≥ 2
+        # repeats only its axial part is used (saccades come from the repeats).
         track = track + mean_rel
-        step_noise = 1.4826 * np.median(np.abs(np.diff(track[:, 1]) - np.median(np.diff(track[:, 1]))))
+        step_noise = _robust_sd(np.diff(track[:, 1]))
         fast = _within_volume_track(track, axial_degree=axial_detrend_degree,
                                     step_threshold_px=max(saccade_threshold_px, 4 * step_noise))
         if n_repeats >= 2:

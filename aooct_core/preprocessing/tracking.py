@@ -10,8 +10,14 @@ from __future__ import annotations
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
-__all__ = ["interp_invalid", "isolated_outliers", "saccade_steps", "two_repeat_saccades", "within_volume_track",
+__all__ = ["robust_sd", "interp_invalid", "isolated_outliers", "saccade_steps", "two_repeat_saccades", "within_volume_track",
            "mean_frame_residual", "polynomial_residual", "fast_residual"]
+
+
+def robust_sd(values: np.ndarray) -> float:
+    """``1.4826 · median |x − median x|``: the SD of the bulk, blind to a few jumps."""
+    values = np.asarray(values, np.float64)
+    return float(1.4826 * np.median(np.abs(values - np.median(values))))
 
 
 def interp_invalid(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -131,7 +137,7 @@ def two_repeat_saccades(d: np.ndarray, ref_track: np.ndarray, other_track: np.nd
 
     def in_sd(track):
         steps = np.diff(np.asarray(track, np.float64))
-        return steps / max(1.4826 * float(np.median(np.abs(steps - np.median(steps)))), 0.05)
+        return steps / max(robust_sd(steps), 0.05)
 
     direction = np.sign(jumps)
     evidence = -in_sd(ref_track) * direction - in_sd(other_track) * direction   # > 0: the reference moved
