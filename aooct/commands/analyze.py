@@ -88,14 +88,21 @@ def _kind_of(path: Path) -> str:
                      "(.tif/.npy/.dcm), an en face image (.tif/.png/.npy) or a folder of images")
 
 
-def _expand(inputs: list[Path]) -> list[tuple[Path, str | None]]:
-    """(path, kind or None when it could not be determined) for each analysable input."""
+def _expand(inputs: list[Path]) -> list[tuple[Path, str]]:
+    """(path, kind, or ``"error:<message>"`` when it could not be determined) per input.
+
+    Probing reads file headers with third-party parsers; whatever one of them raises on a
+    malformed file is reported for that input (with its type), never aborting the batch.
+    """
     out = []
     for path in inputs:
         try:
             kind = _kind_of(path)
         except (OSError, ValueError) as exc:
             out.append((path, f"error:{exc}"))
+            continue
+        except Exception as exc:  # noqa: BLE001 - a parser's own error on a malformed file
+            out.append((path, f"error:{path}: could not be read ({type(exc).__name__}: {exc})"))
             continue
         if kind == "folder":
             files = sorted(p for p in path.iterdir()
@@ -225,7 +232,7 @@ def analyze_one(path: Path, kind: str, out_dir: Path, *, target: str | None,
                      "um_per_px": list(um) if um else None, "model_versions": {},
                      "uncertainty": {}, "notes": data["notes"], "denoise": denoise}
     qc_inputs = dict(data["qc"])
-    name = path.stem if path.is_file() else path.name
+    name = output_name(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=out_dir))
     try:
         if um is None:
@@ -311,14 +318,49 @@ def _json_default(obj):
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+def output_name(path: Path) -> str:
+    """The name of an input's result folder: the file's stem, or the folder's own name.
+
+    The path is resolved first, so ``.``, ``..`` and ``case/`` name the folder they point at
+    (``Path(".").name`` is empty, which once made the whole output folder one input's
+    result folder and deleted it on the next run).
+
+    Raises
+    ------
+    ValueError
+        For an input without a name (the file-system root).
+    """
+    resolved = path.resolve()
+    name = resolved.stem if resolved.is_file() else resolved.name
+    if not name or name in (".", "..") or name.startswith("."):
+        raise ValueError(f"{path}: cannot name a result folder after it (resolved to "
+                         f"{resolved}); give the case folder by its own name")
+    return name
+
+
+def _is_our_result(folder: Path) -> bool:
+    """True when ``folder`` looks like an earlier ``aooct analyze`` result of one input."""
+    if not folder.is_dir() or folder.is_symlink() or not (folder / "metrics.json").is_file():
+        return False
+    allowed = {"metrics.json", "detections.csv", "detections_rpe.csv", "vessels.png", "nfl.png"}
+    return all(p.is_file() and p.name in allowed for p in folder.iterdir())
+
+
 def _replace_dir(tmp: Path, final: Path) -> None:
-    """Move ``tmp`` to ``final``; an older ``final`` is removed only after the swap."""
+    """Move ``tmp`` to ``final``; an older ``final`` is removed only after the swap.
+
+    Only an earlier result of this command is ever replaced: a folder (or file) of that name
+    holding anything else is refused, so a mistyped ``--out`` never deletes a user's data.
+    """
+    if final.resolve() == tmp.parent.resolve() or tmp.parent.resolve() not in final.resolve().parents:
+        raise ValueError(f"{final}: result folder would not be inside the output folder {tmp.parent}")
     old = None
-    if final.exists():
-        old = final.with_name(f".{final.name}.old")
-        if old.exists():
-            shutil.rmtree(old)
-        final.rename(old)
+    if final.exists() or final.is_symlink():
+        if not _is_our_result(final):
+            raise ValueError(f"{final} already exists and is not an aooct analyze result "
+                             "(it holds other files); move it away or choose another --out")
+        old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old.", dir=final.parent))
+        final.rename(old / final.name)
     tmp.rename(final)
     if old is not None:
         shutil.rmtree(old)
@@ -347,10 +389,10 @@ def analyze(
     out.mkdir(parents=True, exist_ok=True)
     failures, seen = 0, set()
     for path, kind in _expand(list(inputs)):
-        name = path.stem if path.is_file() else path.name
         try:
             if kind.startswith("error:"):
                 raise ValueError(kind[len("error:"):])
+            name = output_name(path)
             if name in seen:
                 raise ValueError(f"another input already wrote {out / name}; rename one of them")
             seen.add(name)

@@ -134,3 +134,55 @@ def test_denoise_option_on_a_single_volume(tmp_path):
     m = json.loads((out / "one" / "metrics.json").read_text())
     assert m["denoise"] == "nl_means" and "capillary_area_density" in m
     assert any("residual lateral motion not measurable" in n for n in m["notes"])
+
+
+def test_dot_input_never_takes_the_output_folder(tmp_path, monkeypatch):
+    """Issue 17 finding 1: ``cd case && aooct analyze . --out ../res`` twice kept ``res/``."""
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    _png(folder / "a.png")
+    res_dir = tmp_path / "res"
+    res_dir.mkdir()
+    (res_dir / "earlier_study.txt").write_text("results of another study")
+    monkeypatch.chdir(folder)
+    for _ in range(2):
+        res = CliRunner().invoke(app, ["analyze", ".", "--out", "../res"])
+        assert res.exit_code == 0, res.output
+    assert (res_dir / "earlier_study.txt").read_text() == "results of another study"
+    assert (res_dir / "a" / "detections.csv").is_file()
+    assert sorted(p.name for p in res_dir.iterdir()) == ["a", "earlier_study.txt"]
+
+
+def test_existing_folder_that_is_not_a_result_is_refused_not_deleted(tmp_path):
+    a = _png(tmp_path / "x.png")
+    out = tmp_path / "out"
+    (out / "x").mkdir(parents=True)
+    (out / "x" / "thesis.docx").write_text("irreplaceable")
+    res = CliRunner().invoke(app, ["analyze", str(a), "--out", str(out)])
+    assert res.exit_code != 0 and "not an aooct analyze result" in res.output
+    assert (out / "x" / "thesis.docx").read_text() == "irreplaceable"
+    # an earlier result of this command is replaced
+    (out / "x" / "thesis.docx").unlink()
+    (out / "x").rmdir()
+    for _ in range(2):
+        assert CliRunner().invoke(app, ["analyze", str(a), "--out", str(out)]).exit_code == 0
+    assert sorted(p.name for p in out.iterdir()) == ["x"]
+
+
+def test_a_parser_crash_on_one_input_does_not_abort_the_batch(tmp_path, monkeypatch):
+    """Issue 17 finding 9: an exception from a file parser while probing aborted every input."""
+    import aooct.commands.analyze as analyze_cmd
+    good, bad = _png(tmp_path / "good.png"), tmp_path / "bad.tif"
+    bad.write_bytes(b"II*\x00garbage")
+    real = analyze_cmd._kind_of
+
+    def probe(path):
+        if path.name == "bad.tif":
+            raise ZeroDivisionError("division by zero in a TIFF tag")
+        return real(path)
+    monkeypatch.setattr(analyze_cmd, "_kind_of", probe)
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, ["analyze", str(bad), str(good), "--out", str(out)])
+    assert res.exit_code != 0
+    assert "bad.tif" in res.output and "ZeroDivisionError" in res.output
+    assert (out / "good" / "detections.csv").is_file()
