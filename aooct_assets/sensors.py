@@ -32,7 +32,8 @@ from aooct_assets.partitions import cases_partitions
 from aooct_core.io import content_hash_of_case
 from resources.object_store import ObjectStore, make_object_store
 
-__all__ = ["make_drop_sensor", "scan_drop", "content_hash_of_drop", "RESERVED_PREFIXES"]
+__all__ = ["make_drop_sensor", "scan_drop", "run_requests_for", "content_hash_of_drop",
+           "quarantine", "RESERVED_PREFIXES", "MAX_CASE_JSON_BYTES"]
 
 RESERVED_PREFIXES = ("_", ".")
 QUARANTINE = "_quarantine"
@@ -52,7 +53,11 @@ def content_hash_of_drop(store: ObjectStore, name: str, case_dict: dict) -> str:
     return content_hash_of_case(case_dict, read_volume_bytes)
 
 
-def _signature(listing: dict[str, int]) -> str:
+#: case.json larger than this is refused unread (a case description is a few hundred bytes).
+MAX_CASE_JSON_BYTES = 1 << 20
+
+
+def _signature(listing: dict[str, str]) -> str:
     return hashlib.sha256(json.dumps(sorted(listing.items())).encode()).hexdigest()[:16]
 
 
@@ -65,7 +70,61 @@ def quarantine(store: ObjectStore, name: str, reason: str, sig: str) -> str:
     # still explained, and every file exists in exactly one of the two places.
     store.put_bytes(f"{dest}/REASON.txt", (reason.rstrip() + "\n").encode())
     store.move_prefix(name, dest)
+    if name in store.refused_entries(name):  # the drop itself is a link or a FIFO
+        store.move(name, f"{dest}/{name}")
     return dest
+
+
+def _read_case_json(store: ObjectStore, name: str, size: int) -> dict:
+    """``case.json`` of drop ``name``, parsed within a size budget and validated.
+
+    Raises ``InputError`` for a file too large, not UTF-8 JSON, or not a valid case; JSON
+    that the parser cannot take (nesting too deep, numbers too long) also raises (it
+    quarantines the drop).
+    """
+    from aooct_core.casefile import validate_case_dict
+    from aooct_core.io import InputError
+
+    source = store.uri(f"{name}/case.json")
+    if size > MAX_CASE_JSON_BYTES:
+        raise InputError(source, f"is {size} bytes; a case description is at most "
+                         f"{MAX_CASE_JSON_BYTES} bytes — is this the right file?")
+    try:
+        case_dict = json.loads(store.get_bytes(f"{name}/case.json").decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(source, f"is not UTF-8 JSON ({exc})") from exc
+    validate_case_dict(case_dict, source=source)
+    return case_dict
+
+
+def _judge(store: ObjectStore, name: str, listing: dict[str, int], refused: dict[str, str],
+           sig: str, entry: dict, requested: dict[str, str]):
+    """("wait" | "quarantine" | "duplicate" | "request" | "requested", detail) for one stable drop."""
+    from aooct_core.io import InputError
+
+    if refused:
+        return "quarantine", ("not regular files (the drop location never follows links or opens "
+                              "FIFOs; copy the files themselves): "
+                              + "; ".join(f"{k}: {why}" for k, why in refused.items()))
+    if f"{name}/case.json" not in listing:
+        return "wait", "waiting for case.json"
+    try:
+        case_dict = _read_case_json(store, name, listing[f"{name}/case.json"])
+    except InputError as exc:
+        return "quarantine", f"case.json is invalid: {exc}"
+    missing = [v for v in case_dict["volumes"] if f"{name}/{v}" not in listing]
+    if missing:
+        return "wait", f"waiting for volumes {missing}"
+    empty = [v for v in case_dict["volumes"] if listing[f"{name}/{v}"] == 0]
+    if empty:
+        return "quarantine", f"volumes {empty} are empty (0 bytes)"
+    digest = entry["hash"] or content_hash_of_drop(store, name, case_dict)
+    entry["hash"] = digest
+    if digest in requested:
+        if requested[digest] != name:
+            return "duplicate", (digest, case_dict)
+        return "requested", None  # same drop still waiting for its run to move it
+    return "request", (digest, case_dict)
 
 
 def scan_drop(store: ObjectStore, state: dict, *, stable_ticks: int = 2) -> tuple[list[dict], dict, list[str]]:
@@ -78,73 +137,86 @@ def scan_drop(store: ObjectStore, state: dict, *, stable_ticks: int = 2) -> tupl
     state : dict
         The previous cursor state (``{}`` at first).
     stable_ticks : int
-        Ticks a drop's listing must stay unchanged before it is judged.
+        Ticks a drop's listing (keys and version tokens: size, mtime) must stay unchanged
+        before it is judged; 1 judges every drop at once (``aooct process``).
 
     Returns
     -------
     requests : list of dict
-        ``{"drop": name, "case_id", "content_hash", "case": case.json dict}`` per new case.
+        ``{"drop", "case_id", "content_hash", "run_key", "case"}`` per new case.
     state : dict
         The new cursor state.
     notes : list of str
         One line per drop that is waiting, quarantined or a duplicate (for the skip reason / log).
+
+    Notes
+    -----
+    One drop never stalls the others: whatever judging a drop raises (other than a
+    transient store error, which is retried on the next tick) quarantines that drop with
+    the error as its reason. A requested drop whose content changes before its run took
+    it (a copier that preallocates, a file corrupted in place) is judged again, and its
+    new content requested under a new run key.
     """
-    from aooct_core.casefile import validate_case_dict
-    from aooct_core.io import InputError
+    from resources.object_store import TransientStoreError
 
     seen = dict(state.get("seen", {}))
     requested: dict[str, str] = dict(state.get("requested", {}))  # content_hash -> drop name
-    groups: dict[str, dict[str, int]] = defaultdict(dict)
-    for key, size in store.list_objects("").items():
+    groups: dict[str, dict[str, str]] = defaultdict(dict)
+    refused: dict[str, dict[str, str]] = defaultdict(dict)
+    for key, token in store.list_versions("").items():
         top, sep, _rest = key.partition("/")
         if sep and not top.startswith(RESERVED_PREFIXES):
-            groups[top][key] = size
+            groups[top][key] = token
+    for key, why in store.refused_entries("").items():
+        top = key.partition("/")[0]
+        if not top.startswith(RESERVED_PREFIXES):
+            refused[top][key] = why
+            groups[top].setdefault(key, "refused")
+    sizes = store.list_objects("")
     requests, notes = [], []
     for name in sorted(groups):
-        listing = groups[name]
-        sig = _signature(listing)
+        sig = _signature(groups[name])
         prev = seen.get(name, {})
-        count = prev.get("count", 0) + 1 if prev.get("sig") == sig else 1
-        seen[name] = {"sig": sig, "count": count, "hash": prev.get("hash") if prev.get("sig") == sig else None}
-        if count < stable_ticks:
-            notes.append(f"{name}: waiting for sizes to stay unchanged ({count}/{stable_ticks} ticks)")
+        same = prev.get("sig") == sig
+        entry = {"sig": sig, "count": prev.get("count", 0) + 1 if same else 1,
+                 "hash": prev.get("hash") if same else None, "runs": prev.get("runs", 0)}
+        seen[name] = entry
+        if not same and prev.get("hash") and requested.get(prev["hash"]) == name:
+            requested.pop(prev["hash"])  # requested content changed before its run took it
+        if entry["count"] < stable_ticks:
+            notes.append(f"{name}: waiting for sizes to stay unchanged ({entry['count']}/{stable_ticks} ticks)")
             continue
-        if f"{name}/case.json" not in listing:
-            notes.append(f"{name}: waiting for case.json")
-            continue
+        listing = {k: sizes.get(k, 0) for k in groups[name] if k not in refused[name]}
         try:
-            case_dict = json.loads(store.get_bytes(f"{name}/case.json").decode("utf-8"))
-            validate_case_dict(case_dict, source=store.uri(f"{name}/case.json"))
-        except (UnicodeDecodeError, json.JSONDecodeError, InputError) as exc:
-            dest = quarantine(store, name, f"case.json is invalid: {exc}", sig)
-            notes.append(f"{name}: quarantined to {dest} (invalid case.json)")
+            verdict, detail = _judge(store, name, listing, refused[name], sig, entry, requested)
+        except TransientStoreError as exc:
+            notes.append(f"{name}: store error, judged again on the next tick ({exc})")
+            continue
+        except Exception as exc:  # noqa: BLE001 - one drop must never stall the others
+            verdict, detail = "quarantine", (f"could not be read ({type(exc).__name__}: {exc}); "
+                                             "fix the drop and copy it in again")
+        if verdict == "wait":
+            notes.append(f"{name}: {detail}")
+        elif verdict == "quarantine":
+            dest = quarantine(store, name, detail, sig)
+            notes.append(f"{name}: quarantined to {dest}: {detail[:200]}")
             seen.pop(name)
-            continue
-        missing = [v for v in case_dict["volumes"] if f"{name}/{v}" not in listing]
-        if missing:
-            notes.append(f"{name}: waiting for volumes {missing}")
-            continue
-        empty = [v for v in case_dict["volumes"] if listing[f"{name}/{v}"] == 0]
-        if empty:
-            dest = quarantine(store, name, f"volumes {empty} are empty (0 bytes)", sig)
-            notes.append(f"{name}: quarantined to {dest} (empty volumes)")
+        elif verdict == "duplicate":
+            digest, case_dict = detail
+            dest = f"{DUPLICATES}/{name}-{digest[:8]}"
+            store.put_bytes(f"{dest}/REASON.txt", (
+                f"same content (sha256 {digest}) as drop {requested[digest]!r}, "
+                f"case {case_dict['case_id']!r}, which was already requested\n").encode())
+            store.move_prefix(name, dest)
+            notes.append(f"{name}: duplicate of {requested[digest]}, moved to {dest}")
             seen.pop(name)
-            continue
-        digest = seen[name]["hash"] or content_hash_of_drop(store, name, case_dict)
-        seen[name]["hash"] = digest
-        if digest in requested:
-            if requested[digest] != name:
-                dest = f"{DUPLICATES}/{name}-{digest[:8]}"
-                store.put_bytes(f"{dest}/REASON.txt", (
-                    f"same content (sha256 {digest}) as drop {requested[digest]!r}, "
-                    f"case {case_dict['case_id']!r}, which was already requested\n").encode())
-                store.move_prefix(name, dest)
-                notes.append(f"{name}: duplicate of {requested[digest]}, moved to {dest}")
-                seen.pop(name)
-            continue  # same drop still waiting for its run to move it: already requested
-        requested[digest] = name
-        requests.append({"drop": name, "case_id": case_dict["case_id"], "content_hash": digest,
-                         "case": case_dict})
+        elif verdict == "request":
+            digest, case_dict = detail
+            requested[digest] = name
+            entry["runs"] += 1
+            run_key = digest if entry["runs"] == 1 else f"{digest}-{entry['runs']}"
+            requests.append({"drop": name, "case_id": case_dict["case_id"], "content_hash": digest,
+                             "run_key": run_key, "case": case_dict})
     for name in list(seen):
         if name not in groups:  # moved to _processed/ by its run (or removed by a person)
             seen.pop(name)
@@ -154,13 +226,53 @@ def scan_drop(store: ObjectStore, state: dict, *, stable_ticks: int = 2) -> tupl
     return requests, {"seen": seen, "requested": requested}, notes
 
 
+def run_requests_for(instance, store: ObjectStore, requests: list[dict], *,
+                     conflict_policy: str = "version", sig: str = "") -> tuple[list, list[str], list[str]]:
+    """Dagster ``RunRequest``s for ``scan_drop``'s requests, each on its case version's partition.
+
+    Returns ``(run_requests, new_partition_keys, notes)``; under the ``quarantine`` policy a
+    drop whose ``case_id`` already holds other content is quarantined instead.
+    """
+    from aooct_assets.case_versions import CONFLICT_POLICIES, CONTENT_HASH_TAG, resolve_partition
+
+    if conflict_policy not in CONFLICT_POLICIES:
+        raise ValueError(f"case-id conflict policy must be one of {CONFLICT_POLICIES}; got "
+                         f"{conflict_policy!r} (AOOCT_CASE_ID_CONFLICT)")
+    existing = set(instance.get_dynamic_partitions(cases_partitions.name))
+    pending: dict[str, str] = {}
+    out, notes = [], []
+    for r in requests:
+        key, conflict = resolve_partition(instance, r["case_id"], r["content_hash"], pending=pending)
+        if conflict and conflict_policy == "quarantine":
+            dest = quarantine(store, r["drop"], (
+                f"case_id {r['case_id']!r} is already stored with other content; this drop "
+                f"(sha256 {r['content_hash']}) was refused (AOOCT_CASE_ID_CONFLICT=quarantine). "
+                "Give it a new case_id, or set the policy to 'version'"), r["content_hash"])
+            notes.append(f"{r['drop']}: quarantined to {dest} (case_id conflict)")
+            continue
+        if conflict:
+            notes.append(f"{r['drop']}: case {r['case_id']!r} already holds other content; "
+                         f"stored as new version {key!r}")
+        pending[key] = r["content_hash"]
+        out.append(RunRequest(
+            run_key=r["run_key"], partition_key=key,
+            run_config={"ops": {"raw_volume": {"config": {
+                "drop_prefix": r["drop"], "content_hash": r["content_hash"]}}}},
+            tags={"aooct/drop": r["drop"], CONTENT_HASH_TAG: r["content_hash"][:63]}))
+    new_keys = sorted({rr.partition_key for rr in out} - existing)
+    return out, new_keys, notes
+
+
 def make_drop_sensor(drop: str | ObjectStore, *, job_name: str, name: str = "case_drop_sensor",
                      endpoint_url: str | None = None, minimum_interval_seconds: int = 15,
-                     stable_ticks: int = 2, default_running: bool = True):
+                     stable_ticks: int = 2, default_running: bool = True,
+                     conflict_policy: str = "version"):
     """Build the drop sensor for ``drop`` (a folder, ``s3://bucket/prefix`` or an ObjectStore).
 
-    The sensor requests ``job_name`` for partition ``case_id`` with run key = content hash,
-    and passes the drop name to the ``raw_volume`` step through run config.
+    The sensor requests ``job_name`` for the case's partition (``case_id``, or a new version
+    ``case_id~vN`` for other content under a known ``case_id``: see
+    :mod:`aooct_assets.case_versions`) with run key = content hash, and passes the drop name
+    to the ``raw_volume`` step through run config.
     """
 
     def _store() -> ObjectStore:
@@ -171,24 +283,15 @@ def make_drop_sensor(drop: str | ObjectStore, *, job_name: str, name: str = "cas
             description=f"New complete case folders in {drop!r} → one partitioned run each")
     def _drop_sensor(context: SensorEvaluationContext):
         state = json.loads(context.cursor) if context.cursor else {}
-        requests, new_state, notes = scan_drop(_store(), state, stable_ticks=stable_ticks)
-        for note in notes:
+        store = _store()
+        requests, new_state, notes = scan_drop(store, state, stable_ticks=stable_ticks)
+        run_requests, new_partitions, more = run_requests_for(context.instance, store, requests,
+                                                              conflict_policy=conflict_policy)
+        for note in notes + more:
             context.log.info(note)
-        new_partitions = sorted({r["case_id"] for r in requests
-                                 if not context.instance.has_dynamic_partition(cases_partitions.name, r["case_id"])})
-        run_requests = [
-            RunRequest(
-                run_key=r["content_hash"],
-                partition_key=r["case_id"],
-                run_config={"ops": {"raw_volume": {"config": {
-                    "drop_prefix": r["drop"], "content_hash": r["content_hash"]}}}},
-                tags={"aooct/drop": r["drop"], "aooct/content_hash": r["content_hash"][:63]},
-            )
-            for r in requests
-        ]
         cursor = json.dumps(new_state, sort_keys=True)
         if not run_requests:
-            return SensorResult(skip_reason=SkipReason("; ".join(notes) or "no new drops"),
+            return SensorResult(skip_reason=SkipReason("; ".join(notes + more) or "no new drops"),
                                 cursor=cursor)
         return SensorResult(
             run_requests=run_requests,

@@ -19,6 +19,9 @@ variable                     meaning (default)
 ``AOOCT_DROP``               where new cases are dropped: a folder or ``s3://`` prefix
                              (``$AOOCT_HOME/drop``)
 ``AOOCT_DEVICE``             compute device for GPU steps: ``cpu`` or ``cuda`` (``cpu``)
+``AOOCT_CASE_ID_CONFLICT``   a drop whose ``case_id`` is already stored with other
+                             content: ``version`` (new partition ``<id>~v2``; default)
+                             or ``quarantine``; never an overwrite
 ``DAGSTER_HOME``             Dagster instance folder (``$AOOCT_HOME/dagster``), set by
                              ``aooct demo``; ``dagster.yaml`` in the repository shows
                              the PostgreSQL variant
@@ -46,6 +49,7 @@ class PlatformConfig:
     mlflow_tracking_uri: str
     drop: str
     device: str
+    case_id_conflict: str = "version"
 
     @property
     def dagster_home(self) -> Path:
@@ -68,6 +72,9 @@ def load_config(env: Mapping[str, str] | None = None) -> PlatformConfig:
     device = env.get("AOOCT_DEVICE", "cpu")
     if device.split(":")[0] not in ("cpu", "cuda"):
         raise ValueError(f"AOOCT_DEVICE must be 'cpu' or 'cuda[:N]'; got {device!r}")
+    conflict = env.get("AOOCT_CASE_ID_CONFLICT") or "version"
+    if conflict not in ("version", "quarantine"):
+        raise ValueError(f"AOOCT_CASE_ID_CONFLICT must be 'version' or 'quarantine'; got {conflict!r}")
     return PlatformConfig(
         home=home,
         db_url=env.get("AOOCT_DB_URL") or f"sqlite:///{home / 'aooct.db'}",
@@ -77,6 +84,7 @@ def load_config(env: Mapping[str, str] | None = None) -> PlatformConfig:
         mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow.db'}",
         drop=_local_or_s3(env.get("AOOCT_DROP"), home / "drop"),
         device=device,
+        case_id_conflict=conflict,
     )
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import abc
 import os
 import shutil
+import stat
 import threading
 import uuid
 from pathlib import Path
@@ -73,6 +74,16 @@ class ObjectStore(abc.ABC):
     def uri(self, key: str) -> str:
         """A URI a person can paste (``file:///...`` or ``s3://...``)."""
 
+    def list_versions(self, prefix: str = "") -> dict[str, str]:
+        """Committed keys under ``prefix`` with a token that changes whenever the object is
+        rewritten, even at the same size (local: size, mtime and inode; S3: ETag)."""
+        return {k: str(v) for k, v in self.list_objects(prefix).items()}
+
+    def refused_entries(self, prefix: str = "") -> dict[str, str]:
+        """Entries under ``prefix`` that are not objects and are never read, with the reason:
+        symbolic links, FIFOs, sockets and devices in a local folder (none elsewhere)."""
+        return {}
+
     def list_keys(self, prefix: str = "") -> list[str]:
         """Committed keys under ``prefix``, sorted."""
         return list(self.list_objects(prefix))
@@ -103,7 +114,9 @@ class ObjectStore(abc.ABC):
         """
         src_prefix, dst_prefix = src_prefix.rstrip("/") + "/", dst_prefix.rstrip("/") + "/"
         moved = []
-        keys = sorted(self.list_keys(src_prefix), key=lambda k: (k.rsplit("/", 1)[-1] in last, k))
+        # Refused entries (a symlink, a FIFO) move with the folder, never opened.
+        found = [*self.list_keys(src_prefix), *self.refused_entries(src_prefix)]
+        keys = sorted(found, key=lambda k: (k.rsplit("/", 1)[-1] in last, k))
         for key in keys:
             new_key = dst_prefix + key[len(src_prefix):]
             self.move(key, new_key)
@@ -146,33 +159,69 @@ class LocalObjectStore(ObjectStore):
             tmp.unlink(missing_ok=True)
             raise
 
-    def get_bytes(self, key: str) -> bytes:
+    def _regular(self, key: str) -> Path | None:
+        """The file behind ``key`` when it is a regular file reached without a symlink."""
         path = self._path(key)
-        if not path.is_file():
-            raise FileNotFoundError(f"object {self.uri(key)} does not exist")
+        try:
+            st = path.lstat()
+        except OSError:
+            return None
+        if not stat.S_ISREG(st.st_mode) or os.path.realpath(path) != str(path):
+            return None  # a symlink (of the file or of a folder on its way) or a FIFO/device
+        return path
+
+    def get_bytes(self, key: str) -> bytes:
+        path = self._regular(key)
+        if path is None:
+            full = self._path(key)
+            why = self._why_refused(full) or (
+                "reached through a symbolic link" if os.path.lexists(full) else None)
+            raise FileNotFoundError(f"object {self.uri(key)} does not exist"
+                                    + (f" ({why}; the store never follows links)" if why else ""))
         return path.read_bytes()
 
     def exists(self, key: str) -> bool:
-        return self._path(key).is_file()
+        return self._regular(key) is not None
 
-    def list_objects(self, prefix: str = "") -> dict[str, int]:
-        out = {}
-        for dirpath, _dirnames, filenames in os.walk(self.root):
-            for name in filenames:
+    @staticmethod
+    def _why_refused(path: Path) -> str | None:
+        try:
+            st = path.lstat()
+        except OSError:
+            return None
+        if stat.S_ISLNK(st.st_mode):
+            return f"a symbolic link to {os.readlink(path)}" + ("" if path.exists() else " (dangling)")
+        if not stat.S_ISREG(st.st_mode):
+            return "not a regular file (a FIFO, socket or device)"
+        return None
+
+    def _walk(self, prefix: str):
+        """(key, lstat or None, refusal reason or None) for every entry under ``prefix``."""
+        for dirpath, dirnames, filenames in os.walk(self.root):  # never descends into symlinks
+            for name in [*filenames, *[d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]]:
                 if TMP_MARKER in name:
                     continue
                 full = Path(dirpath) / name
                 key = full.relative_to(self.root).as_posix()
                 if key.startswith(prefix):
-                    out[key] = full.stat().st_size
-        return dict(sorted(out.items()))
+                    yield key, full.lstat(), self._why_refused(full)
+
+    def list_objects(self, prefix: str = "") -> dict[str, int]:
+        return {k: st.st_size for k, st, why in sorted(self._walk(prefix)) if why is None}
+
+    def list_versions(self, prefix: str = "") -> dict[str, str]:
+        return {k: f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
+                for k, st, why in sorted(self._walk(prefix)) if why is None}
+
+    def refused_entries(self, prefix: str = "") -> dict[str, str]:
+        return {k: why for k, _st, why in sorted(self._walk(prefix)) if why is not None}
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
 
     def move(self, src: str, dst: str) -> None:
         s, d = self._path(src), self._path(dst)
-        if not s.is_file():
+        if not (s.is_file() or s.is_symlink() or self._why_refused(s)):
             raise FileNotFoundError(f"object {self.uri(src)} does not exist")
         d.parent.mkdir(parents=True, exist_ok=True)
         os.replace(s, d)  # atomic within one file system
@@ -262,9 +311,10 @@ class S3ObjectStore(ObjectStore):
                 return False
             raise
 
-    def list_objects(self, prefix: str = "") -> dict[str, int]:
+    def _list(self, prefix: str):
+        """(key, listing entry) of every committed object under ``prefix``, page by page."""
         base = f"{self.prefix}/" if self.prefix else ""
-        out, token = {}, None
+        token = None
         while True:
             kwargs = {"Prefix": base + prefix}
             if token:
@@ -273,11 +323,16 @@ class S3ObjectStore(ObjectStore):
             for obj in page.get("Contents", []):
                 key = obj["Key"][len(base):]
                 if TMP_MARKER not in key:
-                    out[key] = int(obj["Size"])
+                    yield key, obj
             if not page.get("IsTruncated"):
                 break
             token = page["NextContinuationToken"]
-        return dict(sorted(out.items()))
+
+    def list_objects(self, prefix: str = "") -> dict[str, int]:
+        return dict(sorted((k, int(o["Size"])) for k, o in self._list(prefix)))
+
+    def list_versions(self, prefix: str = "") -> dict[str, str]:
+        return dict(sorted((k, f"{o['Size']}:{o.get('ETag', '')}") for k, o in self._list(prefix)))
 
     def delete(self, key: str) -> None:
         self._call(self.client.delete_object, Key=self._full(key))
@@ -298,11 +353,18 @@ class InMemoryObjectStore(ObjectStore):
 
     def __init__(self):
         self._data: dict[str, bytes] = {}
+        self._writes: dict[str, int] = {}
         self._lock = threading.Lock()
 
     def put_bytes(self, key: str, data: bytes) -> None:
         with self._lock:
             self._data[_check_key(key)] = bytes(data)
+            self._writes[key] = self._writes.get(key, 0) + 1
+
+    def list_versions(self, prefix: str = "") -> dict[str, str]:
+        with self._lock:
+            return {k: f"{len(v)}:{self._writes[k]}" for k, v in sorted(self._data.items())
+                    if k.startswith(prefix)}
 
     def get_bytes(self, key: str) -> bytes:
         with self._lock:

@@ -9,6 +9,7 @@ from dagster import AssetExecutionContext, Config, DataVersion, Failure, Materia
 from aooct_assets.assets._common import (CODE_VERSION, RETRY, artifact_metadata, case_prefix,
                                          db_of, json_bytes, put, record_artifacts, step_errors,
                                          store_of)
+from aooct_assets.case_versions import base_case_id
 from aooct_assets.partitions import cases_partitions
 from aooct_assets.sensors import content_hash_of_drop
 from resources.dagster_resources import unwrap
@@ -21,6 +22,23 @@ class RawVolumeConfig(Config):
 
     drop_prefix: str = ""
     content_hash: str = ""
+
+
+def _refuse_overwrite(store, db, case_id: str, raw: str, content_hash: str) -> None:
+    """Fail when partition ``case_id`` already holds other content: stored data is never
+    replaced (the drop sensor gives other content under a known case_id a new version)."""
+    held = set()
+    if store.exists(f"{raw}/manifest.json"):
+        held.add(json.loads(store.get_bytes(f"{raw}/manifest.json")).get("content_hash"))
+    row = db.get_case(case_id)
+    if row is not None and row.get("content_hash"):
+        held.add(row["content_hash"])
+    held.discard(None)
+    if held and (not content_hash or held != {content_hash}):
+        raise Failure(f"case {case_id!r} already holds content sha256 {sorted(held)[0][:12]}; "
+                      f"refusing to overwrite it with {content_hash[:12] or 'unhashed content'} — "
+                      "drop the new content through the sensor or `aooct process`, which store it "
+                      "as a new version", allow_retries=False)
 
 
 @asset(partitions_def=cases_partitions, group_name="ingest", code_version="raw-1",
@@ -40,9 +58,10 @@ def raw_volume(context: AssetExecutionContext, config: RawVolumeConfig) -> Mater
         src = config.drop_prefix.strip("/")
         if src and drop.exists(f"{src}/case.json"):
             case_dict = json.loads(drop.get_bytes(f"{src}/case.json"))
-            if case_dict.get("case_id") != case_id:
+            if case_dict.get("case_id") != base_case_id(case_id):
                 raise Failure(f"drop {src!r} holds case {case_dict.get('case_id')!r}, not partition "
                               f"{case_id!r}", allow_retries=False)
+            _refuse_overwrite(store, db, case_id, raw, config.content_hash)
             for name in case_dict["volumes"]:
                 put(store, f"{raw}/{name}", drop.get_bytes(f"{src}/{name}"), written)
             put(store, f"{raw}/case.json", drop.get_bytes(f"{src}/case.json"), written)

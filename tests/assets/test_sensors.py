@@ -117,7 +117,8 @@ def test_changed_content_is_a_new_run(env):
     _drop(store, "a2", payload=b"re-acquired")
     tick()
     (r2,) = tick().run_requests
-    assert r1.partition_key == r2.partition_key == "CASE1" and r1.run_key != r2.run_key
+    # Issue 17 finding 7: other content under a known case_id is a new version, never an overwrite.
+    assert (r1.partition_key, r2.partition_key) == ("CASE1", "CASE1~v2") and r1.run_key != r2.run_key
 
 
 @pytest.mark.parametrize("content,why", [
@@ -174,3 +175,106 @@ def test_drop_hash_equals_the_case_folder_hash(tmp_path):
         store.put_file(f"incoming/{f.name}", f)
     case_dict = json.loads((folder / "case.json").read_text())
     assert content_hash_of_drop(store, "incoming", case_dict) == case_content_hash(folder)
+
+
+def _launch(instance, result):
+    """What the daemon does with a sensor result: one run per request, with its tags."""
+    from dagster._core.test_utils import create_run_for_test
+    for req in result.run_requests or []:
+        create_run_for_test(instance, job_name="case_pipeline",
+                            tags={**req.tags, "dagster/partition": req.partition_key})
+
+
+def test_same_case_id_same_content_reuses_the_partition_other_content_is_versioned(env):
+    store, instance, tick = env
+    _drop(store, "a")
+    tick()
+    first = tick()
+    _launch(instance, first)
+    store.move_prefix("a", "_processed/a-x")
+    for name, payload, want in (("b", b"re-acquired", "CASE1~v2"), ("c", b"third", "CASE1~v3")):
+        _drop(store, name, payload=payload)
+        tick()
+        result = tick()
+        (req,) = result.run_requests
+        assert req.partition_key == want
+        _launch(instance, result)
+        store.move_prefix(name, f"_processed/{name}-x")
+    assert instance.get_dynamic_partitions("cases") == ["CASE1", "CASE1~v2", "CASE1~v3"]
+
+
+def test_quarantine_policy_refuses_a_conflicting_case_id(tmp_path):
+    store = LocalObjectStore(tmp_path / "drop")
+    instance = DagsterInstance.ephemeral()
+    sensor = make_drop_sensor(store, job_name="case_pipeline", conflict_policy="quarantine")
+    cursor = None
+    for name, payload in (("a", b"one"), ("b", b"two")):
+        _drop(store, name, payload=payload)
+        for _ in range(2):
+            result = sensor(build_sensor_context(instance=instance, cursor=cursor))
+            cursor = result.cursor
+            for req in result.dynamic_partitions_requests or []:
+                instance.add_dynamic_partitions(req.partitions_def_name, list(req.partition_keys))
+            _launch(instance, result)
+        store.move_prefix(name, f"_processed/{name}")
+    assert not store.list_keys("_processed/b/")
+    reason = store.get_bytes("_quarantine/b/REASON.txt").decode()
+    assert "already stored with other content" in reason and "AOOCT_CASE_ID_CONFLICT" in reason
+    instance.dispose()
+
+
+def test_content_changed_at_the_same_size_after_request_is_requested_again(env):
+    """Issue 17 finding 8: corrupted in place (or a preallocating copier) after the sensor saw it."""
+    import os
+    import time
+    store, _, tick = env
+    _drop(store, "a")
+    tick()
+    (r1,) = tick().run_requests
+    path = store.local_path("a/vol_00.tif")
+    time.sleep(0.01)
+    path.write_bytes(b"X" * path.stat().st_size)          # same size, other bytes
+    os.utime(path, ns=(time.time_ns(), time.time_ns()))
+    assert not tick().run_requests                          # changed: wait until stable again
+    (r2,) = tick().run_requests
+    assert r2.run_key != r1.run_key
+    path.write_bytes(b"volume-bytes\x00")                  # restored to the first content
+    tick()
+    (r3,) = tick().run_requests                            # requested again, not lost
+    assert r3.run_key.startswith(r1.run_key) and r3.run_key != r1.run_key
+
+
+@pytest.mark.parametrize("bad", ["deep", "digits", "dangling", "fifo", "symlink", "huge"])
+def test_one_bad_drop_never_stalls_the_others(env, tmp_path, bad):
+    """Issue 17 findings 5 and 7: each is quarantined with a reason; the good drop is requested."""
+    import os
+    store, _, tick = env
+    _drop(store, "good", case_id="GOOD")
+    root = store.root
+    (root / "bad").mkdir()
+    if bad == "deep":
+        (root / "bad" / "case.json").write_text("[" * 100_000 + "]" * 100_000)
+    elif bad == "digits":
+        (root / "bad" / "case.json").write_text('{"schema_version": 1' + "1" * 5000 + "}")
+    elif bad == "dangling":
+        _drop(store, "bad", case_id="BAD")
+        os.symlink(tmp_path / "nowhere.tif", root / "bad" / "extra.tif")
+    elif bad == "fifo":
+        os.mkfifo(root / "bad" / "case.json")
+    elif bad == "symlink":
+        outside = tmp_path / "outside.tif"
+        outside.write_bytes(b"a file outside the drop")
+        _drop(store, "bad", case_id="BAD")
+        (root / "bad" / "vol_00.tif").unlink()
+        os.symlink(outside, root / "bad" / "vol_00.tif")
+    elif bad == "huge":
+        with open(root / "bad" / "case.json", "wb") as fh:
+            fh.truncate(5 << 20)
+    tick()
+    result = tick()
+    assert [r.partition_key for r in result.run_requests] == ["GOOD"]
+    reason = store.get_bytes("_quarantine/bad/REASON.txt").decode()
+    assert reason.strip(), reason
+    assert not store.list_keys("bad/") and not store.refused_entries("bad/")
+    if bad == "symlink":
+        assert "symbolic link" in reason

@@ -75,3 +75,38 @@ def test_make_object_store_parses_urls(tmp_path, s3_endpoint):
     assert isinstance(s3, S3ObjectStore) and s3.prefix == "some/prefix"
     s3.put_bytes("k", b"v")
     assert s3.uri("k") == "s3://aooct-test/some/prefix/k"
+
+
+def test_versions_change_on_same_size_rewrite(any_store):
+    """Issue 17 finding 8: a drop rewritten at the same size must look changed to the sensor."""
+    any_store.put_bytes("d/v.bin", b"a" * 64)
+    before = any_store.list_versions("d/")
+    assert set(before) == {"d/v.bin"}
+    any_store.put_bytes("d/v.bin", b"b" * 64)
+    assert any_store.list_versions("d/")["d/v.bin"] != before["d/v.bin"]
+    assert any_store.refused_entries("d/") == {}
+
+
+def test_local_store_never_follows_links_or_opens_fifos(tmp_path):
+    """Issue 17 findings 5 and 7: a symlink pulls no outside file in; a FIFO never blocks a read."""
+    root = tmp_path / "drop"
+    outside = tmp_path / "secret.txt"
+    outside.write_text("outside the drop")
+    s = LocalObjectStore(root)
+    s.put_bytes("case/case.json", b"{}")
+    os.symlink(outside, root / "case" / "vol.tif")
+    os.symlink(tmp_path / "gone", root / "case" / "dangling.tif")
+    os.mkfifo(root / "case" / "fifo.json")
+    os.symlink(tmp_path, root / "linked_dir")
+    assert s.list_keys("") == ["case/case.json"]
+    refused = s.refused_entries("")
+    assert set(refused) == {"case/vol.tif", "case/dangling.tif", "case/fifo.json", "linked_dir"}
+    assert "dangling" in refused["case/dangling.tif"] and "FIFO" in refused["case/fifo.json"]
+    for key in ("case/vol.tif", "case/fifo.json", "linked_dir/secret.txt"):
+        assert not s.exists(key)
+        with pytest.raises(FileNotFoundError, match="never follows links"):
+            s.get_bytes(key)
+    moved = s.move_prefix("case", "_quarantine/case")   # the entries move with the folder, unread
+    assert sorted(moved) == ["_quarantine/case/case.json", "_quarantine/case/dangling.tif",
+                             "_quarantine/case/fifo.json", "_quarantine/case/vol.tif"]
+    assert outside.read_text() == "outside the drop"
