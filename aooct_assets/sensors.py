@@ -127,7 +127,8 @@ def _judge(store: ObjectStore, name: str, listing: dict[str, int], refused: dict
     return "request", (digest, case_dict)
 
 
-def scan_drop(store: ObjectStore, state: dict, *, stable_ticks: int = 2) -> tuple[list[dict], dict, list[str]]:
+def scan_drop(store: ObjectStore, state: dict, *, stable_ticks: int = 2,
+              only: set[str] | None = None) -> tuple[list[dict], dict, list[str]]:
     """One sensor tick over ``store`` (pure apart from quarantine/duplicate moves).
 
     Parameters
@@ -138,7 +139,9 @@ def scan_drop(store: ObjectStore, state: dict, *, stable_ticks: int = 2) -> tupl
         The previous cursor state (``{}`` at first).
     stable_ticks : int
         Ticks a drop's listing (keys and version tokens: size, mtime) must stay unchanged
-        before it is judged; 1 judges every drop at once (``aooct process``).
+        before it is judged; 1 judges every drop at once.
+    only : set of str, optional
+        Judge only these drops (``aooct process CASE_DIR...``); the others are left as they are.
 
     Returns
     -------
@@ -175,6 +178,8 @@ def scan_drop(store: ObjectStore, state: dict, *, stable_ticks: int = 2) -> tupl
     sizes = store.list_objects("")
     requests, notes = [], []
     for name in sorted(groups):
+        if only is not None and name not in only:
+            continue
         sig = _signature(groups[name])
         prev = seen.get(name, {})
         same = prev.get("sig") == sig

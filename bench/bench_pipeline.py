@@ -34,7 +34,7 @@ def _setup(home: Path) -> None:
     os.environ["AOOCT_HOME"] = str(home)
     os.environ["DAGSTER_HOME"] = str(home / "dagster")
     (home / "dagster").mkdir(parents=True, exist_ok=True)
-    from aooct.commands.demo import EMBEDDED_DAGSTER_YAML
+    from aooct_assets.local_runs import EMBEDDED_DAGSTER_YAML
 
     (home / "dagster" / "dagster.yaml").write_text(EMBEDDED_DAGSTER_YAML)
 

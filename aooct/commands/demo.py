@@ -17,41 +17,6 @@ import typer
 
 from aooct.errors import CliError
 
-#: Instance config written to ``$DAGSTER_HOME/dagster.yaml`` when there is none: SQLite
-#: storage in DAGSTER_HOME, the ``gpu`` pool limited to one step, queued runs for the daemon.
-EMBEDDED_DAGSTER_YAML = """\
-# Written by `aooct demo`: embedded SQLite instance (see docs/PLATFORM.md for PostgreSQL).
-telemetry:
-  enabled: false
-run_coordinator:
-  module: dagster._core.run_coordinator
-  class: QueuedRunCoordinator
-concurrency:
-  runs:
-    max_concurrent_runs: 2
-  pools:
-    default_limit: 1
-    granularity: op
-"""
-
-
-def _prepare_environment() -> "object":
-    from resources.config import load_config
-
-    cfg = load_config()
-    os.environ.setdefault("DAGSTER_HOME", str(cfg.dagster_home))
-    # MLflow draws a progress bar per model download (one per case and task), which buries
-    # the demo's own output; a user who wants them can set the variable to true.
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    home = Path(os.environ["DAGSTER_HOME"])
-    home.mkdir(parents=True, exist_ok=True)
-    if not (home / "dagster.yaml").exists():
-        (home / "dagster.yaml").write_text(EMBEDDED_DAGSTER_YAML)
-    for folder in (cfg.home, cfg.mlflow_artifacts):
-        folder.mkdir(parents=True, exist_ok=True)
-    return cfg
-
-
 def _write_phantoms(cfg, n_cases: int, seed: int, shape_px: tuple[int, int, int], log) -> list[str]:
     from aooct_core.phantom import make_phantom, write_phantom
     from resources.object_store import make_object_store
@@ -81,12 +46,9 @@ def _write_phantoms(cfg, n_cases: int, seed: int, shape_px: tuple[int, int, int]
 
 def run_demo(n_cases: int = 3, *, seed: int = 0, shape_px=(128, 256, 128), log=print) -> dict:
     """Run the demo; returns ``{"cases": [...], "reports": {...}, "seconds": float}``."""
-    from dagster import DagsterInstance, build_sensor_context
+    from aooct_assets.local_runs import prepare_environment, process_drop
 
-    cfg = _prepare_environment()
-    from aooct_assets.definitions import build_definitions
-    from aooct_assets.jobs import CASE_JOB_NAME
-    from aooct_assets.sensors import make_drop_sensor
+    cfg = prepare_environment()
     from resources.model_registry import ModelRegistry
 
     t_start = time.perf_counter()
@@ -100,41 +62,15 @@ def run_demo(n_cases: int = 3, *, seed: int = 0, shape_px=(128, 256, 128), log=p
     log(f"writing {n_cases} phantom case(s) into the drop ...")
     ids = _write_phantoms(cfg, n_cases, seed, tuple(shape_px), log)
 
-    instance = DagsterInstance.get()
-    sensor = make_drop_sensor(cfg.drop, job_name=CASE_JOB_NAME, endpoint_url=cfg.s3_endpoint_url)
-    cursor_file = cfg.home / "demo_sensor_cursor.json"
-    cursor = cursor_file.read_text() if cursor_file.exists() else None
-    requests = []
-    for _tick in range(2):  # a drop must look the same on two ticks before it is judged
-        result = sensor(build_sensor_context(instance=instance, cursor=cursor))
-        cursor = result.cursor
-        for req in result.dynamic_partitions_requests or []:
-            instance.add_dynamic_partitions(req.partitions_def_name, list(req.partition_keys))
-        requests += list(result.run_requests or [])
-    tmp = cursor_file.with_suffix(".tmp")
-    tmp.write_text(cursor or "")
-    os.replace(tmp, cursor_file)
-    log(f"sensor: {len(requests)} new run(s) requested"
-        + ("" if requests else " (nothing new: use --seed for other phantoms)"))
-    job = build_definitions(cfg).resolve_job_def(CASE_JOB_NAME)
+    outcomes = process_drop(cfg, settle_s=0.5, log=log, launched_by="aooct demo")
+    log(f"sensor: {len(outcomes)} new run(s) requested"
+        + ("" if outcomes else " (nothing new: use --seed for other phantoms)"))
     failed = []
-    for req in requests:
-        t0 = time.perf_counter()
-        # In process, on the same instance the webserver shows: the runs appear under
-        # case_pipeline with their partition, lineage, checks and metadata.
-        res = job.execute_in_process(
-            partition_key=req.partition_key, instance=instance, raise_on_error=False,
-            run_config={**req.run_config, "loggers": {"console": {"config": {"log_level": "WARNING"}}}},
-            tags={**req.tags, "aooct/launched_by": "aooct demo"})
-        status = "ok" if res.success else "FAILED"
-        blocked = sorted(ev.event_specific_data.check_name for ev in res.all_events
-                         if ev.event_type_value == "ASSET_CHECK_EVALUATION"
-                         and not ev.event_specific_data.passed
-                         and ev.event_specific_data.severity.value == "ERROR")
-        if not res.success:
-            failed.append(req.partition_key)
-        log(f"  {req.partition_key}: run {res.run_id[:8]} {status} in {time.perf_counter() - t0:.1f} s"
-            + (f" — blocked by QC: {', '.join(blocked)}" if blocked else ""))
+    for o in outcomes:
+        if o.status == "failed":
+            failed.append(o.partition_key)
+        log(f"  {o.partition_key}: run {(o.run_id or '-')[:8]} {o.status.upper() if o.status != 'ok' else 'ok'}"
+            f" in {o.seconds:.1f} s" + (f" — {o.detail}" if o.detail else ""))
     summary = _print_summary(cfg, ids, log)
     summary["seconds"] = time.perf_counter() - t_start
     summary["failed"] = failed

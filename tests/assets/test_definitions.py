@@ -61,3 +61,26 @@ def test_checks_are_partitioned_and_the_quality_gates_block(tmp_path):
     assert blocking == {"registration_residual": True, "snr": True, "cones_uncertainty": True,
                         "rpe_uncertainty": True, "capillaries_uncertainty": False,
                         "nfl_uncertainty": False, "physiological_plausibility": True}
+
+
+def test_both_instance_configs_enable_run_monitoring_and_free_slots(tmp_path):
+    """Issue 17 finding 2: neither instance config enabled run monitoring."""
+    import yaml
+    from pathlib import Path
+
+    from aooct_assets.local_runs import EMBEDDED_DAGSTER_YAML
+
+    repo_yaml = (Path(__file__).resolve().parents[2] / "dagster.yaml").read_text()
+    for text in (EMBEDDED_DAGSTER_YAML, repo_yaml):
+        mon = yaml.safe_load(text)["run_monitoring"]
+        assert mon["enabled"] is True and mon["free_slots_after_run_end_seconds"] > 0
+        assert mon["start_timeout_seconds"] > 0 and mon["cancel_timeout_seconds"] > 0
+        assert mon["max_resume_run_attempts"] == 0
+    home = tmp_path / "dagster"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(EMBEDDED_DAGSTER_YAML)
+    from dagster import DagsterInstance
+    with DagsterInstance.from_config(str(home)) as instance:
+        assert instance.run_monitoring_enabled
+        assert instance.run_monitoring_settings["free_slots_after_run_end_seconds"] == 30
+    assert "run_watchdog" in {s.name for s in _defs(tmp_path).sensors}

@@ -59,7 +59,7 @@ def test_daemon_sensor_launches_a_partitioned_run_whose_checks_execute(fresh_hom
     multiprocess executor; the partitioned checks execute in that daemon-launched run."""
     from dagster import AssetCheckKey, AssetKey, DagsterInstance
 
-    from aooct.commands.demo import _prepare_environment
+    from aooct_assets.local_runs import prepare_environment as _prepare_environment
     from aooct_core.phantom import make_phantom, write_phantom
     from resources.object_store import LocalObjectStore
 
