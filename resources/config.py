@@ -22,6 +22,9 @@ variable                     meaning (default)
 ``AOOCT_CASE_ID_CONFLICT``   a drop whose ``case_id`` is already stored with other
                              content: ``version`` (new partition ``<id>~v2``; default)
                              or ``quarantine``; never an overwrite
+``AOOCT_DEID_KEY``           secret (hex, ≥ 32 digits) of the keyed UID mapping of DICOM
+                             de-identification; the same on every worker. Unset: a
+                             random key kept in ``$AOOCT_HOME/secrets/deid.key`` (0600)
 ``DAGSTER_HOME``             Dagster instance folder (``$AOOCT_HOME/dagster``), set by
                              ``aooct demo``; ``dagster.yaml`` in the repository shows
                              the PostgreSQL variant
@@ -34,7 +37,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["PlatformConfig", "load_config"]
+__all__ = ["PlatformConfig", "load_config", "deid_uid_key"]
 
 
 @dataclass(frozen=True)
@@ -94,3 +97,36 @@ def _local_or_s3(value: str | None, default: Path) -> str:
     if value.startswith("s3://"):
         return value
     return str(Path(value).expanduser().resolve())
+
+
+def deid_uid_key(env: Mapping[str, str] | None = None) -> bytes:
+    """The installation's secret for de-identified DICOM UIDs (``AOOCT_DEID_KEY`` or a key file).
+
+    The key file is created once, readable by its owner only; losing it only means that
+    a study received again later gets other UIDs (nothing stored depends on it otherwise).
+    """
+    import secrets
+
+    env = os.environ if env is None else env
+    if env.get("AOOCT_DEID_KEY"):
+        try:
+            key = bytes.fromhex(env["AOOCT_DEID_KEY"].strip())
+        except ValueError as exc:
+            raise ValueError("AOOCT_DEID_KEY must be hexadecimal (e.g. `openssl rand -hex 32`)") from exc
+        if len(key) < 16:
+            raise ValueError("AOOCT_DEID_KEY must have at least 32 hex digits (16 bytes)")
+        return key
+    path = load_config(env).home / "secrets" / "deid.key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = path.with_name(f".deid.key.{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_hex(32))
+        try:
+            os.link(tmp, path)  # first writer wins; the others read its key
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink(missing_ok=True)
+    return bytes.fromhex(path.read_text().strip())

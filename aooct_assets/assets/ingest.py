@@ -11,7 +11,10 @@ from aooct_assets.assets._common import (CODE_VERSION, RETRY, artifact_metadata,
                                          store_of)
 from aooct_assets.case_versions import base_case_id
 from aooct_assets.partitions import cases_partitions
-from aooct_assets.sensors import content_hash_of_drop
+from aooct_assets.sensors import content_hash_of_drop, quarantine
+from aooct_core.io import content_hash_of_case
+from aooct_core.io.deid import DEID_PROFILE
+from resources.config import deid_uid_key
 from resources.dagster_resources import unwrap
 
 __all__ = ["raw_volume", "RawVolumeConfig"]
@@ -22,6 +25,34 @@ class RawVolumeConfig(Config):
 
     drop_prefix: str = ""
     content_hash: str = ""
+
+
+def _deidentified(drop, src: str, name: str, data: bytes, uid_key: bytes, deid: dict) -> bytes:
+    """The bytes to store for volume ``name``: DICOM de-identified, anything else as is.
+
+    A DICOM that cannot be de-identified (burned-in annotation, unreadable) quarantines
+    the drop with the reason; nothing of it is stored.
+    """
+    from aooct_core.io import InputError
+    from aooct_core.io.deid import deidentify_dicom_bytes, looks_like_dicom
+
+    if not looks_like_dicom(name, data[:132]):
+        return data
+    try:
+        res = deidentify_dicom_bytes(data, uid_key=uid_key, source=drop.uri(f"{src}/{name}"))
+    except InputError as exc:
+        dest = quarantine(drop, src, f"refused at de-identification: {exc}", hashlib.sha256(data).hexdigest())
+        raise Failure(f"{exc}; the drop was moved to {dest}", allow_retries=False) from exc
+    deid[name] = {"removed": list(res.removed), "replaced_uids": list(res.replaced_uids)}
+    return res.data
+
+
+def _retire_drop(drop, src: str, dest: str, store, raw: str, deid: dict) -> None:
+    """Move the drop to ``dest``; DICOM originals are replaced by the stored de-identified copy."""
+    for name in deid:
+        drop.put_bytes(f"{dest}/{name}", store.get_bytes(f"{raw}/{name}"))
+        drop.delete(f"{src}/{name}")
+    drop.move_prefix(src, dest)
 
 
 def _refuse_overwrite(store, db, case_id: str, raw: str, content_hash: str) -> None:
@@ -53,17 +84,27 @@ def raw_volume(context: AssetExecutionContext, config: RawVolumeConfig) -> Mater
     store, db = store_of(context), db_of(context)
     raw = f"{case_prefix(case_id)}/raw"
     written: dict = {}
+    deid: dict[str, dict] = {}
     with step_errors(f"ingest of case {case_id}"):
         drop = unwrap(context.resources.drop_store)
         src = config.drop_prefix.strip("/")
-        if src and drop.exists(f"{src}/case.json"):
+        from_drop = bool(src and drop.exists(f"{src}/case.json"))
+        if from_drop:
             case_dict = json.loads(drop.get_bytes(f"{src}/case.json"))
             if case_dict.get("case_id") != base_case_id(case_id):
                 raise Failure(f"drop {src!r} holds case {case_dict.get('case_id')!r}, not partition "
                               f"{case_id!r}", allow_retries=False)
             _refuse_overwrite(store, db, case_id, raw, config.content_hash)
-            for name in case_dict["volumes"]:
-                put(store, f"{raw}/{name}", drop.get_bytes(f"{src}/{name}"), written)
+            uid_key = deid_uid_key()
+
+            def ingest_volume(name: str) -> tuple[int, list[bytes]]:
+                # Hashed as received (the sensor's hash); stored de-identified.
+                data = drop.get_bytes(f"{src}/{name}")
+                stored = _deidentified(drop, src, name, data, uid_key, deid)
+                put(store, f"{raw}/{name}", stored, written)
+                return len(data), [data]
+
+            digest = content_hash_of_case(case_dict, ingest_volume)
             put(store, f"{raw}/case.json", drop.get_bytes(f"{src}/case.json"), written)
         elif store.exists(f"{raw}/case.json"):
             context.log.info(f"no drop given or it was already retired; using {store.uri(raw)}")
@@ -72,23 +113,29 @@ def raw_volume(context: AssetExecutionContext, config: RawVolumeConfig) -> Mater
                 data = store.get_bytes(f"{raw}/{name}")
                 written[f"{raw}/{name}"] = {"sha256": hashlib.sha256(data).hexdigest(),
                                             "size_bytes": len(data)}
+            old = (json.loads(store.get_bytes(f"{raw}/manifest.json"))
+                   if store.exists(f"{raw}/manifest.json") else {})
+            deid = old.get("deidentification", {}).get("files", {})
+            # The content hash is of the case as received; stored DICOM is de-identified.
+            digest = old.get("content_hash") or content_hash_of_drop(store, raw, case_dict)
         else:
             raise Failure(f"no data for case {case_id!r}: the drop {src!r} is gone and "
                           f"{store.uri(raw)} is empty — drop the case folder again",
                           allow_retries=False)
         spec = validate_case_dict(case_dict, source=store.uri(f"{raw}/case.json"))
-        digest = content_hash_of_drop(store, raw, case_dict)
         if config.content_hash and digest != config.content_hash:
             raise Failure(f"drop {src!r} changed after the sensor requested it (sha256 "
                           f"{config.content_hash[:12]} → {digest[:12]}); it will be picked up again",
                           allow_retries=False)
-        put(store, f"{raw}/manifest.json", json_bytes({
-            "case_id": case_id, "content_hash": digest,
-            "files": {k.rsplit("/", 1)[1]: v["sha256"] for k, v in written.items()},
-        }), written)
-        if src and drop.exists(f"{src}/case.json"):
-            # Only now, with every byte committed in the store, is the drop retired.
-            drop.move_prefix(src, f"_processed/{src}-{digest[:8]}")
+        manifest = {"case_id": case_id, "content_hash": digest,
+                    "files": {k.rsplit("/", 1)[1]: v["sha256"] for k, v in written.items()}}
+        if deid:
+            manifest["deidentification"] = {"profile": DEID_PROFILE, "files": deid}
+        put(store, f"{raw}/manifest.json", json_bytes(manifest), written)
+        if from_drop:
+            # Only now, with every byte committed in the store, is the drop retired, its
+            # DICOM files replaced by their de-identified copies (no PHI is kept anywhere).
+            _retire_drop(drop, src, f"_processed/{src}-{digest[:8]}", store, raw, deid)
         ecc = eccentricity_deg(spec.location_deg)
         db.upsert_case(case_id=case_id, subject_id=spec.subject_id, eye=spec.eye,
                        location_h_deg=spec.location_deg[0], location_v_deg=spec.location_deg[1],

@@ -1,0 +1,147 @@
+"""De-identification of DICOM bytes at the door: what the platform stores instead of the file received.
+
+Every path into the platform (the drop sensor's ingest, ``aooct process``, uploads) passes a
+DICOM volume through :func:`deidentify_dicom_bytes` before anything is written to the object
+store; the original is never kept (its drop copy is replaced by the de-identified bytes when
+the drop is retired). The profile:
+
+* every attribute named in :data:`aooct_core.io.dicom.PHI_KEYWORDS` (the patient, people,
+  places, visit identifiers and dates: the subset of PS3.15 Annex E's Basic Application
+  Level Confidentiality Profile that occurs in ophthalmic exports) removed, at every
+  nesting depth, and every private tag;
+* the instance, series, study and frame-of-reference UIDs (and the file meta's copy)
+  replaced by UIDs derived with a keyed HMAC-SHA256 from the original, so the same
+  original UID always maps to the same new one within an installation (references stay
+  consistent) but cannot be reversed or recomputed without the key;
+* ``PatientIdentityRemoved = YES``, ``DeidentificationMethod`` naming this profile;
+* pixel data, sampling (PixelSpacing, SliceThickness …) and laterality kept — the
+  pipeline needs them;
+* an image whose ``BurnedInAnnotation`` is ``YES`` is refused (text in the pixels cannot
+  be removed by editing attributes).
+
+The result says which attribute keywords were removed, so the platform can record them.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import io
+from dataclasses import dataclass
+
+import pydicom
+from pydicom.errors import InvalidDicomError
+
+from aooct_core.io.dicom import PHI_KEYWORDS
+from aooct_core.io.errors import InputError
+
+__all__ = ["DEID_PROFILE", "DeidentifiedDicom", "deidentify_dicom_bytes", "looks_like_dicom"]
+
+DEID_PROFILE = ("aooct-basic-1: PS3.15 E.1 basic profile subset (PHI_KEYWORDS removed), private "
+                "tags removed, UIDs replaced by keyed HMAC-SHA256")
+_UID_KEYWORDS = ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID", "FrameOfReferenceUID",
+                 "ReferencedSOPInstanceUID", "MediaStorageSOPInstanceUID")
+#: "2.25." + a UUID-sized integer is the PS3.5 B.2 form of a UID derived without an org root.
+_UID_ROOT = "2.25."
+
+
+@dataclass(frozen=True)
+class DeidentifiedDicom:
+    """What :func:`deidentify_dicom_bytes` produced.
+
+    Attributes
+    ----------
+    data : bytes
+        The de-identified DICOM file (Part 10, with a rebuilt file meta).
+    removed : tuple of str
+        Attribute keywords removed (sorted), plus ``"<private tags>"`` when there were any.
+    replaced_uids : tuple of str
+        Keywords of the UIDs that were replaced.
+    profile : str
+        :data:`DEID_PROFILE`.
+    """
+
+    data: bytes
+    removed: tuple[str, ...]
+    replaced_uids: tuple[str, ...]
+    profile: str = DEID_PROFILE
+
+
+def looks_like_dicom(name: str, head: bytes) -> bool:
+    """True for a ``.dcm``/``.dicom`` name or a Part 10 preamble (``DICM`` at byte 128)."""
+    return name.lower().endswith((".dcm", ".dicom")) or head[128:132] == b"DICM"
+
+
+def _new_uid(uid: str, key: bytes) -> str:
+    digest = hmac.new(key, uid.encode("ascii", "replace"), hashlib.sha256).digest()
+    return _UID_ROOT + str(int.from_bytes(digest[:16], "big"))
+
+
+def deidentify_dicom_bytes(data: bytes, *, uid_key: bytes, source: str = "<dicom>") -> DeidentifiedDicom:
+    """De-identify one DICOM file held in memory.
+
+    Parameters
+    ----------
+    data : bytes
+        The file as received.
+    uid_key : bytes
+        Secret key of the UID mapping (at least 16 bytes; one per installation).
+    source : str
+        Name used in error messages.
+
+    Returns
+    -------
+    DeidentifiedDicom
+
+    Raises
+    ------
+    InputError
+        When the bytes are not DICOM, or the image has burned-in annotation.
+    """
+    if len(uid_key) < 16:
+        raise ValueError("uid_key must be at least 16 bytes (one secret per installation)")
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data), force=False)
+    except (InvalidDicomError, ValueError, EOFError, OSError, KeyError, IndexError, TypeError,
+            AttributeError, NotImplementedError) as exc:
+        raise InputError(source, f"is not a readable DICOM file ({type(exc).__name__}: {exc}) — "
+                         "export the volume as DICOM Ophthalmic Tomography") from exc
+    burned = str(ds.get("BurnedInAnnotation", "")).strip().upper()
+    if burned == "YES":
+        raise InputError(source, "has BurnedInAnnotation = YES: its pixels carry text (often the "
+                         "patient's name) that cannot be removed by editing attributes — export "
+                         "the scan without annotations")
+    removed: set[str] = set()
+    replaced: set[str] = set()
+
+    def _walk(d: pydicom.Dataset) -> None:
+        for elem in list(d):
+            if elem.tag.is_private:
+                continue  # removed below, in one pass
+            if elem.keyword in PHI_KEYWORDS:
+                removed.add(elem.keyword)
+                del d[elem.tag]
+            elif elem.keyword in _UID_KEYWORDS and elem.value:
+                elem.value = _new_uid(str(elem.value), uid_key)
+                replaced.add(elem.keyword)
+            elif elem.VR == "SQ":
+                for item in elem.value:
+                    _walk(item)
+
+    _walk(ds)
+    had_private = any(e.tag.is_private for e in ds.iterall())
+    ds.remove_private_tags()
+    if had_private:
+        removed.add("<private tags>")
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None and "MediaStorageSOPInstanceUID" in meta:
+        meta.MediaStorageSOPInstanceUID = _new_uid(str(meta.MediaStorageSOPInstanceUID), uid_key)
+        replaced.add("MediaStorageSOPInstanceUID")
+    ds.PatientIdentityRemoved = "YES"
+    ds.DeidentificationMethod = DEID_PROFILE[:64]
+    out = io.BytesIO()
+    try:
+        ds.save_as(out, enforce_file_format=True)
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise InputError(source, f"could not be written back after de-identification "
+                         f"({type(exc).__name__}: {exc})") from exc
+    return DeidentifiedDicom(out.getvalue(), tuple(sorted(removed)), tuple(sorted(replaced)))
