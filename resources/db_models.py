@@ -9,10 +9,12 @@ from sqlalchemy import (JSON, Boolean, Column, DateTime, Float, ForeignKey, Inte
                         String, Table, Text, UniqueConstraint)
 
 __all__ = ["metadata", "cases", "runs", "artifacts", "metrics", "qc_results", "labels",
-           "reviews", "users", "audit_log", "ROLES", "REVIEW_DECISIONS"]
+           "reviews", "users", "audit_log", "ui_sessions", "sign_in_failures", "ROLES",
+           "REVIEW_DECISIONS", "SIGN_IN_SCOPES"]
 
 ROLES = ("Researcher", "Tech", "Labeler", "ML Engineer", "Admin")
 REVIEW_DECISIONS = ("approve", "reject")
+SIGN_IN_SCOPES = ("user", "client")
 
 metadata = MetaData(naming_convention={
     "ix": "ix_%(column_0_label)s",
@@ -140,4 +142,35 @@ audit_log = Table(
     Column("model_version", String(128)),
     Column("detail", JSON),
     Column("allowed", Boolean, nullable=False, default=True),
+)
+
+# Review-app sessions: only a SHA-256 of the random token is stored, so a copy of the DB
+# cannot be replayed as cookies. A session ends when revoked_at is set (sign-out, role
+# change, deactivation) or at expires_at; handoff_* is the one-time code that lets the
+# browser fetch its HttpOnly cookie (ui/http_security.py).
+ui_sessions = Table(
+    "ui_sessions", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("username", String(128), nullable=False, index=True),
+    Column("via", String(16), nullable=False),
+    Column("client", String(64)),
+    _ts("created_at", nullable=False),
+    _ts("expires_at", nullable=False),
+    _ts("last_seen_at", nullable=False),
+    _ts("revoked_at"),
+    Column("revoked_reason", String(32)),
+    Column("handoff_hash", String(64), unique=True),
+    _ts("handoff_expires_at"),
+)
+
+# Consecutive failed sign-ins per username (scope "user", whether or not the user exists)
+# and per client address (scope "client"), and the lock they earned.
+sign_in_failures = Table(
+    "sign_in_failures", metadata,
+    Column("scope", String(8), primary_key=True),
+    Column("key", String(128), primary_key=True),
+    Column("failures", Integer, nullable=False),
+    _ts("last_failure_at", nullable=False, index=True),
+    _ts("locked_until"),
 )

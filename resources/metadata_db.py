@@ -29,7 +29,7 @@ __all__ = ["MetadataDB", "SqlMetadataDB", "make_test_metadata_db", "upgrade", "h
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 #: Newest alembic revision; a DB already there skips the (slow to load) alembic machinery.
-HEAD_REVISION = "0001"
+HEAD_REVISION = "0002"
 CASE_STATUSES = ("new", "ingested", "processing", "processed", "failed", "qc_failed",
                  "approved", "rejected")
 _QC_LEVEL = {2: "fail", 1: "warn", 0: "pass"}
@@ -159,6 +159,28 @@ class MetadataDB(abc.ABC):
               allowed: bool = True) -> int: ...
     @abc.abstractmethod
     def list_audit(self, *, actor=None, action=None, case_id=None, limit: int = 200) -> list[dict]: ...
+    # review-app sessions and sign-in lockout (policy in ui/sessions.py) --------
+    @abc.abstractmethod
+    def set_active(self, username: str, active: bool) -> None: ...
+    @abc.abstractmethod
+    def create_session(self, token_hash: str, username: str, *, via: str, expires_at,
+                       client=None, handoff_hash=None, handoff_expires_at=None,
+                       now=None) -> None: ...
+    @abc.abstractmethod
+    def get_session(self, token_hash: str) -> dict | None: ...
+    @abc.abstractmethod
+    def touch_session(self, token_hash: str, *, now) -> None: ...
+    @abc.abstractmethod
+    def redeem_session_handoff(self, handoff_hash: str, new_token_hash: str, *, now) -> dict | None: ...
+    @abc.abstractmethod
+    def revoke_sessions(self, *, reason: str, username=None, token_hash=None) -> int: ...
+    @abc.abstractmethod
+    def get_sign_in_failures(self, keys: list[tuple[str, str]]) -> list[dict]: ...
+    @abc.abstractmethod
+    def record_sign_in_failure(self, scope: str, key: str, *, now, reset_after_s: float,
+                               lock_seconds) -> dict: ...
+    @abc.abstractmethod
+    def clear_sign_in_failures(self, scope: str, key: str) -> None: ...
 
 
 class SqlMetadataDB(PeopleRecords, MetadataDB):

@@ -1,15 +1,20 @@
-"""People-side records of the metadata DB: labels, reviews, users and roles, the audit log.
+"""People-side records of the metadata DB: labels, reviews, users and roles, the audit log,
+review-app sessions and sign-in failure counters.
 
 A mixin of :class:`resources.metadata_db.SqlMetadataDB` (kept apart so that each module stays
 one idea): labels are versioned per annotator and never overwritten, the audit log is
-append-only (both enforced by triggers in the migrations too).
+append-only (both enforced by triggers in the migrations too). Changing a user's role or
+deactivating them revokes their sessions in the same transaction, so no open session keeps
+rights its user no longer has. The session and lockout *policy* (lifetimes, thresholds,
+backoff) lives in :mod:`ui.sessions`; this module only stores.
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from resources import db_models as m
@@ -111,17 +116,25 @@ class PeopleRecords:
             return [_plain(r) for r in conn.execute(select(m.users).order_by(m.users.c.username))]
 
     def set_role(self, username: str, role: str) -> None:
+        """Change a user's role; a real change revokes the user's open sessions."""
         _check_role(role)
         with self.engine.begin() as conn:
-            res = conn.execute(update(m.users).where(m.users.c.username == username)
-                               .values(role=role))
-            if res.rowcount == 0:
+            old = conn.execute(select(m.users.c.role).where(m.users.c.username == username)).first()
+            if old is None:
                 raise KeyError(f"user {username!r} does not exist")
+            conn.execute(update(m.users).where(m.users.c.username == username).values(role=role))
+            if old[0] != role:
+                _revoke(conn, m.ui_sessions.c.username == username, "role_changed")
 
     def set_active(self, username: str, active: bool) -> None:
+        """(De)activate a user; deactivation revokes the user's open sessions."""
         with self.engine.begin() as conn:
-            conn.execute(update(m.users).where(m.users.c.username == username)
-                         .values(active=bool(active)))
+            res = conn.execute(update(m.users).where(m.users.c.username == username)
+                               .values(active=bool(active)))
+            if res.rowcount == 0:
+                raise KeyError(f"user {username!r} does not exist")
+            if not active:
+                _revoke(conn, m.ui_sessions.c.username == username, "deactivated")
 
     def audit(self, actor: str, action: str, *, case_id=None, model_version=None, detail=None,
               allowed: bool = True) -> int:
@@ -140,6 +153,124 @@ class PeopleRecords:
         with self.engine.connect() as conn:
             return [_plain(r) for r in conn.execute(stmt.order_by(t.id.desc()).limit(limit))]
 
+    # review-app sessions ---------------------------------------------------------
+    def create_session(self, token_hash: str, username: str, *, via: str, expires_at: datetime,
+                       client: str | None = None, handoff_hash: str | None = None,
+                       handoff_expires_at: datetime | None = None,
+                       now: datetime | None = None) -> None:
+        """Store a new session by the SHA-256 of its token (the token itself is never stored)."""
+        now = now or _now()
+        with self.engine.begin() as conn:
+            conn.execute(insert(m.ui_sessions).values(
+                token_hash=token_hash, username=username, via=via, client=client,
+                created_at=now, expires_at=expires_at, last_seen_at=now,
+                handoff_hash=handoff_hash, handoff_expires_at=handoff_expires_at))
+
+    def get_session(self, token_hash: str) -> dict | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(m.ui_sessions)
+                               .where(m.ui_sessions.c.token_hash == token_hash)).first()
+        return _plain(row) if row else None
+
+    def touch_session(self, token_hash: str, *, now: datetime) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(m.ui_sessions).where(m.ui_sessions.c.token_hash == token_hash)
+                         .values(last_seen_at=now))
+
+    def redeem_session_handoff(self, handoff_hash: str, new_token_hash: str, *,
+                               now: datetime) -> dict | None:
+        """Swap a live session's token for ``new_token_hash`` once, by its unexpired handoff code.
+
+        Returns the session row, or None when the code is unknown, used, expired or the
+        session is revoked or expired.
+        """
+        s = m.ui_sessions.c
+        with self.engine.begin() as conn:
+            res = conn.execute(update(m.ui_sessions).where(and_(
+                s.handoff_hash == handoff_hash, s.handoff_expires_at > now,
+                s.revoked_at.is_(None), s.expires_at > now,
+            )).values(token_hash=new_token_hash, handoff_hash=None, handoff_expires_at=None,
+                      last_seen_at=now))
+            if res.rowcount != 1:
+                return None
+            row = conn.execute(select(m.ui_sessions).where(s.token_hash == new_token_hash)).first()
+        return _plain(row)
+
+    def revoke_sessions(self, *, reason: str, username: str | None = None,
+                        token_hash: str | None = None) -> int:
+        """Revoke the open sessions of ``username`` or the one session ``token_hash``; return how many."""
+        if (username is None) == (token_hash is None):
+            raise ValueError("revoke_sessions needs exactly one of username=... or token_hash=...")
+        s = m.ui_sessions.c
+        where = s.username == username if username is not None else s.token_hash == token_hash
+        with self.engine.begin() as conn:
+            return _revoke(conn, where, reason)
+
+    # sign-in failures (lockout) ------------------------------------------------
+    def get_sign_in_failures(self, keys: list[tuple[str, str]]) -> list[dict]:
+        """The failure counters of ``(scope, key)`` pairs that have one."""
+        f = m.sign_in_failures.c
+        if not keys:
+            return []
+        cond = or_(*(and_(f.scope == scope, f.key == key) for scope, key in keys))
+        with self.engine.connect() as conn:
+            return [_plain(r) for r in conn.execute(select(m.sign_in_failures).where(cond))]
+
+    def record_sign_in_failure(self, scope: str, key: str, *, now: datetime, reset_after_s: float,
+                               lock_seconds: Callable[[int], float]) -> dict:
+        """Count one failed sign-in for ``(scope, key)`` and lock it for ``lock_seconds(failures)``.
+
+        A counter whose last failure is older than ``reset_after_s`` starts again at one.
+        Counters idle for a day are deleted, so failed guesses at made-up usernames do not
+        pile up. Returns the updated row.
+        """
+        if scope not in m.SIGN_IN_SCOPES:
+            raise ValueError(f"scope must be one of {m.SIGN_IN_SCOPES}; got {scope!r}")
+        f = m.sign_in_failures.c
+        key = key[:128]
+        where = and_(f.scope == scope, f.key == key)
+        for _attempt in range(3):  # two failures at once: the loser of the insert updates
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(delete(m.sign_in_failures).where(
+                        f.last_failure_at < now - timedelta(days=1)))
+                    row = conn.execute(select(f.failures, f.last_failure_at).where(where)
+                                       .with_for_update()).first()
+                    if row is None:
+                        failures = 1
+                    else:
+                        stale = _aware(row.last_failure_at) < now - timedelta(seconds=reset_after_s)
+                        failures = 1 if stale else int(row.failures) + 1
+                    lock_s = lock_seconds(failures)
+                    values = {"failures": failures, "last_failure_at": now,
+                              "locked_until": now + timedelta(seconds=lock_s) if lock_s > 0 else None}
+                    if row is None:
+                        conn.execute(insert(m.sign_in_failures).values(scope=scope, key=key, **values))
+                    else:
+                        conn.execute(update(m.sign_in_failures).where(where).values(**values))
+                return {"scope": scope, "key": key, "failures": failures, "lock_s": lock_s}
+            except IntegrityError as exc:
+                last_error = exc
+        raise RuntimeError(f"could not record a failed sign-in for {scope} {key!r}: {last_error}") \
+            from last_error
+
+    def clear_sign_in_failures(self, scope: str, key: str) -> None:
+        f = m.sign_in_failures.c
+        with self.engine.begin() as conn:
+            conn.execute(delete(m.sign_in_failures).where(and_(f.scope == scope, f.key == key[:128])))
+
+
+def _revoke(conn, where, reason: str) -> int:
+    s = m.ui_sessions.c
+    res = conn.execute(update(m.ui_sessions).where(and_(where, s.revoked_at.is_(None)))
+                       .values(revoked_at=_now(), revoked_reason=reason[:32], handoff_hash=None,
+                               handoff_expires_at=None))
+    return int(res.rowcount)
+
+
+def _aware(value: datetime) -> datetime:
+    # SQLite hands back naive datetimes; every time in the DB is UTC.
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
 def _check_role(role: str) -> None:

@@ -1,7 +1,8 @@
 """aooct review app: sign in, then route to the pages (``st.navigation`` only).
 
-Run with ``aooct ui`` (or ``streamlit run ui/app.py``); configuration comes from
-the environment, see :mod:`ui.data` and :mod:`resources.config`.
+Run with ``aooct ui`` (``streamlit run ui/server.py``: security headers and an HttpOnly
+session cookie, see :mod:`ui.server`) or, without those, ``streamlit run ui/app.py``;
+configuration comes from the environment, see :mod:`ui.data` and :mod:`resources.config`.
 """
 from __future__ import annotations
 
@@ -11,12 +12,13 @@ from ui.auth import current_user, sign_in, sign_out
 
 st.set_page_config(page_title="aooct review", page_icon=":eye:", layout="wide")
 
-if current_user() is None:
+# Re-read on every run: a revoked session or a changed role takes effect at the next click.
+user = current_user()
+if user is None:
     # Only the sign-in page exists until someone signs in (this also hides the pages/
     # folder that streamlit would otherwise list in the sidebar).
     st.navigation([st.Page(sign_in, title="Sign in", url_path="signin")], position="hidden").run()
     st.stop()
-user = current_user()
 
 with st.sidebar:
     st.markdown(f"**{user.name}** · {user.role}")

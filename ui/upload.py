@@ -1,12 +1,15 @@
 """Validate an uploaded case (folder or zip) before it is dropped for ingest.
 
 The upload page never hands the pipeline something it will choke on: a zip is
-checked member by member (zip-slip paths, links, oversize files, too many files)
-*before* anything is extracted, the case folder is then validated with the same
+checked member by member (zip-slip paths, links, oversize files, too many files,
+total uncompressed size, compression ratio — a zip bomb) *before* anything is
+extracted, the case folder is then validated with the same
 readers the pipeline uses (:mod:`aooct_core.casefile`, :mod:`aooct_core.io`),
 and only a fully valid case is copied to the drop location — into a temporary
 name first and renamed (or, on S3, with ``case.json`` written last), so the
-ingest sensor never sees half a case.
+ingest sensor never sees half a case. The upload page runs the extraction and
+validation in a separate process with memory, CPU and time limits
+(:mod:`ui.upload_worker`), never in the serving process.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import stat
 import tempfile
 import uuid
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -33,21 +37,47 @@ __all__ = [
 
 @dataclass(frozen=True)
 class UploadLimits:
-    """Size limits for one upload (bytes). Defaults fit several 512³ float32 volumes."""
+    """Limits for one upload. Defaults fit several 512³ float32 volumes.
+
+    Sizes are bytes. ``max_ratio`` is the largest uncompressed/compressed size of a zip
+    member of at least ``ratio_floor_bytes`` (image data compresses a few-fold; a bomb of
+    zeros a thousand-fold). ``worker_*`` bound the validating process
+    (:mod:`ui.upload_worker`): address space, CPU seconds and wall-clock seconds.
+    """
 
     max_file_bytes: int = 2 * 1024**3
     max_total_bytes: int = 8 * 1024**3
     max_files: int = 200
+    max_ratio: float = 100.0
+    ratio_floor_bytes: int = 1024**2
+    worker_memory_bytes: int = 4 * 1024**3
+    worker_cpu_s: int = 300
+    worker_wall_s: float = 600.0
 
     @classmethod
     def from_env(cls) -> "UploadLimits":
-        """Limits from ``AOOCT_UPLOAD_MAX_FILE_MB`` / ``AOOCT_UPLOAD_MAX_TOTAL_MB`` when set."""
+        """Limits from the environment where set: ``AOOCT_UPLOAD_MAX_FILE_MB``,
+        ``AOOCT_UPLOAD_MAX_TOTAL_MB``, ``AOOCT_UPLOAD_MAX_RATIO``,
+        ``AOOCT_UPLOAD_WORKER_MEMORY_MB``, ``AOOCT_UPLOAD_WORKER_CPU_S``,
+        ``AOOCT_UPLOAD_WORKER_WALL_S``."""
         mb = 1024**2
-        file_mb = os.environ.get("AOOCT_UPLOAD_MAX_FILE_MB")
-        total_mb = os.environ.get("AOOCT_UPLOAD_MAX_TOTAL_MB")
+
+        def env(name, default, scale=1.0, cast=float):
+            raw = os.environ.get(name)
+            if not raw:
+                return default
+            try:
+                return cast(float(raw) * scale)
+            except ValueError as exc:
+                raise ValueError(f"{name}={raw!r} is not a number") from exc
+
         return cls(
-            max_file_bytes=int(float(file_mb) * mb) if file_mb else cls.max_file_bytes,
-            max_total_bytes=int(float(total_mb) * mb) if total_mb else cls.max_total_bytes,
+            max_file_bytes=env("AOOCT_UPLOAD_MAX_FILE_MB", cls.max_file_bytes, mb, int),
+            max_total_bytes=env("AOOCT_UPLOAD_MAX_TOTAL_MB", cls.max_total_bytes, mb, int),
+            max_ratio=env("AOOCT_UPLOAD_MAX_RATIO", cls.max_ratio),
+            worker_memory_bytes=env("AOOCT_UPLOAD_WORKER_MEMORY_MB", cls.worker_memory_bytes, mb, int),
+            worker_cpu_s=env("AOOCT_UPLOAD_WORKER_CPU_S", cls.worker_cpu_s, cast=int),
+            worker_wall_s=env("AOOCT_UPLOAD_WORKER_WALL_S", cls.worker_wall_s),
         )
 
 
@@ -82,6 +112,14 @@ def _member_problem(info: zipfile.ZipInfo, limits: UploadLimits) -> str | None:
             f"member {name!r} is {info.file_size / 1024**2:.1f} MB, over the "
             f"{limits.max_file_bytes / 1024**2:.0f} MB per-file limit"
         )
+    if info.file_size >= limits.ratio_floor_bytes:
+        ratio = info.file_size / max(info.compress_size, 1)
+        if ratio > limits.max_ratio:
+            return (
+                f"member {name!r} expands {ratio:.0f}-fold ({info.compress_size / 1024**2:.1f} MB "
+                f"to {info.file_size / 1024**2:.1f} MB), over the {limits.max_ratio:.0f}-fold "
+                "limit; this looks like a zip bomb — zip the case files as they are"
+            )
     return None
 
 
@@ -161,13 +199,15 @@ def extract_zip_safely(
 
 
 def validate_case_folder(
-    folder: str | Path, *, limits: UploadLimits = UploadLimits()
+    folder: str | Path, *, limits: UploadLimits = UploadLimits(),
+    on_read: Callable[[Path], None] | None = None,
 ) -> ValidatedCase:
     """Validate a case folder with the pipeline's own readers.
 
     Checks ``case.json`` (schema), that every listed volume exists, is within the
     size limit, reads as a 3-D ``(bscan, depth, aline)`` volume of finite values,
-    and that all repeats have the same shape.
+    and that all repeats have the same shape. ``on_read(path)`` is called before each
+    volume is decoded (the upload worker records which file a memory kill hit).
 
     Raises
     ------
@@ -189,6 +229,8 @@ def validate_case_folder(
                 p, f"{p.stat().st_size / 1024**2:.1f} MB is over the "
                 f"{limits.max_file_bytes / 1024**2:.0f} MB per-file limit",
             )
+    if len(files) > limits.max_files:
+        raise InputError(folder, f"{len(files)} files, over the limit of {limits.max_files}")
     total = sum(p.stat().st_size for p in files)
     if total > limits.max_total_bytes:
         raise InputError(folder, f"{total / 1024**2:.1f} MB in total is over the upload limit")
@@ -196,6 +238,8 @@ def validate_case_folder(
     # truncated, 3-D) and one shape across repeats; read_volume then rejects NaN/Inf.
     case = load_case(folder)
     for path in case.volume_paths:
+        if on_read is not None:
+            on_read(Path(path))
         read_volume(path)
     acq = case.acquisition
     return ValidatedCase(

@@ -10,7 +10,8 @@ import typer
 
 from aooct.errors import CliError
 
-APP_PATH = Path(__file__).resolve().parents[2] / "ui" / "app.py"
+# ui/server.py wraps ui/app.py in st.App: security headers and the HttpOnly session cookie.
+APP_PATH = Path(__file__).resolve().parents[2] / "ui" / "server.py"
 
 
 def register(app: typer.Typer) -> None:

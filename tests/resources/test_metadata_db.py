@@ -5,7 +5,8 @@ import pytest
 from sqlalchemy import inspect, text
 from sqlalchemy.exc import DBAPIError
 
-from resources.metadata_db import SqlMetadataDB, hash_password, make_test_metadata_db, verify_password
+from resources.metadata_db import (HEAD_REVISION, SqlMetadataDB, hash_password, make_test_metadata_db,
+                                   verify_password)
 
 TABLES = {"cases", "runs", "artifacts", "metrics", "qc_results", "labels", "reviews", "users",
           "audit_log", "alembic_version"}
@@ -42,7 +43,7 @@ def test_migrations_create_every_table_and_are_idempotent(db):
     assert TABLES <= set(inspect(db.engine).get_table_names())
     SqlMetadataDB(db.url).close()  # second upgrade on a migrated DB is a no-op
     with db.engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == HEAD_REVISION
 
 
 def test_cases_filters_pagination_and_qc_status(db):

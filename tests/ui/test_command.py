@@ -17,7 +17,7 @@ def test_ui_command_launches_streamlit_on_configured_data(monkeypatch, tmp_path)
     result = CliRunner().invoke(app, ["ui", "--port", "8599", "--seed-demo"])
     assert result.exit_code == 0, result.output
     cmd, env = calls[0]
-    assert cmd[1:4] == ["-m", "streamlit", "run"] and cmd[4].endswith("ui/app.py")
+    assert cmd[1:4] == ["-m", "streamlit", "run"] and cmd[4].endswith("ui/server.py")
     assert cmd[cmd.index("--server.port") + 1] == "8599"
     assert env["AOOCT_DB_URL"].endswith("a.db")
     assert "seeded 6 synthetic cases" in result.output

@@ -61,15 +61,10 @@ def test_roles_cover_every_permission_and_page():
 
 
 def test_password_hash_roundtrip():
-    from ui.auth import check_password, credentials_from_users, hash_password
+    from ui.auth import check_password, hash_password
 
     h = hash_password("s3cret!", rounds=4)
     assert h.startswith("$2") and check_password("s3cret!", h) and not check_password("x", h)
-    creds = credentials_from_users([
-        {"username": "a", "name": "A", "email": "a@x", "password_hash": h, "role": "Tech", "active": True},
-        {"username": "b", "name": "B", "email": "b@x", "password_hash": h, "role": "Tech", "active": False},
-    ])
-    assert list(creds["usernames"]) == ["a"] and creds["usernames"]["a"]["roles"] == ["Tech"]
 
 
 def test_label_edits_and_rle_roundtrip():

@@ -14,7 +14,7 @@ if sys.path[0] != _REPO:
 if getattr(sys.modules.get("ml"), "__file__", "") is None:
     del sys.modules["ml"]
 
-from ui_helpers import APP
+from ui_helpers import APP, sign_in_as
 
 pytestmark = pytest.mark.slow
 
@@ -25,7 +25,7 @@ def test_review_and_labeling_pages_on_pipeline_output(tmp_path, monkeypatch):
 
     from aooct_assets.testing import make_test_resources, run_case, weights_for_tests
     from aooct_core.phantom import make_phantom, write_phantom
-    from ui.auth import User
+    from ui.auth import hash_password
 
     monkeypatch.setenv("AOOCT_WEIGHTS_DIR", str(weights_for_tests(tmp_path / "weights")))
     case_dir = tmp_path / "phantom" / "PHUI"
@@ -49,7 +49,9 @@ def test_review_and_labeling_pages_on_pipeline_output(tmp_path, monkeypatch):
     assert art.volume and art.surfaces and art.report and "cost" in art.enface
 
     at = AppTest.from_file(APP, default_timeout=120)
-    at.session_state["aooct_user"] = User("admin", "Admin", None, "Admin")
+    db.create_user("admin", name="Admin", email="admin@example.org",
+                   password_hash=hash_password("pw-admin-1", rounds=4), role="Admin")
+    sign_in_as(at, "admin", db=db)
     at.session_state["case_id"] = "PHUI"
     at.run()
     at.switch_page("pages/review.py").run()

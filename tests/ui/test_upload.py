@@ -118,3 +118,128 @@ def test_drop_to_object_store_writes_case_json_last(tmp_path):
     store = Recording()
     drop_for_ingest(case, "drop", store=store)
     assert order[-1] == "drop/C1/case.json" and len(order) == 3
+
+
+# --- bombs and the limited validator process (issue 17) ---------------------------------
+
+GIB = 1024**3
+
+
+def _zip_bomb(path, *, n_bytes=GIB, name="C1/vol_00.npy"):
+    """A zip whose one member is ``n_bytes`` of zeros, written in chunks (little memory)."""
+    chunk = bytes(16 << 20)
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        zf.writestr("C1/case.json", b"{}")
+        with zf.open(name, "w", force_zip64=True) as fh:
+            for _ in range(n_bytes // len(chunk)):
+                fh.write(chunk)
+    return path
+
+
+def _tiff_of_zeros(path, shape, *, tile=(1024, 1024)):
+    """A deflate TIFF of zeros declaring ``shape`` (uint8): one tile encoded once, repeated."""
+    import itertools
+    import zlib
+
+    import tifffile
+
+    n_tiles = shape[0] * -(-shape[1] // tile[0]) * -(-shape[2] // tile[1])
+    segment = zlib.compress(bytes(tile[0] * tile[1]), 9)
+    tifffile.imwrite(path, data=itertools.repeat(segment, n_tiles), shape=shape, dtype="uint8",
+                     tile=tile, compression="zlib", photometric="minisblack")
+    return path
+
+
+def _tiff_case(folder, shape):
+    folder.mkdir(parents=True)
+    _tiff_of_zeros(folder / "vol_00.tif", shape)
+    (folder / "case.json").write_text(json.dumps({
+        "schema_version": 1, "case_id": "BOMB", "subject_id": "S1", "eye": "OD",
+        "location_deg": {"horizontal": 2.0, "vertical": 0.0}, "axial_length_mm": 24.0,
+        "scan_field_deg": {"bscan": 1.0, "aline": 1.0}, "depth_um_per_px": 2.0,
+        "volumes": ["vol_00.tif"]}))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def zip_bomb(tmp_path_factory):
+    return _zip_bomb(tmp_path_factory.mktemp("bomb") / "bomb.zip")
+
+
+def test_zip_bomb_is_refused_before_extraction(zip_bomb, tmp_path):
+    assert zip_bomb.stat().st_size < 8 * 1024**2  # ~5 MB that would expand to 1 GiB
+    with pytest.raises(InputError, match="zip bomb") as err:
+        check_zip_members(zip_bomb)
+    assert "1024.0 MB" in str(err.value)
+    from ui.upload_worker import validate_in_worker
+
+    with pytest.raises(InputError, match="zip bomb"):
+        validate_in_worker(zip_bomb, kind="zip", work_dir=tmp_path / "w")
+    assert not (tmp_path / "w" / "x").exists()  # nothing was extracted
+
+
+def test_zip_member_count_and_total_size_are_checked_before_extraction(tmp_path):
+    z = tmp_path / "many.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        for i in range(5):
+            zf.writestr(f"C1/f{i}.bin", b"x" * 100)
+    with pytest.raises(InputError) as err:
+        check_zip_members(z, limits=UploadLimits(max_files=3, max_total_bytes=300))
+    assert "5 files, over the limit of 3" in str(err.value) and "uncompressed" in str(err.value)
+
+
+def test_ordinary_compression_is_not_mistaken_for_a_bomb(tmp_path):
+    rng = np.random.default_rng(0)
+    data = (rng.random(2 * 1024**2) * 16).astype(np.uint8).tobytes()  # 4 bits of entropy per byte
+    z = tmp_path / "ok.zip"
+    with zipfile.ZipFile(z, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("C1/vol.bin", data)
+    assert check_zip_members(z) == ["C1/vol.bin"]
+
+
+def test_tiff_bomb_is_validated_in_the_worker_not_in_this_process(tmp_path):
+    """0.5-2 MB declaring 4 x 20000 x 20000 px: refused within a 1 GB budget, this process stays small."""
+    import resource
+
+    from ui.upload_worker import validate_in_worker
+
+    folder = _tiff_case(tmp_path / "src", (4, 20000, 20000))
+    assert (folder / "vol_00.tif").stat().st_size < 4 * 1024**2
+    rss_before_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(InputError) as err:
+        validate_in_worker(folder, kind="folder", work_dir=tmp_path / "w",
+                           limits=UploadLimits(worker_memory_bytes=GIB))
+    # Either the reader refuses the declared size or the worker runs out of its budget;
+    # both name the file, and neither happens in this (the serving) process.
+    assert err.value.path.name == "vol_00.tif"
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before_kb < 200 * 1024
+    assert resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss < 1.1 * GIB / 1024
+
+
+def test_worker_memory_budget_gives_a_clear_error(tmp_path):
+    """A plausible volume (4 x 4096 x 4096, 256 MB as float32) against a 256 MB budget, then the default."""
+    from ui.upload_worker import ValidationBudgetError, validate_in_worker
+
+    folder = _tiff_case(tmp_path / "src", (4, 4096, 4096))
+    with pytest.raises(ValidationBudgetError) as err:
+        validate_in_worker(folder, kind="folder", work_dir=tmp_path / "w",
+                           limits=UploadLimits(worker_memory_bytes=256 * 1024**2))
+    assert "file too large to validate within the 0.25 GB memory budget" in str(err.value)
+    assert err.value.path.name == "vol_00.tif"
+    case = validate_in_worker(folder, kind="folder", work_dir=tmp_path / "w2")
+    assert (case.case_id, case.volume_shape_px) == ("BOMB", (4, 4096, 4096))
+
+
+def test_worker_time_budget_and_valid_zip_through_the_worker(tmp_path):
+    from ui.upload_worker import ValidationBudgetError, validate_in_worker
+
+    z = _zip(tmp_path / "c.zip", _case_folder(tmp_path / "src"))
+    with pytest.raises(ValidationBudgetError, match="0 s time budget|time budget"):
+        validate_in_worker(z, kind="zip", work_dir=tmp_path / "slow",
+                           limits=UploadLimits(worker_wall_s=0.01))
+    case = validate_in_worker(z, kind="zip", work_dir=tmp_path / "w")
+    assert (case.case_id, case.n_volumes) == ("C1", 2)
+    assert case.folder == tmp_path / "w" / "x" / "C1"
+    with pytest.raises(InputError, match="non-finite"):
+        validate_in_worker(_case_folder(tmp_path / "nan", bad="nan"), kind="folder",
+                           work_dir=tmp_path / "w3")

@@ -18,7 +18,7 @@ users = db.list_users()
 st.dataframe([{k: u.get(k) for k in ("username", "name", "email", "role", "active", "created_at")}
               for u in users], hide_index=True, width="stretch")
 
-c1, c2 = st.columns(2)
+c1, c2, c3 = st.columns(3)
 with c1, st.form("role_form"):
     st.markdown("**Change a role**")
     who = st.selectbox("User", [u["username"] for u in users], key="role_user")
@@ -26,9 +26,19 @@ with c1, st.form("role_form"):
     change = st.form_submit_button("Set role")
 if change and authorize("manage_users", action="set_role"):
     old = next(u["role"] for u in users if u["username"] == who)
-    db.set_role(who, role)
+    db.set_role(who, role)  # a real change also revokes who's open sessions
     audit(user.username, "set_role", detail={"username": who, "from": old, "to": role})
-    flash(f"{who} is now {role}.")
+    flash(f"{who} is now {role}" + (" and must sign in again." if old != role else "."))
+    st.rerun()
+with c3, st.form("active_form"):
+    st.markdown("**Activate or deactivate**")
+    active_who = st.selectbox("User", [u["username"] for u in users], key="active_user")
+    active = st.checkbox("Active (may sign in)", value=True, key="active_flag")
+    save_active = st.form_submit_button("Save account")
+if save_active and authorize("manage_users", action="set_active"):
+    db.set_active(active_who, active)  # deactivating revokes the user's open sessions
+    audit(user.username, "set_active", detail={"username": active_who, "active": active})
+    flash(f"{active_who} is {'active' if active else 'deactivated and signed out everywhere'}.")
     st.rerun()
 with c2, st.form("user_form", clear_on_submit=True):
     st.markdown("**Create a user**")
