@@ -53,7 +53,7 @@ from aooct_core.geometry import Acquisition, Geometry, geometry_from_acquisition
 from aooct_core.phantom.cones import (cone_reflectivities, cone_spacing_um,
                                       curcio_cone_density_cells_per_mm2, sample_cone_mosaic)
 from aooct_core.phantom.motion import simulate_eye_motion_px
-from aooct_core.phantom.retina import SURFACE_NAMES, make_retina_model
+from aooct_core.phantom.retina import SURFACE_NAMES, Anatomy, make_retina_model
 from aooct_core.phantom.scene import PhantomScene
 from aooct_core.phantom.speckle import FWHM_TO_SIGMA, static_speckle_spectrum
 from aooct_core.phantom.textures import choroid_blobs, make_rpe_mosaic
@@ -123,6 +123,7 @@ def make_phantom(*, seed: int, n_repeats: int = 3, shape_px: tuple[int, int, int
                  dim_cone_fraction: float = 0.05, motion_scale: float = 1.0,
                  dim_bscan_fraction: float = 0.0, snr_db: float = 35.0, eye: str = "OD",
                  static_speckle_correlation: float = 0.0, case_id: str | None = None,
+                 anatomy: Anatomy | None = None,
                  progress: Callable[[int, int], None] | None = None) -> Phantom:
     """Generate a repeated AO-OCT volume set of one retinal location with ground truth.
 
@@ -162,6 +163,9 @@ def make_phantom(*, seed: int, n_repeats: int = 3, shape_px: tuple[int, int, int
         OCTA sees the capillaries. See ``aooct_core.phantom.speckle``.
     case_id : str, optional
         Defaults to ``"phantom-s<seed>"``.
+    anatomy : Anatomy, optional
+        Layer spacings, band reflectivities, focus and tilt of a phantom-family member
+        (:mod:`aooct_core.phantom.family`); the nominal retina when None.
     progress : callable, optional
         Called as ``progress(done, total)`` after each rendered repeat.
 
@@ -215,7 +219,7 @@ def make_phantom(*, seed: int, n_repeats: int = 3, shape_px: tuple[int, int, int
                                          margin_px=margin_px, rng=rng_vessels) for p in ("SVP", "DVP")}
     retina = make_retina_model(n_depth=n_d, n_rows=n_b, n_cols=n_a, depth_um_per_px=depth_um_per_px,
                                um_per_px_rc=(um_r, um_c), location_deg=acq.location_deg,
-                               um_per_deg=um_per_deg, rng=rng_retina)
+                               um_per_deg=um_per_deg, rng=rng_retina, anatomy=anatomy)
     bundles = make_nerve_fiber_bundles(field_um=field_um, location_deg=acq.location_deg, rng=rng_nfl)
     scene = PhantomScene(
         shape_px=shape, um_per_px=(um_r, float(depth_um_per_px), um_c),
@@ -228,6 +232,7 @@ def make_phantom(*, seed: int, n_repeats: int = 3, shape_px: tuple[int, int, int
                       for _ in range(2)),
         noise_floor=10.0 ** (-snr_db / 10.0),
         static_speckle_correlation=float(static_speckle_correlation),
+        anatomy=anatomy,
         static_speckle_spectrum=None if static_speckle_correlation == 0 else static_speckle_spectrum(
             shape, psf_fwhm_px=(lateral_psf_fwhm_um / um_r, axial_psf_fwhm_um / depth_um_per_px,
                                 lateral_psf_fwhm_um / um_c),
@@ -285,6 +290,10 @@ def make_phantom(*, seed: int, n_repeats: int = 3, shape_px: tuple[int, int, int
         "layers_mean_depth_px": {k: float(v.mean()) for k, v in surfaces.items()},
         "snr_db": float(snr_db),
         "static_speckle_correlation": float(static_speckle_correlation),
+        "anatomy": None if anatomy is None else {
+            "spacing_um": anatomy.spacing_um, "inner_scale": anatomy.inner_scale,
+            "reflectivity_gain": anatomy.reflectivity_gain, "focus": anatomy.focus,
+            "depth_of_focus_um": anatomy.depth_of_focus_um, "tilt_deg": anatomy.tilt_deg},
     }
     return Phantom(acquisition=acq, geometry=geom, volumes=volumes, truth=truth,
                    surfaces_px={k: surfaces[k] for k in SURFACE_NAMES}, motion_px=motion, scene=scene)

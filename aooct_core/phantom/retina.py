@@ -34,8 +34,8 @@ import numpy as np
 
 from aooct_core.phantom.render import axial_band, smooth_step
 
-__all__ = ["SURFACE_NAMES", "NOMINAL_SPACING_UM", "RetinaModel", "make_retina_model",
-           "render_reflectivity"]
+__all__ = ["SURFACE_NAMES", "NOMINAL_SPACING_UM", "REFLECTIVITY", "Anatomy", "RetinaModel",
+           "make_retina_model", "render_reflectivity"]
 
 SURFACE_NAMES = ("ILM", "NFL_GCL", "IPL_INL", "INL_OPL", "OPL_ONL", "ELM", "ISOS", "COST", "RPE", "BM")
 # Distance of each surface below the previous one (µm) and its change per degree of
@@ -49,6 +49,50 @@ BOTTOM_MARGIN_UM = 70.0        # room for choroid below Bruch's membrane
 CURVE_AND_MOTION_MARGIN_UM = 40.0
 OUTER_BOTTOM_MARGIN_UM = 30.0  # shallow windows keep at least this much choroid
 ELM_TO_BM_UM = sum(NOMINAL_SPACING_UM[k][0] for k in ("ISOS", "COST", "RPE", "BM"))
+
+
+@dataclass(frozen=True)
+class Anatomy:
+    """Departures from the nominal retina: what a phantom *family* varies.
+
+    Attributes
+    ----------
+    spacing_um : dict
+        Surface name → distance below the previous surface (µm), replacing
+        :data:`NOMINAL_SPACING_UM` for that surface (e.g. ``{"COST": 40.0}`` for a 40 µm
+        outer segment, ``{"RPE": 5.0}`` for COST 5 µm above the RPE centre).
+    inner_scale : float
+        Multiplies the inner-retina thicknesses (ILM to the ELM).
+    reflectivity_gain : dict
+        Band or layer name of :data:`REFLECTIVITY` → gain (e.g. ``{"RPE": 0.3}`` for a dim
+        RPE); ``"CONES_ISOS"`` and ``"CONES_COST"`` scale the cone reflections.
+    focus : {None, "ISOS", "RPE"}
+        Where the AO focus sits: intensity falls off as a Gaussian of the depth distance
+        from that surface with SD ``depth_of_focus_um`` (to ``focus_floor`` far away).
+    depth_of_focus_um, focus_floor : float
+    tilt_deg : tuple of float or None
+        Retinal tilt ``(along B-scans, along A-lines)`` in degrees, replacing the random one.
+    """
+
+    spacing_um: dict = None  # type: ignore[assignment]
+    inner_scale: float = 1.0
+    reflectivity_gain: dict = None  # type: ignore[assignment]
+    focus: str | None = None
+    depth_of_focus_um: float = 60.0
+    focus_floor: float = 0.2
+    tilt_deg: tuple[float, float] | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "spacing_um", dict(self.spacing_um or {}))
+        object.__setattr__(self, "reflectivity_gain", dict(self.reflectivity_gain or {}))
+        unknown = set(self.spacing_um) - set(SURFACE_NAMES[1:])
+        unknown |= set(self.reflectivity_gain) - set(REFLECTIVITY) - {"CONES_ISOS", "CONES_COST"}
+        if unknown or self.focus not in (None, "ISOS", "RPE"):
+            raise ValueError(f"Anatomy: unknown names {sorted(unknown)} or focus {self.focus!r}; "
+                             f"surfaces are {SURFACE_NAMES[1:]}, bands {sorted(REFLECTIVITY)}")
+
+    def gain(self, name: str) -> float:
+        return float(self.reflectivity_gain.get(name, 1.0))
 
 
 @dataclass(frozen=True)
@@ -87,6 +131,8 @@ class RetinaModel:
     location_deg: tuple[float, float]
     um_per_deg: float
     waves: tuple[tuple[str | None, float, float, float, float], ...]
+    spacing_um: tuple[tuple[str, float, float], ...] = tuple(
+        (k, v[0], v[1]) for k, v in NOMINAL_SPACING_UM.items())
 
     def surfaces_px(self, rows: np.ndarray, cols: np.ndarray) -> dict[str, np.ndarray]:
         """Depth (px) of every surface at en face positions ``(rows, cols)`` (broadcast)."""
@@ -106,8 +152,9 @@ class RetinaModel:
         d_ecc = np.hypot(h, v) - math.hypot(*self.location_deg)
         out = {"ILM": top + wave.get("ILM", 0.0)}
         depth = out["ILM"]
+        spacings = {k: (um, per_deg) for k, um, per_deg in self.spacing_um}
         for name in SURFACE_NAMES[1:]:
-            spacing_um, per_deg = NOMINAL_SPACING_UM[name]
+            spacing_um, per_deg = spacings[name]
             factor = np.clip(1.0 + per_deg * d_ecc, 0.5, 1.5)
             depth = depth + spacing_um * factor / self.depth_um_per_px + wave.get(name, 0.0)
             out[name] = depth
@@ -117,16 +164,26 @@ class RetinaModel:
 
 def make_retina_model(*, n_depth: int, n_rows: int, n_cols: int, depth_um_per_px: float,
                       um_per_px_rc: tuple[float, float], location_deg: tuple[float, float],
-                      um_per_deg: float, rng: np.random.Generator) -> RetinaModel:
+                      um_per_deg: float, rng: np.random.Generator,
+                      anatomy: Anatomy | None = None) -> RetinaModel:
     """Random but plausible surface parameters for a field of the given size.
 
     With at least ``TOP + retina + BOTTOM + curvature margins`` (472 µm, 236 px at
     2 µm/px) the whole retina is in view below some vitreous; shallower windows
     (down to ~140 µm) show the outer retina, RPE and choroid, and the inner layers
-    run off the top of the volume (negative surface depths).
+    run off the top of the volume (negative surface depths). ``anatomy`` replaces the
+    nominal spacings and the random tilt (the random draws are made all the same, so
+    the rest of the phantom does not change with it).
     """
+    anatomy = anatomy or Anatomy()
+    spacing = {}
+    for k, (um, per_deg) in NOMINAL_SPACING_UM.items():
+        inner = SURFACE_NAMES.index(k) <= SURFACE_NAMES.index("ELM")
+        spacing[k] = (anatomy.spacing_um.get(k, um * (anatomy.inner_scale if inner else 1.0)), per_deg)
+    retina_um = sum(v[0] for v in spacing.values())
+    elm_to_bm_um = sum(spacing[k][0] for k in ("ISOS", "COST", "RPE", "BM"))
     depth_um = n_depth * depth_um_per_px
-    needed_um = TOP_MARGIN_UM + RETINA_THICKNESS_UM + BOTTOM_MARGIN_UM + CURVE_AND_MOTION_MARGIN_UM
+    needed_um = TOP_MARGIN_UM + retina_um + BOTTOM_MARGIN_UM + CURVE_AND_MOTION_MARGIN_UM
     if depth_um >= needed_um:
         ilm_um = TOP_MARGIN_UM + 0.5 * CURVE_AND_MOTION_MARGIN_UM + 0.3 * (depth_um - needed_um)
     else:
@@ -134,10 +191,10 @@ def make_retina_model(*, n_depth: int, n_rows: int, n_cols: int, depth_um_per_px
         # RPE and some choroid in view and let the inner retina run off the top (its
         # surfaces then have negative depths).
         bm_um = depth_um - OUTER_BOTTOM_MARGIN_UM - 0.5 * CURVE_AND_MOTION_MARGIN_UM
-        ilm_um = bm_um - RETINA_THICKNESS_UM
-        elm_um = ilm_um + RETINA_THICKNESS_UM - ELM_TO_BM_UM
+        ilm_um = bm_um - retina_um
+        elm_um = ilm_um + retina_um - elm_to_bm_um
         if elm_um < 0.5 * CURVE_AND_MOTION_MARGIN_UM:
-            minimum_um = ELM_TO_BM_UM + OUTER_BOTTOM_MARGIN_UM + CURVE_AND_MOTION_MARGIN_UM
+            minimum_um = elm_to_bm_um + OUTER_BOTTOM_MARGIN_UM + CURVE_AND_MOTION_MARGIN_UM
             raise ValueError(
                 f"n_depth={n_depth} px x {depth_um_per_px} µm/px = {depth_um:.0f} µm is too shallow even for "
                 f"the outer retina (ELM to Bruch's membrane plus margins); use at least "
@@ -147,16 +204,24 @@ def make_retina_model(*, n_depth: int, n_rows: int, n_cols: int, depth_um_per_px
     waves = [(None, rng.uniform(0.5, 1.5), *rng.normal(0, 0.03, 2), rng.uniform(0, 2 * math.pi))]
     for name in SURFACE_NAMES:
         waves.append((name, rng.uniform(0.1, 0.5), *rng.normal(0, 0.05, 2), rng.uniform(0, 2 * math.pi)))
+    sag_px = float(rng.uniform(4.0, 8.0) * 2.0 / depth_um_per_px)
+    tilt_px = tuple(float(x) for x in rng.uniform(-5.0, 5.0, 2) * 2.0 / depth_um_per_px)
+    if anatomy.tilt_deg is not None:
+        # Depth change across the whole field: tan(tilt) x field width (µm) / depth sampling.
+        widths_um = (n_rows * um_per_px_rc[0], n_cols * um_per_px_rc[1])
+        tilt_px = tuple(float(math.tan(math.radians(t)) * w / depth_um_per_px)
+                        for t, w in zip(anatomy.tilt_deg, widths_um))
     return RetinaModel(
         ilm_depth_px=ilm_um / depth_um_per_px,
         centre_rc=((n_rows - 1) / 2.0, (n_cols - 1) / 2.0),
         um_per_px_rc=(float(um_per_px_rc[0]), float(um_per_px_rc[1])),
         depth_um_per_px=float(depth_um_per_px),
-        sag_px=float(rng.uniform(4.0, 8.0) * 2.0 / depth_um_per_px),
-        tilt_px=tuple(float(x) for x in rng.uniform(-5.0, 5.0, 2) * 2.0 / depth_um_per_px),
+        sag_px=sag_px,
+        tilt_px=tilt_px,
         location_deg=(float(location_deg[0]), float(location_deg[1])),
         um_per_deg=float(um_per_deg),
         waves=tuple(waves),
+        spacing_um=tuple((k, float(um), float(per_deg)) for k, (um, per_deg) in spacing.items()),
     )
 
 
@@ -167,7 +232,7 @@ REFLECTIVITY = {"NFL": 0.35, "GCL": 0.035, "IPL": 0.16, "INL": 0.035, "OPL": 0.1
 
 def render_reflectivity(surfaces: dict[str, np.ndarray], n_depth: int, *, axial_sigma_px: float,
                         enface: dict[str, np.ndarray], rpe_sigma_px: float,
-                        attenuation_per_px: float) -> np.ndarray:
+                        attenuation_per_px: float, anatomy: Anatomy | None = None) -> np.ndarray:
     """Depth-resolved reflectivity of the layers (no cones, no capillaries, no speckle).
 
     Parameters
@@ -185,11 +250,15 @@ def render_reflectivity(surfaces: dict[str, np.ndarray], n_depth: int, *, axial_
         Axial SD (px) of the RPE band (~10 µm FWHM in tissue).
     attenuation_per_px : float
         Round-trip intensity attenuation per px below the ILM.
+    anatomy : Anatomy, optional
+        Band reflectivity gains (nominal when None).
 
     Returns
     -------
     numpy.ndarray, float32, shape (n_rows, n_depth, n_cols)
     """
+    anatomy = anatomy or Anatomy()
+    R = {k: v * anatomy.gain(k) for k, v in REFLECTIVITY.items()}  # noqa: N806
     z = np.arange(n_depth, dtype=np.float32)[None, :, None]
     s = {k: v[:, None, :] for k, v in surfaces.items()}
     w = max(axial_sigma_px, 0.5)
@@ -197,30 +266,30 @@ def render_reflectivity(surfaces: dict[str, np.ndarray], n_depth: int, *, axial_
     step = lambda name: smooth_step(z, s[name], w)  # noqa: E731
     ilm, nfl_gcl, ipl_inl = step("ILM"), step("NFL_GCL"), step("IPL_INL")
     # NFL: bundles bright, gaps between them dim.
-    nfl = REFLECTIVITY["NFL"] * (0.25 + 0.75 * enface["nfl"][:, None, :])
+    nfl = R["NFL"] * (0.25 + 0.75 * enface["nfl"][:, None, :])
     vol = nfl * (ilm - nfl_gcl)
     # GCL/IPL: reflectivity ramps from the dim GCL to the brighter IPL.
     frac = np.clip((z - s["NFL_GCL"]) / np.maximum(s["IPL_INL"] - s["NFL_GCL"], 1.0), 0.0, 1.0)
-    vol += (REFLECTIVITY["GCL"] + (REFLECTIVITY["IPL"] - REFLECTIVITY["GCL"]) * frac ** 2) * (nfl_gcl - ipl_inl)
+    vol += (R["GCL"] + (R["IPL"] - R["GCL"]) * frac ** 2) * (nfl_gcl - ipl_inl)
     del frac, nfl
     inl_opl, opl_onl, bm = step("INL_OPL"), step("OPL_ONL"), step("BM")
-    vol += REFLECTIVITY["INL"] * (ipl_inl - inl_opl)
-    vol += REFLECTIVITY["OPL"] * (inl_opl - opl_onl)
+    vol += R["INL"] * (ipl_inl - inl_opl)
+    vol += R["OPL"] * (inl_opl - opl_onl)
     # Outer retina between OPL and BM: weak background plus the reflective bands.
     elm, isos, cost = step("ELM"), step("ISOS"), step("COST")
-    vol += REFLECTIVITY["ONL"] * (opl_onl - elm) + REFLECTIVITY["IS"] * (elm - isos)
-    vol += REFLECTIVITY["OS"] * (isos - cost) + REFLECTIVITY["COST_RPE"] * (cost - bm)
+    vol += R["ONL"] * (opl_onl - elm) + R["IS"] * (elm - isos)
+    vol += R["OS"] * (isos - cost) + R["COST_RPE"] * (cost - bm)
     del ilm, nfl_gcl, ipl_inl, inl_opl, opl_onl, elm, isos, cost
-    vol += REFLECTIVITY["ELM"] * band("ELM")
-    vol += REFLECTIVITY["ISOS"] * band("ISOS")        # diffuse part; cones are added by the scene
-    vol += REFLECTIVITY["COST"] * band("COST")
-    vol += REFLECTIVITY["RPE"] * enface["rpe"][:, None, :] * band("RPE", max(rpe_sigma_px, axial_sigma_px))
-    vol += REFLECTIVITY["BM"] * band("BM", 1.2 * axial_sigma_px)
+    vol += R["ELM"] * band("ELM")
+    vol += R["ISOS"] * band("ISOS")        # diffuse part; cones are added by the scene
+    vol += R["COST"] * band("COST")
+    vol += R["RPE"] * enface["rpe"][:, None, :] * band("RPE", max(rpe_sigma_px, axial_sigma_px))
+    vol += R["BM"] * band("BM", 1.2 * axial_sigma_px)
     # Choroid: textured, fading with depth below Bruch's membrane.
     below = np.maximum(z - s["BM"], 0.0)
     shallow = np.exp(-below / 12.0)
     texture = enface["choroid"][:, None, :] * shallow + enface["choroid_deep"][:, None, :] * (1.0 - shallow)
-    vol += REFLECTIVITY["CHOROID"] * texture * bm * np.exp(-below / 30.0)
+    vol += R["CHOROID"] * texture * bm * np.exp(-below / 30.0)
     del shallow, texture
     del below, bm
     vol *= np.exp(-attenuation_per_px * np.maximum(z - s["ILM"], 0.0))

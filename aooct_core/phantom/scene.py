@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from aooct_core.phantom.render import axial_band, splat_gaussians
-from aooct_core.phantom.retina import RetinaModel, render_reflectivity
+from aooct_core.phantom.retina import Anatomy, RetinaModel, render_reflectivity
 from aooct_core.phantom.speckle import FWHM_TO_SIGMA, partially_correlated_speckle, speckle_field
 from aooct_core.phantom.textures import RpeMosaic, render_choroid
 from aooct_core.phantom.vessels import NerveFiberBundles, render_capillaries
@@ -58,6 +58,8 @@ class PhantomScene:
     static_speckle_correlation : float
         Intensity correlation ρ of static tissue speckle between repeats (0: every
         repeat has independent speckle; see ``aooct_core.phantom.speckle``).
+    anatomy : Anatomy or None
+        Band gains and focus of a phantom-family member (nominal when None).
     static_speckle_spectrum : numpy.ndarray or None
         Tissue-fixed speckle amplitude spectrum (required when ρ > 0).
     """
@@ -78,6 +80,7 @@ class PhantomScene:
     noise_floor: float
     static_speckle_correlation: float = 0.0
     static_speckle_spectrum: np.ndarray | None = None
+    anatomy: Anatomy | None = None
 
     def plexus_depth_px(self, surfaces: dict[str, np.ndarray], plexus: str) -> np.ndarray:
         """Depth (px) of a capillary plexus from the layer surfaces."""
@@ -113,8 +116,10 @@ class PhantomScene:
         sig = (self.cone_sigma_um / um_r, self.cone_sigma_um / um_c)
         z = np.arange(n_d, dtype=np.float32)[None, :, None]
         out = np.zeros(self.shape_px, dtype=np.float32)
-        for k, (name, peak, refl) in enumerate((("ISOS", CONE_ISOS_PEAK, self.cone_isos),
-                                                ("COST", CONE_COST_PEAK, self.cone_cost))):
+        anatomy = self.anatomy or Anatomy()
+        gains = (anatomy.gain("CONES_ISOS"), anatomy.gain("CONES_COST"))
+        for k, (name, peak, refl) in enumerate((("ISOS", CONE_ISOS_PEAK * gains[0], self.cone_isos),
+                                                ("COST", CONE_COST_PEAK * gains[1], self.cone_cost))):
             img = splat_gaussians(self.cones_rc, peak * refl * scint[k], shape=(n_b, n_a), sigma_px=sig,
                                   col_shift_px=da)
             out += img[:, None, :] * axial_band(z, surfaces[name][:, None, :], axial_sigma_px)
@@ -163,7 +168,8 @@ class PhantomScene:
         }
         axial_sigma_px = self.axial_psf_fwhm_um * FWHM_TO_SIGMA / um_d
         vol = render_reflectivity(surfaces, n_d, axial_sigma_px=axial_sigma_px, enface=enface,
-                                  rpe_sigma_px=10.0 * FWHM_TO_SIGMA / um_d, attenuation_per_px=um_d / 1000.0)
+                                  rpe_sigma_px=10.0 * FWHM_TO_SIGMA / um_d, attenuation_per_px=um_d / 1000.0,
+                                  anatomy=self.anatomy)
         vessels = self._capillaries(surfaces, da)
         if speckle_rng is not None:
             fwhm_px = (self.lateral_psf_fwhm_um / um_r, self.axial_psf_fwhm_um / um_d,
@@ -187,6 +193,13 @@ class PhantomScene:
             vol += vessels
             scint = np.ones((2, len(self.cones_rc)))
         vol += self._cones(surfaces, da, scint, axial_sigma_px)
+        if self.anatomy is not None and self.anatomy.focus is not None:
+            # AO focus: the confocal gate of the focused beam, a Gaussian in depth around
+            # the focused surface (it moves with the retina), down to a floor far from it.
+            zz = np.arange(n_d, dtype=np.float32)[None, :, None]
+            off_um = (zz - surfaces[self.anatomy.focus][:, None, :]) * np.float32(um_d)
+            floor = np.float32(self.anatomy.focus_floor)
+            vol *= floor + (1 - floor) * np.exp(-0.5 * (off_um / np.float32(self.anatomy.depth_of_focus_um)) ** 2)
         if bscan_gain is not None:
             vol *= np.asarray(bscan_gain, dtype=np.float32)[:, None, None]
         if noise_rng is not None and self.noise_floor > 0:

@@ -4,10 +4,10 @@ Each surface is the minimum-cost path across the A-lines of every B-scan (all B-
 at once), with the depth allowed to change by at most ``max_slope`` px per A-line — a
 1-D graph search per B-scan [1]_. The cost is built on the dB volume smoothed laterally:
 
-* **RPE**: the brightest band of the outer retina (dB) — the anchor.
-* **IS/OS** and **COST**: ridges inside depth windows set in µm relative to the RPE
-  (IS/OS 28-62 µm above the RPE centre; COST between IS/OS + 16 µm and RPE − 8 µm), so
-  the ELM (≈ 26 µm above IS/OS) and Bruch's membrane are excluded.
+* **IS/OS, COST, RPE**: which ridge is which band is decided once per volume by
+  :func:`~aooct_core.preprocessing.bands.identify_bands` from the order and spacing of
+  the bands (priors in µm), never from which is brightest; each surface is the ridge
+  path inside a window around its band that follows the retina's tilt and curvature.
 * **ILM**: the strongest dark-to-bright transition (positive vertical gradient of the
   linear intensity) within 10 µm above / 20 µm below the first depth brighter than
   -10 dB of the mean intensity, and more than 100 µm above IS/OS.
@@ -29,7 +29,8 @@ import time
 
 import numpy as np
 
-from aooct_core.preprocessing.backend import get_backend, synchronize, to_device
+from aooct_core.preprocessing.backend import get_backend, synchronize, to_device, to_host
+from aooct_core.preprocessing.bands import identify_bands
 
 __all__ = ["segment_layers", "flatten_volume", "dp_surface"]
 
@@ -219,8 +220,31 @@ class _Clock:
         self.last = now
 
 
+def _band_windows(bands, depth_um_per_px: float) -> dict[str, tuple[float, float]]:
+    """Flattened-depth search window (px) of each identified band.
+
+    Half-way to the neighbouring band at most (so a window never holds two bands), at
+    least 1.5 px and at most 10 µm; merged COST and RPE share their complex, COST in its
+    upper and the RPE in its lower part (the complex itself is searched, key "COMPLEX").
+    """
+    d = bands.depth_px
+    order = sorted((z, k) for k, z in d.items() if not (bands.merged_cost_rpe and k == "COST"))
+    out = {}
+    cap = 10.0 / depth_um_per_px
+    for i, (z, k) in enumerate(order):
+        up = z - order[i - 1][0] if i > 0 else np.inf
+        down = order[i + 1][0] - z if i + 1 < len(order) else np.inf
+        out[k] = (z - max(1.5, min(cap, 0.45 * up)), z + max(1.5, min(cap, 0.45 * down)))
+    if bands.merged_cost_rpe:  # the complex is searched; COST and RPE are offsets of it
+        out["COMPLEX"] = out["RPE"]
+        out["COST"] = out["RPE"]
+        return {k: out[k] for k in ("ISOS", "COST", "RPE", "COMPLEX")}
+    return {k: out[k] for k in ("ISOS", "COST", "RPE")}
+
+
 def segment_layers(volume, *, depth_um_per_px: float, device: str = "cpu", column_step: int = 4,
-                   max_slope: int = 2, lateral_sigma_px: float = 2.0, timings: dict | None = None):
+                   max_slope: int = 2, lateral_sigma_px: float = 2.0, timings: dict | None = None,
+                   report: dict | None = None):
     """ILM, IS/OS, COST and RPE surfaces of an averaged volume.
 
     Parameters
@@ -238,7 +262,15 @@ def segment_layers(volume, *, depth_um_per_px: float, device: str = "cpu", colum
         B-scans) before the search; speckle would otherwise dominate the ridges.
     timings : dict or None
         If given, receives the synchronised wall time (s) of the sub-steps "features",
-        "search" and "refine" — for profiling on the GPU.
+        "bands", "search" and "refine" — for profiling on the GPU.
+    report : dict or None
+        If given, receives ``band_model`` (:class:`~aooct_core.preprocessing.bands.BandModel`:
+        which ridge was taken for which band, and how confidently) and ``windows_px``.
+
+    Raises
+    ------
+    ValueError
+        When the outer-retina bands cannot be identified (see ``identify_bands``).
 
     Returns
     -------
@@ -290,12 +322,23 @@ def segment_layers(volume, *, depth_um_per_px: float, device: str = "cpu", colum
         clock("search.dp", accumulate=True)
         return path
 
-    # RPE: the brightest band. Its neighbours COST and Bruch's membrane merge with it into
-    # one broad bright complex, so absolute brightness finds it, not ridge sharpness.
-    rpe_b = search(db_b, z_lo, z_lo + n_z - 1).astype(xp.float32)
-    ridge_stats = stats(ridge_b)  # two searches read the ridge feature
-    isos_b = search(ridge_b, rpe_b - um(62), rpe_b - um(28), ridge_stats).astype(xp.float32)
-    cost_b = search(ridge_b, isos_b + um(16), rpe_b - um(8), ridge_stats).astype(xp.float32)
+    # IS/OS, COST and RPE: identified by the anatomy's order and spacing in the volume's
+    # own flattened mean profile (bands.identify_bands), not by which is brightest; each
+    # surface is then searched in a window around its band that follows the retina.
+    bands = identify_bands(to_host(db_b), to_host(ridge_b), depth_um_per_px=depth_um_per_px)
+    clock("bands")
+    shift = to_device(bands.shift_px, device).astype(xp.float32)
+    ridge_stats = stats(ridge_b)
+    windows = _band_windows(bands, depth_um_per_px)
+    found = {}
+    for name in ("RPE", "ISOS", "COST"):
+        lo_px, hi_px = windows[name] if not (bands.merged_cost_rpe and name == "RPE") else \
+            windows["COMPLEX"]
+        found[name] = search(ridge_b, shift + np.float32(lo_px), shift + np.float32(hi_px),
+                             ridge_stats).astype(xp.float32)
+    rpe_b, isos_b, cost_b = found["RPE"], found["ISOS"], found["COST"]
+    if report is not None:
+        report.update(band_model=bands, windows_px=windows)
     # ILM: the first rise out of the dark vitreous. Between nerve-fibre bundles the NFL is
     # dim and deeper edges (INL/OPL) can be stronger, so the search starts at the first
     # depth brighter than 10 % of the mean intensity (-10 dB) and looks only 10 µm above
@@ -309,10 +352,30 @@ def segment_layers(volume, *, depth_um_per_px: float, device: str = "cpu", colum
     if timings is not None:
         timings["search"] = timings["search.cost"] + timings["search.dp"]
     out = {}
+    merged = bands.merged_cost_rpe
     for name, surf_b in (("ILM", ilm_b), ("ISOS", isos_b), ("COST", cost_b), ("RPE", rpe_b)):
+        if merged and name == "COST":
+            continue
         guess = _to_full_columns(surf_b, step, n_a, xp)
-        out[name] = _refine(vol, guess, 2, edge=name == "ILM", lateral_sigma_px=lateral_sigma_px,
+        # The refinement stays inside the band's own window (never reaches a neighbour).
+        radius = 2 if name == "ILM" else int(np.clip(np.floor(min(np.subtract(
+            *windows["COMPLEX" if merged and name == "RPE" else name][::-1]) / 2, 2.0)), 1, 2))
+        out[name] = _refine(vol, guess, radius, edge=name == "ILM", lateral_sigma_px=lateral_sigma_px,
                             backend=backend)
+    if merged:
+        # One ridge holds both bands: the refined complex, offset by the two-band fit.
+        up, down = (np.float32(v) for v in bands.complex_offsets_px)
+        complex_ = out["RPE"]
+        out["COST"], out["RPE"] = complex_ - up, complex_ + down
+        out = {k: out[k] for k in ("ILM", "ISOS", "COST", "RPE")}
+    # The outer bands are parallel over an AO field (the outer segments change length only
+    # slowly with eccentricity): weaker bands follow the strongest one at a smoothly
+    # varying distance, so speckle on a dim COST or RPE cannot make its surface jump.
+    strongest = max(("ISOS", "COST", "RPE"), key=lambda k: bands.strength_sd[k])
+    for name in ("ISOS", "COST", "RPE"):
+        if name != strongest:
+            off = nd.median_filter(out[name] - out[strongest], size=(5, 9), mode="nearest")
+            out[name] = out[strongest] + nd.gaussian_filter(off, (2.0, 4.0), mode="nearest")
     clock("refine")
     return out
 
