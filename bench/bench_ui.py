@@ -71,11 +71,15 @@ def bench_compose(env: dict, repeats: int) -> list[float]:
 def bench_apptest(env: dict, repeats: int) -> tuple[float, list[float]]:
     from streamlit.testing.v1 import AppTest
 
-    from ui.auth import User
+    from resources.metadata_db import SqlMetadataDB
+    from ui import sessions
 
     os.environ.update(env)
     at = AppTest.from_file(str(REPO / "ui" / "app.py"), default_timeout=120)
-    at.session_state["aooct_user"] = User("admin", "Demo Admin", None, "Admin")
+    db = SqlMetadataDB(env["AOOCT_DB_URL"])
+    token, _ = sessions.open_session(db, "admin", via="password")  # a signed-in Admin
+    db.close()
+    at.session_state["aooct_session"] = token
     at.session_state["case_id"] = CASE
     at.run()
     t = time.perf_counter()
