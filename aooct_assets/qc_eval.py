@@ -26,6 +26,8 @@ CHECKS = {
     "snr": ("corrected_volume", "signal-to-noise ratio of the RPE over the vitreous", True),
     **{f"{s}_uncertainty": (STRUCTURES[s][0], f"share of uncertain {s} outputs",
                             STRUCTURES[s][2] == "cells") for s in STRUCTURES},
+    "cone_mosaic": ("enface_projections", "a cone mosaic in the IS/OS or COST slab at the "
+                    "spacing expected for the location (Yellott ring)", True),
     "physiological_plausibility": ("metrics", "cone density and count against the normative "
                                    "range at this eccentricity, and whether the sampling "
                                    "resolves the mosaic", True),
@@ -51,6 +53,10 @@ def _inputs(store, case_id: str, check: str) -> dict:
         if "fragment_count" in s:
             out["vessel_fragment_count"] = s["fragment_count"]
         return out
+    if check == "cone_mosaic":
+        s = load_json(store, f"{base}/enface/summary.json")
+        strength = s.get("mosaic_ring_strength")  # None: the check cannot judge this field
+        return {"mosaic_ring_strength": math.nan if strength is None else strength}
     if check == "physiological_plausibility":
         s = load_json(store, f"{base}/metrics/summary.json")
         cones = s["metrics"]["cones"]

@@ -36,6 +36,12 @@ undersampled_mosaic (px)          < 2.75  < 2.3   normative cone spacing at the 
                                                   near it cones merge and are undercounted
                                                   (phantom, 1° field on 128 A-lines: −10 % at
                                                   2.4 px, within 2 % at ≥ 3 px; ``aooct demo``).
+missing_mosaic (ring strength)    < 6.0   < 4.5   Yellott ring of the cone slab at the
+                                                  normative spacing over its spectral
+                                                  background (1 = no mosaic); forced-wrong
+                                                  slabs (ELM, ONL, RPE, choroid) of the
+                                                  phantom family
+                                                  (``bench/accuracy/missing_mosaic.py``).
 ================================  ======  ======  ==========================================
 """
 from __future__ import annotations
@@ -67,6 +73,8 @@ class QCThresholds:
     vessel_fragments_fail: int = 40
     cone_sampling_warn_px: float = 2.75
     cone_sampling_fail_px: float = 2.3
+    mosaic_ring_warn: float = 6.0
+    mosaic_ring_fail: float = 4.5
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -75,7 +83,8 @@ class QCThresholds:
                 raise ValueError(f"QCThresholds.{f.name} must be a finite number ≥ 0; got {v!r}")
         # "lower is worse" checks need fail ≤ warn; "higher is worse" need fail ≥ warn.
         pairs_low = [("snr_fail_db", "snr_warn_db"), ("cell_count_fail", "cell_count_warn"),
-                     ("cone_sampling_fail_px", "cone_sampling_warn_px")]
+                     ("cone_sampling_fail_px", "cone_sampling_warn_px"),
+                     ("mosaic_ring_fail", "mosaic_ring_warn")]
         pairs_high = [
             ("residual_motion_warn_um", "residual_motion_fail_um"),
             ("uncertainty_warn_fraction", "uncertainty_fail_fraction"),
@@ -138,6 +147,7 @@ def qc_checks(
     vessel_fragment_count: int | None = None,
     cone_spacing_px: float | None = None,
     saccade_ambiguity_um: float | None = None,
+    mosaic_ring_strength: float | None = None,
     thresholds: QCThresholds = QCThresholds(),
 ) -> list[QCCheck]:
     """Evaluate every check whose input is given; see ``qc_flags`` for the parameters."""
@@ -148,7 +158,7 @@ def qc_checks(
         "uncertainty_fraction": uncertainty_fraction, "cell_count": cell_count,
         "density_cells_per_mm2": density_cells_per_mm2, "eccentricity_deg": eccentricity_deg,
         "vessel_fragment_count": vessel_fragment_count, "cone_spacing_px": cone_spacing_px,
-        "saccade_ambiguity_um": saccade_ambiguity_um,
+        "saccade_ambiguity_um": saccade_ambiguity_um, "mosaic_ring_strength": mosaic_ring_strength,
     }
     for key, v in numeric.items():
         if v is not None and not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)):
@@ -189,6 +199,16 @@ def qc_checks(
         out.append(_grade("undersampled_mosaic", cone_spacing_px, t.cone_sampling_warn_px,
                           t.cone_sampling_fail_px, higher_is_worse=False,
                           what="expected cone spacing", unit=" px"))
+    if mosaic_ring_strength is not None:
+        c = _grade("missing_mosaic", mosaic_ring_strength, t.mosaic_ring_warn, t.mosaic_ring_fail,
+                   higher_is_worse=False, what="cone-mosaic ring strength", unit="")
+        if not c.passed:
+            c = QCCheck(c.name, c.passed, c.severity, c.value, c.threshold, (
+                f"{c.message}: the cone slab shows no mosaic at the spacing expected for this "
+                "location. Likely causes: layers (the IS/OS or COST surface is on another band — "
+                "check the B-scan overlay), registration (misaligned repeats blur the cones) or "
+                "focus (far from the photoreceptors)"))
+        out.append(c)
     return out
 
 
@@ -217,6 +237,7 @@ def qc_flags(
     vessel_fragment_count: int | None = None,
     cone_spacing_px: float | None = None,
     saccade_ambiguity_um: float | None = None,
+    mosaic_ring_strength: float | None = None,
     thresholds: QCThresholds = QCThresholds(),
 ) -> list[QCFlag]:
     """Raised QC flags (warn or fail) for the inputs that are given.
@@ -243,6 +264,9 @@ def qc_flags(
     saccade_ambiguity_um : float, optional
         ``Preprocessed.motion.saccade_ambiguity_um`` (two repeats); warns above the
         residual-motion fail limit.
+    mosaic_ring_strength : float, optional
+        ``aooct_core.metrics.mosaic_spectrum.mosaic_ring_strength`` of the cone slab at the
+        normative spacing: a cone mosaic's Yellott ring over its spectral background.
     thresholds : QCThresholds
         Warn/fail limits.
 
@@ -260,6 +284,7 @@ def qc_flags(
         snr_db=snr_db, residual_motion_um=residual_motion_um, uncertainty_fraction=uncertainty_fraction,
         cell_count=cell_count, density_cells_per_mm2=density_cells_per_mm2, eccentricity_deg=eccentricity_deg,
         registration_ok=registration_ok, vessel_fragment_count=vessel_fragment_count,
-        cone_spacing_px=cone_spacing_px, saccade_ambiguity_um=saccade_ambiguity_um, thresholds=thresholds,
+        cone_spacing_px=cone_spacing_px, saccade_ambiguity_um=saccade_ambiguity_um,
+        mosaic_ring_strength=mosaic_ring_strength, thresholds=thresholds,
     )
     return [QCFlag(c.name, c.severity, c.value, c.threshold, c.message) for c in checks if not c.passed]

@@ -24,6 +24,9 @@ Contract (stable; outside tools rely on it)
     a pixel size: from ``--um-per-px``, the case geometry, the file or its sidecar JSON;
     without one they are omitted and ``notes`` says so.
   - ``nfl.png`` — binary nerve-fiber-bundle mask, when NFL is analysed (extra file).
+  - ``surfaces.npz`` — volumes and cases: arrays ``ILM``, ``ISOS``, ``COST``, ``RPE``, float32
+    (n_bscans, n_alines), depth in px of the first volume at each (B-scan, A-line) — the
+    frame of ``detections.csv``.
 * Extra options (not part of the stable contract): ``--backend torch|onnx|tensorrt``,
   ``--device cpu|cuda``, ``--denoise nl_means|bm4d`` (single-volume speckle denoiser of
   ``aooct_core.preprocessing.denoise``, CPU; for volumes and cases the RPE, NFL and SVP slabs
@@ -56,6 +59,8 @@ import typer
 from aooct.errors import CliError
 
 TARGETS = ("cones", "rpe", "capillaries", "nfl", "all")
+#: Layer surfaces written to ``surfaces.npz`` for volumes and cases (depth px of volume 0).
+SURFACES_NPZ = ("ILM", "ISOS", "COST", "RPE")
 # Fewer cells than this give no meaningful density / spacing (and QC flags the count).
 _MIN_CELLS_FOR_METRICS = 10
 _IMAGE_SUFFIXES = {".tif", ".tiff", ".png", ".npy", ".jpg", ".jpeg", ".bmp"}
@@ -128,7 +133,9 @@ def _enface_for_volume(volumes: np.ndarray, geometry, denoise: str | None) -> tu
     # Capillaries on the structural SVP slab, as the pipeline does (aooct_assets masks.py):
     # OCTA decorrelation from a few repeats is too noisy to segment.
     slabs = {"cones": pre.enface["isos"], "rpe": pre.enface["rpe"],
-             "capillaries": pre.enface["svp"], "nfl": pre.enface["nfl"]}
+             "capillaries": pre.enface["svp"], "nfl": pre.enface["nfl"],
+             "_cone_slabs": (pre.enface["isos"], pre.enface["cost"]),
+             "_surfaces": {k: np.asarray(pre.surfaces_px[k], np.float32) for k in SURFACES_NPZ}}
     qc = {"snr_db": float(pre.snr_db), "registration_ok": bool(pre.registration_ok),
           "residual_motion_um": float(pre.motion.residual_lateral_um_rms),
           "saccade_ambiguity_um": float(pre.motion.saccade_ambiguity_um)}
@@ -168,6 +175,14 @@ def _load_input(path: Path, kind: str, um_per_px: float | None, denoise: str | N
         slabs, qc = _enface_for_volume(case.volumes(), geometry, denoise)
         notes += _unmeasured_notes(qc)
         ecc = float(np.hypot(*case.acquisition.location_deg))
+        from aooct_core.metrics.mosaic_spectrum import cone_mosaic_strength
+        strength = cone_mosaic_strength(slabs.pop("_cone_slabs"), eccentricity_deg=ecc,
+                                        um_per_px=geometry.enface_um_per_px)
+        if strength is None:
+            notes.append("cone-mosaic check not run: expected cone spacing under 3 px or too "
+                         "few cells across the field")
+        else:
+            qc["mosaic_ring_strength"] = strength
         return {"slabs": slabs, "um_per_px": geometry.enface_um_per_px, "qc": qc,
                 "notes": notes, "eccentricity_deg": ecc}
     info = probe_volume(path)
@@ -188,6 +203,7 @@ def _load_input(path: Path, kind: str, um_per_px: float | None, denoise: str | N
     # none is known and no physical metric is reported from it.
     geometry = Geometry(float(pair[0]) if pair else 1.0, float(depth), float(pair[1]) if pair else 1.0)
     slabs, qc = _enface_for_volume(read_volume(path)[None], geometry, denoise)
+    slabs.pop("_cone_slabs")  # no eccentricity: no expected spacing for the mosaic check
     notes += _unmeasured_notes(qc)
     return {"slabs": slabs, "um_per_px": tuple(pair) if pair else None, "qc": qc,
             "notes": notes, "eccentricity_deg": None}
@@ -238,6 +254,10 @@ def analyze_one(path: Path, kind: str, out_dir: Path, *, target: str | None,
         if um is None:
             metrics["notes"].append("µm/px unknown (pass --um-per-px or a sidecar JSON): "
                                     "physical metrics omitted")
+        surfaces = data["slabs"].pop("_surfaces", None)
+        if surfaces is not None:
+            with open(tmp / "surfaces.npz", "wb") as fh:
+                np.savez(fh, **surfaces)
         for t in _targets_for(target, kind):
             img = data["slabs"][t]
             if t in ("cones", "rpe"):
@@ -342,7 +362,8 @@ def _is_our_result(folder: Path) -> bool:
     """True when ``folder`` looks like an earlier ``aooct analyze`` result of one input."""
     if not folder.is_dir() or folder.is_symlink() or not (folder / "metrics.json").is_file():
         return False
-    allowed = {"metrics.json", "detections.csv", "detections_rpe.csv", "vessels.png", "nfl.png"}
+    allowed = {"metrics.json", "detections.csv", "detections_rpe.csv", "vessels.png", "nfl.png",
+               "surfaces.npz"}
     return all(p.is_file() and p.name in allowed for p in folder.iterdir())
 
 

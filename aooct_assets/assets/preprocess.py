@@ -64,6 +64,8 @@ def preprocessed(context: AssetExecutionContext, config: PreprocessConfig):
     denoise = None if config.denoise is None else DenoiseMethod(config.denoise).value
     corrected: dict = {}
     enface: dict = {}
+    from aooct_core.metrics.mosaic_spectrum import cone_mosaic_strength
+
     with step_errors(f"preprocessing of case {case_id}"):
         device = device_of(context)
         with local_case_folder(store, f"{base}/raw") as folder:
@@ -103,7 +105,12 @@ def preprocessed(context: AssetExecutionContext, config: PreprocessConfig):
         enface_summary = {"case_id": case_id, "slabs": sorted(pre.enface),
                           "um_per_px": list(geometry.enface_um_per_px),
                           "shape_px": list(np.asarray(pre.enface["isos"]).shape),
-                          "eccentricity_deg": summary["eccentricity_deg"]}
+                          "eccentricity_deg": summary["eccentricity_deg"],
+                          # QC "cone_mosaic": is there a mosaic in the cone slabs at all?
+                          "mosaic_ring_strength": cone_mosaic_strength(
+                              (pre.enface["isos"], pre.enface["cost"]),
+                              eccentricity_deg=summary["eccentricity_deg"],
+                              um_per_px=geometry.enface_um_per_px)}
         put(store, f"{base}/enface/summary.json", json_bytes(enface_summary), enface)
         record_artifacts(db, case_id, "corrected_volume", store, corrected, context.run.run_id)
         record_artifacts(db, case_id, "enface_projections", store, enface, context.run.run_id)

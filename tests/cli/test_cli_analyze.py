@@ -94,6 +94,13 @@ def test_phantom_case(tmp_path):
     pts = np.array(rows[1:], float)
     assert rows[0] == ["row", "col"] and pts[:, 0].max() < 64 and pts[:, 1].max() < 64
     assert (out / "case01" / "vessels.png").exists()
+    # surfaces.npz: the layer surfaces in the frame of detections.csv (issue 16)
+    with np.load(out / "case01" / "surfaces.npz") as npz:
+        assert sorted(npz.files) == ["COST", "ILM", "ISOS", "RPE"]
+        assert npz["ISOS"].shape == (64, 64) and npz["ISOS"].dtype == np.float32
+        true = ph.surfaces_px["ISOS"]
+        assert float(np.median(np.abs(npz["ISOS"] - true))) < 1.5
+        assert np.all(npz["ILM"] < npz["ISOS"]) and np.all(npz["ISOS"] < npz["COST"])
     # a single volume file of the case: same en face frame (B-scan, A-line), own output folder
     vol = sorted(case.glob("vol_*.tif"))[0]
     res = CliRunner().invoke(app, ["analyze", str(vol), "--out", str(out), "--target", "cones",
