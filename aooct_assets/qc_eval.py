@@ -55,8 +55,10 @@ def _inputs(store, case_id: str, check: str) -> dict:
         return out
     if check == "cone_mosaic":
         s = load_json(store, f"{base}/enface/summary.json")
-        strength = s.get("mosaic_ring_strength")  # None: the check cannot judge this field
-        return {"mosaic_ring_strength": math.nan if strength is None else strength}
+        # None: outside the check's range (spacing < 3 px, which undersampled_mosaic judges,
+        # or too few cells across the field): not applicable rather than unmeasured.
+        strength = s.get("mosaic_ring_strength")
+        return {} if strength is None else {"mosaic_ring_strength": strength}
     if check == "physiological_plausibility":
         s = load_json(store, f"{base}/metrics/summary.json")
         cones = s["metrics"]["cones"]
