@@ -30,10 +30,8 @@ default).
 """
 from __future__ import annotations
 
-import difflib
+import collections
 import json
-import math
-import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path, PurePosixPath
@@ -41,10 +39,14 @@ from typing import Any
 
 from aooct_core.atomicfile import write_atomic
 from aooct_core.geometry import Acquisition
+from aooct_core.io.budget import ReadBudget
 from aooct_core.io.errors import InputError
+from aooct_core.io.fields import FieldChecker, short_repr
+from aooct_core.io.jsonsafe import load_json_file, loads_bounded
 
 __all__ = ["SCHEMA_VERSION", "VOLUME_SUFFIXES", "CaseSpec", "validate_case_dict",
-           "parse_case_json", "case_json_dict", "write_case_json"]
+           "parse_case_json", "parse_case_bytes", "case_json_dict", "write_case_json",
+           "LATERAL_UM_PER_PX_RANGE", "DEPTH_UM_PER_PX_RANGE", "MAX_SCAN_FIELD_DEG"]
 
 SCHEMA_VERSION = 1
 #: File suffixes a listed volume may have (lower case).
@@ -53,14 +55,25 @@ VOLUME_SUFFIXES = (".tif", ".tiff", ".npy", ".dcm")
 _REQUIRED = ("schema_version", "case_id", "subject_id", "eye", "location_deg",
              "axial_length_mm", "scan_field_deg", "depth_um_per_px", "volumes")
 _OPTIONAL = ("um_per_px", "acquired_at", "notes")
-# Ids become Dagster partition keys and object-store key segments, so keep them plain.
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _AXIAL_LENGTH_RANGE_MM = (18.0, 35.0)
 _MAX_LOCATION_DEG = 40.0
-_MAX_SCAN_FIELD_DEG = 40.0
-# An axial sampling above this is certainly a unit mistake (mm or nm given as µm).
-_MAX_DEPTH_UM_PER_PX = 100.0
-_MAX_LATERAL_UM_PER_PX = 1000.0
+# Sampling and field limits: what real retinal imagers produce, with margin, so that a
+# unit mistake (1000 µm/px is a millimetre given as µm; 0.001 is px/µm) fails here and
+# not as gigabytes of resampling in the cone detector. AO-OCT samples 0.5-2 µm/px
+# laterally and 1-4 µm/px axially in tissue over fields of a few degrees (Jonnal et al.,
+# IOVS 57:OCT51, 2016, the review aooct_core/phantom/family.py draws its ranges from);
+# AOSLO reaches ~0.3 µm/px; non-AO OCT and OCTA rasters ~10-15 µm/px laterally and
+# ~4-7 µm/px axially over fields up to ~30° (e.g. a 30° Heidelberg Spectralis scan,
+# 3.9 µm/px axial). The bounds admit all of these: lateral 0.1-20 µm/px, axial
+# 0.1-20 µm/px, field <= 30°.
+#: (min, max) lateral µm per pixel (``um_per_px``, and the geometry derived from the field).
+LATERAL_UM_PER_PX_RANGE = (0.1, 20.0)
+#: (min, max) axial µm per pixel in tissue (``depth_um_per_px``).
+DEPTH_UM_PER_PX_RANGE = (0.1, 20.0)
+#: Largest scanned field, degrees, on either axis (``scan_field_deg``).
+MAX_SCAN_FIELD_DEG = 30.0
+# A case holds a handful of repeats; a list longer than this is not a case description.
+_MAX_VOLUMES = 1000
 
 
 @dataclass(frozen=True)
@@ -115,88 +128,33 @@ class CaseSpec:
             extra=extra)
 
 
-class _Checker:
-    """Collects problems so one error reports every bad field at once."""
-
-    def __init__(self) -> None:
-        self.problems: list[str] = []
-
-    def fail(self, field: str, text: str) -> None:
-        self.problems.append(f"field '{field}' {text}")
-
-    def unknown(self, data: dict, allowed: tuple[str, ...], where: str) -> None:
-        for key in data:
-            if key not in allowed:
-                close = difflib.get_close_matches(str(key), allowed, n=1)
-                hint = f"did you mean '{close[0]}'?" if close else f"allowed: {', '.join(allowed)}"
-                self.problems.append(f"unknown field '{where}{key}' — {hint} (remove or rename it)")
-
-    def number(self, value: Any, field: str, *, lo: float, hi: float,
-               lo_open: bool = False, hint: str = "") -> float | None:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            quoted = isinstance(value, str)
-            self.fail(field, f"must be a number; got {json.dumps(value)}"
-                      + (" — write it without quotes" if quoted else ""))
-            return None
-        value = float(value)
-        too_low = value <= lo if lo_open else value < lo
-        if not math.isfinite(value) or too_low or value > hi:
-            lo_txt = f"> {lo:g}" if lo_open else f">= {lo:g}"
-            self.fail(field, f"must be {lo_txt} and <= {hi:g}; got {value!r}"
-                      + (f" — {hint}" if hint else ""))
-            return None
-        return value
-
-    def pair(self, value: Any, field: str, keys: tuple[str, str], **limits) -> tuple | None:
-        if not isinstance(value, dict):
-            example = "{" + ", ".join(f'"{k}": 1.0' for k in keys) + "}"
-            self.fail(field, f"must be an object like {example}; got {json.dumps(value)}")
-            return None
-        self.unknown(value, keys, f"{field}.")
-        out = []
-        for key in keys:
-            if key not in value:
-                self.fail(f"{field}.{key}", "is missing — add it")
-                out.append(None)
-            else:
-                out.append(self.number(value[key], f"{field}.{key}", **limits))
-        return None if None in out else tuple(out)
-
-    def ident(self, value: Any, field: str) -> str | None:
-        if not isinstance(value, str) or not _ID_RE.match(value):
-            self.fail(field, "must be 1-128 characters of letters, digits, '.', '_' or '-' "
-                      f"starting with a letter or digit; got {json.dumps(value)}")
-            return None
-        return value
-
-
-def _check_volume_name(name: Any, checker: _Checker, index: int) -> str | None:
+def _check_volume_name(name: Any, checker: FieldChecker, index: int) -> str | None:
     field = f"volumes[{index}]"
     if not isinstance(name, str) or not name:
-        checker.fail(field, f"must be a file name string; got {json.dumps(name)}")
+        checker.fail(field, f"must be a file name string; got {short_repr(name)}")
         return None
     pure = PurePosixPath(name)
     if pure.is_absolute() or ".." in pure.parts or "\\" in name:
         checker.fail(field, f"must be a path relative to the case folder without '..'; got "
-                     f"{json.dumps(name)} — copy the file into the case folder")
+                     f"{short_repr(name)} — copy the file into the case folder")
         return None
     if pure.suffix.lower() not in VOLUME_SUFFIXES:
-        checker.fail(field, f"has unsupported extension {json.dumps(pure.suffix)} in "
-                     f"{json.dumps(name)} — use one of {', '.join(VOLUME_SUFFIXES)}")
+        checker.fail(field, f"has unsupported extension {short_repr(pure.suffix)} in "
+                     f"{short_repr(name)} — use one of {', '.join(VOLUME_SUFFIXES)}")
         return None
     return name
 
 
-def _check_date(value: Any, checker: _Checker) -> str | None:
+def _check_date(value: Any, checker: FieldChecker) -> str | None:
     if not isinstance(value, str):
         checker.fail("acquired_at", f"must be an ISO date string like \"2026-01-31\"; got "
-                     f"{json.dumps(value)}")
+                     f"{short_repr(value)}")
         return None
     try:
         datetime.fromisoformat(value)  # Python >= 3.11 also takes plain dates
     except ValueError:
         checker.fail("acquired_at", f"must be an ISO 8601 date or date-time like "
-                     f"\"2026-01-31\" or \"2026-01-31T09:30:00\"; got {json.dumps(value)}")
+                     f"\"2026-01-31\" or \"2026-01-31T09:30:00\"; got {short_repr(value)}")
         return None
     return value
 
@@ -221,7 +179,7 @@ def validate_case_dict(data: Any, *, source: str | Path = "case.json",
     """
     if not isinstance(data, dict):
         raise InputError(source, f"must hold a JSON object {{...}}; got {type(data).__name__}")
-    c = _Checker()
+    c = FieldChecker()
     c.unknown(data, _REQUIRED + _OPTIONAL, "")
     for key in _REQUIRED:
         if key not in data:
@@ -229,13 +187,13 @@ def validate_case_dict(data: Any, *, source: str | Path = "case.json",
     get = data.get
     version = get("schema_version", SCHEMA_VERSION)
     if isinstance(version, bool) or version != SCHEMA_VERSION:
-        c.fail("schema_version", f"must be {SCHEMA_VERSION}; got {json.dumps(version)} — this "
+        c.fail("schema_version", f"must be {SCHEMA_VERSION}; got {short_repr(version)} — this "
                f"aooct reads schema_version {SCHEMA_VERSION}")
     case_id = c.ident(get("case_id"), "case_id") if "case_id" in data else None
     subject_id = c.ident(get("subject_id"), "subject_id") if "subject_id" in data else None
     eye = get("eye")
     if "eye" in data and eye not in ("OD", "OS"):
-        c.fail("eye", f'must be "OD" or "OS"; got {json.dumps(eye)} — use OD for the right eye, '
+        c.fail("eye", f'must be "OD" or "OS"; got {short_repr(eye)} — use OD for the right eye, '
                "OS for the left")
     loc = c.pair(get("location_deg"), "location_deg", ("horizontal", "vertical"),
                  lo=-_MAX_LOCATION_DEG, hi=_MAX_LOCATION_DEG,
@@ -246,41 +204,49 @@ def validate_case_dict(data: Any, *, source: str | Path = "case.json",
                   hint="give the adult axial length in mm (typically 22-26)"
                   ) if "axial_length_mm" in data else None
     field_deg = c.pair(get("scan_field_deg"), "scan_field_deg", ("bscan", "aline"), lo=0.0,
-                       hi=_MAX_SCAN_FIELD_DEG, lo_open=True,
-                       hint="give the scanned field in degrees") if "scan_field_deg" in data else None
-    depth = c.number(get("depth_um_per_px"), "depth_um_per_px", lo=0.0, hi=_MAX_DEPTH_UM_PER_PX,
-                     lo_open=True, hint="give the axial sampling in tissue in µm per pixel"
+                       hi=MAX_SCAN_FIELD_DEG, lo_open=True,
+                       hint=f"give the scanned field in degrees (AO-OCT: a few; at most "
+                       f"{MAX_SCAN_FIELD_DEG:g})") if "scan_field_deg" in data else None
+    depth = c.number(get("depth_um_per_px"), "depth_um_per_px", lo=DEPTH_UM_PER_PX_RANGE[0],
+                     hi=DEPTH_UM_PER_PX_RANGE[1],
+                     hint="give the axial sampling in tissue in µm per pixel (AO-OCT: 1-4)"
                      ) if "depth_um_per_px" in data else None
     override = None
     if "um_per_px" in data:
-        override = c.pair(get("um_per_px"), "um_per_px", ("bscan", "aline"), lo=0.0,
-                          hi=_MAX_LATERAL_UM_PER_PX, lo_open=True,
-                          hint="give lateral µm per pixel, or remove 'um_per_px' to use the eye model")
+        override = c.pair(get("um_per_px"), "um_per_px", ("bscan", "aline"),
+                          lo=LATERAL_UM_PER_PX_RANGE[0], hi=LATERAL_UM_PER_PX_RANGE[1],
+                          hint="give lateral µm per pixel (AO-OCT: 0.5-2; not mm or px/µm), "
+                          "or remove 'um_per_px' to use the eye model")
     volumes: list[str] = []
     if "volumes" in data:
         raw = get("volumes")
         if not isinstance(raw, list) or not raw:
             c.fail("volumes", f'must be a non-empty list of file names like ["vol_00.tif"]; got '
-                   f"{json.dumps(raw)}")
+                   f"{short_repr(raw)}")
+        elif len(raw) > _MAX_VOLUMES:
+            c.fail("volumes", f"lists {len(raw)} files; a case holds its repeats of one "
+                   f"location (at most {_MAX_VOLUMES}) — split it into cases")
         else:
             for i, name in enumerate(raw):
                 ok = _check_volume_name(name, c, i)
                 if ok is not None:
                     volumes.append(ok)
-            dupes = sorted({v for v in volumes if volumes.count(v) > 1})
+            counts = collections.Counter(volumes)
+            dupes = sorted(v for v, n in counts.items() if n > 1)
             if dupes:
                 c.fail("volumes", f"lists {dupes} more than once — each repeat is its own file")
             if folder is not None:
                 for name in volumes:
                     if not (Path(folder) / name).is_file():
-                        c.fail("volumes", f"lists {json.dumps(name)} but {Path(folder) / name} does "
+                        c.fail("volumes", f"lists {short_repr(name)} but {Path(folder) / name} does "
                                "not exist — fix the name or copy the file into the case folder")
     acquired_at = _check_date(get("acquired_at"), c) if "acquired_at" in data else None
     notes = get("notes")
     if "notes" in data and not isinstance(notes, str):
-        c.fail("notes", f"must be a string; got {json.dumps(notes)}")
+        c.fail("notes", f"must be a string; got {short_repr(notes)}")
     if c.problems:
-        raise InputError(source, "; ".join(c.problems), problems=c.problems)
+        problems = c.problems + ([f"and {c.more} more problems"] if c.more else [])
+        raise InputError(source, "; ".join(problems), problems=problems)
     return CaseSpec(
         case_id=case_id, subject_id=subject_id, eye=eye, location_deg=loc,  # type: ignore[arg-type]
         axial_length_mm=al, scan_field_deg=field_deg, depth_um_per_px=depth,  # type: ignore[arg-type]
@@ -289,7 +255,11 @@ def validate_case_dict(data: Any, *, source: str | Path = "case.json",
     )
 
 
-def parse_case_json(path: str | Path, *, check_files: bool = True) -> CaseSpec:
+_EXAMPLE = '{"schema_version": 1, "case_id": "S001_OD", ...} (see aooct_core/casefile.py)'
+
+
+def parse_case_json(path: str | Path, *, check_files: bool = True,
+                    budget: ReadBudget | None = None) -> CaseSpec:
     """Read and validate ``case.json``.
 
     Parameters
@@ -298,6 +268,9 @@ def parse_case_json(path: str | Path, *, check_files: bool = True) -> CaseSpec:
         The ``case.json`` file, or the case folder holding it.
     check_files : bool
         Also check that every listed volume exists next to ``case.json``.
+    budget : ReadBudget, optional
+        Limits on size (1 MiB), nesting and number length
+        (default :func:`~aooct_core.io.budget.default_budget`).
 
     Returns
     -------
@@ -308,7 +281,8 @@ def parse_case_json(path: str | Path, *, check_files: bool = True) -> CaseSpec:
     Raises
     ------
     InputError
-        When the file is missing, is not JSON, or any field is invalid.
+        When the file is missing, too large, nested too deeply, holds an overlong
+        number, is not JSON, or any field is invalid.
     """
     path = Path(path)
     if path.is_dir():
@@ -316,18 +290,37 @@ def parse_case_json(path: str | Path, *, check_files: bool = True) -> CaseSpec:
     if not path.is_file():
         raise InputError(path, "case.json not found — a case folder needs a case.json next to "
                          "its volumes (see aooct_core/casefile.py)")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise InputError(path, f"is not UTF-8 text ({exc.reason}) — save case.json as UTF-8") from exc
-    if not text.strip():
-        raise InputError(path, "is empty — write the case fields as a JSON object")
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(path, f"is not valid JSON: {exc.msg} at line {exc.lineno} column "
-                         f"{exc.colno} — fix the syntax (quotes, commas, braces)") from exc
+    data = load_json_file(path, budget=budget, example=_EXAMPLE)
     return validate_case_dict(data, source=path, folder=path.parent if check_files else None)
+
+
+def parse_case_bytes(data: bytes | str, *, source: str | Path = "case.json",
+                     budget: ReadBudget | None = None) -> dict:
+    """Decode ``case.json`` content (from an object store, an upload) and validate it.
+
+    The bytes are parsed within the same budget as :func:`parse_case_json`; the
+    listed volumes are not looked for.
+
+    Parameters
+    ----------
+    data : bytes or str
+        The file's content.
+    source : str or Path
+        Where it came from, for messages (e.g. an object-store URI).
+    budget : ReadBudget, optional
+
+    Returns
+    -------
+    dict
+        The decoded ``case.json``, valid (``validate_case_dict`` passed).
+
+    Raises
+    ------
+    InputError
+    """
+    decoded = loads_bounded(data, source=source, budget=budget, example=_EXAMPLE)
+    validate_case_dict(decoded, source=source)
+    return decoded
 
 
 def case_json_dict(acquisition: Acquisition, volume_files: list[str] | tuple[str, ...]) -> dict:

@@ -23,6 +23,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from scipy.spatial import cKDTree
 
+from aooct_core.io.budget import check_resample
 from ml import WEIGHTS_DIR
 from ml.data import normalize_image
 from ml.uncertainty import (DIHEDRAL, apply_transform, cell_confidence, enable_mc_dropout,
@@ -294,6 +295,13 @@ def detect_cells(image: np.ndarray, *, target: str = "cones",
     -------
     CellDetections
         Heat maps have the input's shape; points are in the input's pixel frame.
+
+    Raises
+    ------
+    ValueError
+        When the resampling would exceed ``ReadBudget.max_resample_pixels``
+        (``$AOOCT_MAX_RESAMPLE_PIXELS``, :mod:`aooct_core.io.budget`) — a wrong
+        ``um_per_px`` (mm given as µm) — checked before anything is allocated.
     """
     if target not in ("cones", "rpe"):
         raise ValueError(f"target must be 'cones' or 'rpe' for detect_cells; got {target!r}")
@@ -301,6 +309,8 @@ def detect_cells(image: np.ndarray, *, target: str = "cones",
     norm = normalize_image(image)
     _, runner, meta = load_task_model(target, backend=backend, device=device, weights=weights)
     zoom = _zoom_factors(norm, um_per_px, expected_spacing_um)
+    if zoom != (1.0, 1.0):  # refuse before allocating: a wrong um_per_px can ask for GiBs
+        check_resample(norm.shape, zoom, what=f"image for {target} detection")
     work = ndi.zoom(norm, zoom, order=3, mode="reflect") if zoom != (1.0, 1.0) else norm
     mean, var, _ = predict_maps(work, runner, kind="cells", uncertainty=uncertainty,
                                 n_samples=n_samples)
@@ -356,7 +366,8 @@ def segment_vessels(image: np.ndarray, *, target: str = "capillaries",
     pixel size lies outside every trained range (± 20 %, the zoom augmentation) is resampled
     to the nearest range edge, segmented, and the maps resampled back to the input shape.
     Inside a range, or with ``um_per_px=None``, or a checkpoint without recorded ranges, the
-    image is segmented at its own sampling (then ``um_per_px`` has no effect).
+    image is segmented at its own sampling (then ``um_per_px`` has no effect). A resampled
+    image over ``ReadBudget.max_resample_pixels`` raises ``ValueError`` before allocation.
     """
     if target not in ("capillaries", "nfl"):
         raise ValueError(f"target must be 'capillaries' or 'nfl' for segment_vessels; got {target!r}")
@@ -365,6 +376,8 @@ def segment_vessels(image: np.ndarray, *, target: str = "capillaries",
     _, runner, meta = load_task_model(target, backend=backend, device=device, weights=weights)
     kind = "nfl" if target == "nfl" else "vessels"
     zoom = _vessel_zoom(um_per_px, meta)
+    if zoom != (1.0, 1.0):  # refuse before allocating: a wrong um_per_px can ask for GiBs
+        check_resample(norm.shape, zoom, what=f"image for {target} segmentation")
     work = ndi.zoom(norm, zoom, order=1, mode="reflect") if zoom != (1.0, 1.0) else norm
     mean, var, orientation = predict_maps(work, runner, kind=kind, uncertainty=uncertainty,
                                           n_samples=n_samples)

@@ -3,9 +3,12 @@
 Every reader returns float32 arrays with documented axes — volumes
 ``(bscan, depth, aline)``, en face images ``(row, col)`` — and rejects bad
 input with :class:`InputError`, whose message names the file, the problem and
-the fix.
+the fix. Every reader checks what a file *declares* (shape, sample type, nesting)
+against a :class:`ReadBudget` before it allocates: see :mod:`aooct_core.io.budget`
+for the limits and the ``AOOCT_MAX_*`` environment variables that raise them.
 """
 from aooct_core.io.errors import CaseExistsError, InputError
+from aooct_core.io.budget import ReadBudget, default_budget
 from aooct_core.io.volume import VolumeInfo, probe_volume, read_volume, write_volume
 from aooct_core.io.case import (
     Case,
@@ -24,6 +27,8 @@ VolumeFormatError = InputError
 __all__ = [
     "InputError",
     "CaseExistsError",
+    "ReadBudget",
+    "default_budget",
     "VolumeFormatError",
     "VolumeInfo",
     "probe_volume",

@@ -24,10 +24,11 @@ import numpy as np
 # so either package may be imported first.
 from aooct_core import casefile as _casefile
 from aooct_core.geometry import Acquisition, Geometry, geometry_from_acquisition
+from aooct_core.io.budget import ReadBudget, default_budget
+from aooct_core.io.checks import check_dtype, check_finite, check_shape
 from aooct_core.io.errors import CaseExistsError, InputError
-from aooct_core.io.volume import (
-    _check_dtype, _check_shape, check_finite, probe_volume, read_volume, write_volume,
-)
+from aooct_core.io.jsonsafe import load_json_file
+from aooct_core.io.volume import probe_volume, read_volume, write_volume
 
 __all__ = ["Case", "load_case", "write_case", "case_content_hash"]
 
@@ -100,7 +101,7 @@ class Case:
         return out
 
 
-def load_case(folder: str | Path, *, mmap: bool = True) -> Case:
+def load_case(folder: str | Path, *, mmap: bool = True, budget: ReadBudget | None = None) -> Case:
     """Open and validate a case folder.
 
     Parameters
@@ -109,6 +110,9 @@ def load_case(folder: str | Path, *, mmap: bool = True) -> Case:
         The case folder (or its ``case.json``).
     mmap : bool
         Let :meth:`Case.volume` return read-only memory maps of float32 files.
+    budget : ReadBudget, optional
+        Limits checked on ``case.json`` and on every volume header
+        (default :func:`~aooct_core.io.budget.default_budget`).
 
     Returns
     -------
@@ -118,7 +122,8 @@ def load_case(folder: str | Path, *, mmap: bool = True) -> Case:
     ------
     InputError
         Missing folder, invalid ``case.json``, a missing / empty / truncated /
-        corrupt / non-3-D volume, or repeats of mismatched shape.
+        corrupt / non-3-D volume, a volume over the read budget, or repeats of
+        mismatched shape.
     """
     folder = Path(folder)
     if folder.name == "case.json" and folder.is_file():
@@ -126,8 +131,9 @@ def load_case(folder: str | Path, *, mmap: bool = True) -> Case:
     if not folder.is_dir():
         raise InputError(folder, "case folder does not exist — give a folder holding case.json "
                          "and its volumes")
-    spec = _casefile.parse_case_json(folder / "case.json")
-    infos = [probe_volume(folder / name) for name in spec.volume_files]
+    budget = default_budget() if budget is None else budget
+    spec = _casefile.parse_case_json(folder / "case.json", budget=budget)
+    infos = [probe_volume(folder / name, budget=budget) for name in spec.volume_files]
     first = infos[0]
     for info in infos[1:]:
         if info.shape != first.shape:
@@ -163,8 +169,8 @@ def _as_repeats(volumes, case_id: str) -> list[np.ndarray]:
     if not repeats:
         raise ValueError("volumes is empty — a case needs at least one volume")
     for r, vol in enumerate(repeats):
-        _check_dtype(vol.dtype, where)
-        _check_shape(vol.shape, where, f"repeat {r}")
+        check_dtype(vol.dtype, where)
+        check_shape(vol.shape, where, f"repeat {r}")
         if vol.shape != repeats[0].shape:
             raise ValueError(f"repeat {r} has shape {vol.shape} but repeat 0 has "
                              f"{repeats[0].shape} — all repeats must share one shape")
@@ -305,7 +311,7 @@ def case_content_hash(folder: str | Path) -> str:
     """
     folder = Path(folder)
     _casefile.parse_case_json(folder / "case.json")
-    data = json.loads((folder / "case.json").read_text(encoding="utf-8"))
+    data = load_json_file(folder / "case.json")  # validated just above, within the budget
 
     def read_volume_bytes(name: str) -> tuple[int, Iterable[bytes]]:
         path = folder / name

@@ -15,24 +15,29 @@ References
 """
 from __future__ import annotations
 
+import math
 import os
 import tempfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pydicom
-from pydicom.errors import InvalidDicomError
 from pydicom.tag import Tag
 
-from aooct_core.io.errors import InputError
-from aooct_core.io.volume import VolumeInfo, _check_shape, _require_file
+from aooct_core.io.budget import (
+    ENV_VARS, ReadBudget, check_expansion, check_volume_size, default_budget, disk_bytes,
+    format_bytes,
+)
+from aooct_core.io.checks import check_finite, check_shape, require_file
+from aooct_core.io.errors import InputError, decoder_errors
+from aooct_core.io.volume import VolumeInfo
 
 __all__ = ["PHI_KEYWORDS", "OPT_SOP_CLASS_UID", "DicomVolume", "read_dicom_volume",
            "probe_dicom", "phi_present", "deidentify_dicom"]
 
 OPT_SOP_CLASS_UID = "1.2.840.10008.5.1.4.1.1.77.1.5.4"
-_PIXEL_DATA = Tag(0x7FE0, 0x0010)
 
 #: Attribute keywords treated as protected health information.
 PHI_KEYWORDS = frozenset({
@@ -55,9 +60,14 @@ PHI_KEYWORDS = frozenset({
     "InstanceCreationDate", "InstanceCreationTime",
 })
 
-# Decoder / file errors pydicom raises on malformed input; anything else propagates.
-_DICOM_ERRORS = (InvalidDicomError, ValueError, OSError, EOFError, KeyError, IndexError,
-                 TypeError, AttributeError, NotImplementedError, RuntimeError)
+_PIXEL_TAGS = (Tag(0x7FE0, 0x0010), Tag(0x7FE0, 0x0008), Tag(0x7FE0, 0x0009))
+_FLOAT_BITS = {Tag(0x7FE0, 0x0008): 32, Tag(0x7FE0, 0x0009): 64}
+_DEFLATED = "1.2.840.10008.1.2.1.99"
+_NATIVE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2", _DEFLATED}
+# File-meta VRs whose length field is 4 bytes (after 2 reserved bytes), PS3.5 7.1.2.
+_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR",
+             b"UT", b"UV"}
+_INFLATE_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -85,8 +95,9 @@ class DicomVolume:
 def phi_present(ds: pydicom.Dataset) -> tuple[str, ...]:
     """Sorted keywords of :data:`PHI_KEYWORDS` present anywhere in ``ds``."""
     found: set[str] = set()
-
-    def _walk(d: pydicom.Dataset) -> None:
+    stack = [ds]  # iterative: a deeply nested file must not exhaust the Python stack
+    while stack:
+        d = stack.pop()
         for tag in list(d.keys()):
             if tag.group == 0x7FE0:  # pixel data: never needed here, and may be deferred
                 continue
@@ -94,11 +105,28 @@ def phi_present(ds: pydicom.Dataset) -> tuple[str, ...]:
             if elem.keyword in PHI_KEYWORDS:
                 found.add(elem.keyword)
             if elem.VR == "SQ":
-                for item in elem.value:
-                    _walk(item)
-
-    _walk(ds)
+                stack.extend(elem.value)
     return tuple(sorted(found))
+
+
+def _dicom_errors(path: Path):
+    """pydicom's failures on a malformed file, as InputError naming the cause's type."""
+    return decoder_errors(path, ("pydicom",), lambda exc: (
+        f"is not a readable DICOM file ({type(exc).__name__}: {str(exc)[:200]}) — it is "
+        "corrupt, truncated or not DICOM; export it again"))
+
+
+def _numbers(value) -> list[float]:
+    """A DS/IS value (one or several) as finite floats; [] when absent or not numeric."""
+    if value is None or isinstance(value, (bytes, str)) and not str(value).strip():
+        return []
+    values = list(value) if isinstance(value, (list, tuple, pydicom.multival.MultiValue)) \
+        else [value]
+    try:
+        out = [float(v) for v in values]
+    except (TypeError, ValueError):
+        return []
+    return out if all(math.isfinite(v) for v in out) else []
 
 
 def _spacing_um(ds: pydicom.Dataset) -> dict:
@@ -111,91 +139,213 @@ def _spacing_um(ds: pydicom.Dataset) -> dict:
             sources.insert(0, measures[0])
     out: dict[str, float] = {}
     for src in sources:
-        ps = src.get("PixelSpacing")
-        if ps is not None and len(ps) == 2 and "depth" not in out:
+        ps = _numbers(src.get("PixelSpacing"))
+        if len(ps) == 2 and "depth" not in out:
             # PixelSpacing = (between rows, between columns) in mm; rows are depth.
-            out["depth"], out["aline"] = float(ps[0]) * 1000.0, float(ps[1]) * 1000.0
+            out["depth"], out["aline"] = ps[0] * 1000.0, ps[1] * 1000.0
         for key in ("SpacingBetweenSlices", "SliceThickness"):
-            value = src.get(key)
-            if value is not None and "bscan" not in out and float(value) > 0:
-                out["bscan"] = float(value) * 1000.0
+            value = _numbers(src.get(key))
+            if len(value) == 1 and "bscan" not in out and value[0] > 0:
+                out["bscan"] = value[0] * 1000.0
     return {k: v for k, v in out.items() if np.isfinite(v) and v > 0}
 
 
-def _read(path: Path, *, pixels: bool) -> pydicom.Dataset:
-    try:
-        return pydicom.dcmread(path, stop_before_pixels=not pixels)
-    except _DICOM_ERRORS as exc:
-        raise InputError(path, f"is not a readable DICOM file ({type(exc).__name__}: {exc}) — "
-                         "it is corrupt, truncated or not DICOM; export it again") from exc
+def _whole(ds: pydicom.Dataset, keyword: str, path: Path, default: int | None = None
+           ) -> int | None:
+    """An integer attribute (US or IS), refusing text, fractions and several values."""
+    value = ds.get(keyword)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return default
+    numbers = _numbers(value)
+    if len(numbers) != 1 or numbers[0] != int(numbers[0]) or numbers[0] < 0:
+        raise InputError(path, f"{keyword} is {str(value)[:40]!r}, not one whole number — "
+                         "the file is corrupt; export it again")
+    return int(numbers[0])
 
 
-def _header_shape(ds: pydicom.Dataset, path: Path) -> tuple[int, int, int]:
-    missing = [k for k in ("Rows", "Columns") if k not in ds]
+def _dataset_offset(path: Path) -> tuple[str, int]:
+    """Transfer syntax and the byte offset where the data set starts (after the file meta).
+
+    The file meta (group 0002, always explicit VR little endian, PS3.10 7.1) is walked
+    here, refusing an element that runs past the end of the file before pydicom reads it.
+    """
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        head = fh.read(132)
+        if head[128:132] != b"DICM":
+            return "", 0
+        syntax = ""
+        while True:
+            tag = fh.read(6)
+            if len(tag) < 6 or tag[:2] != b"\x02\x00":
+                return syntax, fh.tell() - len(tag)
+            if not tag[4:6].isalpha():  # non-conformant implicit-VR meta: 4-byte length
+                length = int.from_bytes(tag[4:6] + fh.read(2), "little")
+            elif tag[4:6] in _LONG_VRS:
+                fh.read(2)
+                length = int.from_bytes(fh.read(4), "little")
+            else:
+                length = int.from_bytes(fh.read(2), "little")
+            if fh.tell() + length > size:  # pydicom would read(length): allocate it first
+                raise InputError(path, f"is truncated or corrupt: file meta element "
+                                 f"({int.from_bytes(tag[:2], 'little'):04X},"
+                                 f"{int.from_bytes(tag[2:4], 'little'):04X}) declares {length} "
+                                 f"bytes but the file has {size} — export it again")
+            value = fh.read(length)
+            if tag[2:4] == b"\x10\x00":
+                syntax = value.rstrip(b"\x00 ").decode("ascii", "replace")
+
+
+def _check_deflated(path: Path, offset: int, budget: ReadBudget) -> None:
+    """Refuse a Deflated Explicit VR file that inflates past the budget (pydicom inflates it
+    whole in memory) — inflated once into a bounded buffer that is thrown away."""
+    limit = max(budget.expansion_free_bytes, budget.max_expansion * disk_bytes(path))
+    d = zlib.decompressobj(-zlib.MAX_WBITS)
+    total = 0
+    with path.open("rb") as fh:
+        fh.seek(offset)
+        try:
+            while (chunk := fh.read(_INFLATE_CHUNK)) and total <= limit:
+                total += len(d.decompress(chunk, _INFLATE_CHUNK))
+                while d.unconsumed_tail and total <= limit:
+                    total += len(d.decompress(d.unconsumed_tail, _INFLATE_CHUNK))
+        except zlib.error:
+            return  # pydicom reports the broken stream
+    if total > limit:
+        raise InputError(path, f"is Deflated Explicit VR and inflates to more than "
+                         f"{format_bytes(limit)} from {format_bytes(disk_bytes(path))} on disk "
+                         f"(over {budget.max_expansion:g}×) — a decompression bomb or a corrupt "
+                         f"file; export it uncompressed (or raise {ENV_VARS['max_expansion']})")
+
+
+def _open(path: Path, budget: ReadBudget) -> tuple[pydicom.Dataset, str]:
+    """The data set with values over 1 KiB deferred (not read), and its transfer syntax.
+
+    A deflated file is inflated only if it fits the budget; a pixel data element whose
+    declared length is far beyond what the file holds on disk (a sparse file) is refused.
+    """
+    syntax, offset = _dataset_offset(path)
+    if syntax == _DEFLATED:
+        _check_deflated(path, offset, budget)
+    with _dicom_errors(path):
+        # Deferred values are re-read from the file at their offset, which a deflated file
+        # does not have (its offsets are in the inflated stream): read those whole.
+        ds = pydicom.dcmread(path, defer_size=None if syntax == _DEFLATED else 1024)
+        meta = getattr(ds, "file_meta", None)
+        syntax = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
+        _check_deferred(ds, path)
+        for tag in _PIXEL_TAGS:
+            raw = ds._dict.get(tag)
+            length = getattr(raw, "length", None)
+            if getattr(raw, "value", b"") is None and length not in (None, 0xFFFFFFFF):
+                check_expansion(path, int(length), budget=budget,
+                                compressed=syntax not in _NATIVE)
+    return ds, syntax
+
+
+def _check_deferred(ds: pydicom.Dataset, path: Path) -> None:
+    """Refuse deferred values that run past the end of the file.
+
+    pydicom reads a deferred value with ``read(length)``, which allocates ``length``
+    bytes before it finds the file shorter: a corrupt 4 GB length in a 2 KB file would
+    exhaust memory.
+    """
+    size = path.stat().st_size
+    stack = [ds]
+    while stack:
+        d = stack.pop()
+        for tag, raw in list(d._dict.items()):
+            if getattr(raw, "value", b"") is None and hasattr(raw, "value_tell"):
+                if raw.length != 0xFFFFFFFF and raw.value_tell + raw.length > size:
+                    raise InputError(path, f"is truncated or corrupt: element {tag} declares "
+                                     f"{raw.length} bytes from byte {raw.value_tell} but the "
+                                     f"file has {size} — copy or export it again")
+            elif getattr(raw, "VR", None) == "SQ":
+                stack.extend(d[tag].value)
+
+
+def _header(path: Path, budget: ReadBudget) -> tuple[pydicom.Dataset, tuple[int, int, int],
+                                                    np.dtype]:
+    """The data set with its pixel data deferred, its shape and dtype, after every size check."""
+    ds, syntax = _open(path, budget)
+    with _dicom_errors(path):
+        present = [t for t in _PIXEL_TAGS if t in ds]
+        spp = _whole(ds, "SamplesPerPixel", path, 1)
+        rows, cols = _whole(ds, "Rows", path), _whole(ds, "Columns", path)
+        frames = _whole(ds, "NumberOfFrames", path)
+        bits = _whole(ds, "BitsAllocated", path, 16)
+        signed = _whole(ds, "PixelRepresentation", path, 0) == 1
+    missing = [k for k, v in (("Rows", rows), ("Columns", cols)) if v is None]
     if missing:
         raise InputError(path, f"has no image ({', '.join(missing)} missing) — export the "
                          "OCT volume, not a report or structured document")
-    spp = int(ds.get("SamplesPerPixel", 1))
     if spp != 1:
         raise InputError(path, f"has {spp} samples per pixel (colour) — OCT volumes are "
                          "single-channel; export the grayscale tomogram")
-    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
-    if n_frames < 2 and "NumberOfFrames" not in ds:
-        shape: tuple[int, ...] = (int(ds.Rows), int(ds.Columns))
-    else:
-        shape = (n_frames, int(ds.Rows), int(ds.Columns))
-    return _check_shape(shape, path, "the pixel data")
+    shape = check_shape((rows, cols) if frames is None else (frames or 1, rows, cols),
+                        path, "the pixel data")
+    if not present:
+        raise InputError(path, "has no pixel data — export the OCT volume with its images")
+    tag = present[0]
+    bits = _FLOAT_BITS.get(tag, bits)
+    if bits not in (8, 16, 32, 64):
+        raise InputError(path, f"has BitsAllocated {bits}; aooct reads 8-, 16-, 32- or 64-bit "
+                         "samples — export the volume with 16-bit samples")
+    kind = "f" if tag in _FLOAT_BITS else ("i" if signed else "u")
+    dtype = np.dtype(f"{kind}{bits // 8}")
+    check_volume_size(path, shape, dtype.itemsize, budget=budget)
+    needed = math.prod(shape) * dtype.itemsize
+    check_expansion(path, needed, budget=budget, compressed=syntax not in _NATIVE)
+    # Look at the element without decoding it: a deferred RawDataElement carries the declared
+    # length and file offset (Dataset.get_item would read the whole pixel data).
+    raw = ds._dict[tag]
+    size = path.stat().st_size
+    deferred = getattr(raw, "value", None) is None and hasattr(raw, "value_tell")
+    with _dicom_errors(path):
+        length = raw.length if deferred else len(ds[tag].value or b"")
+    end = raw.value_tell + raw.length if deferred else 0
+    if length != 0xFFFFFFFF and end > size and syntax != _DEFLATED:
+        raise InputError(path, f"is truncated: the pixel data need bytes up to {end} "
+                         f"but the file has {size} — copy or export it again")
+    if syntax in _NATIVE and length != 0xFFFFFFFF and length < needed:
+        raise InputError(path, f"holds {length} bytes of pixel data but {shape} {bits}-bit "
+                         f"samples need {needed} — the file is corrupt; export it again")
+    return ds, shape, dtype
 
 
-def probe_dicom(path: str | Path) -> VolumeInfo:
+def probe_dicom(path: str | Path, *, budget: ReadBudget | None = None) -> VolumeInfo:
     """Shape, dtype, dropped PHI keywords and spacing of a DICOM volume, without its pixels.
+
+    Parameters
+    ----------
+    path : str or Path
+    budget : ReadBudget, optional
+        Default :func:`~aooct_core.io.budget.default_budget`.
 
     Raises
     ------
     InputError
-        Not DICOM, no image, colour, not multi-frame, or pixel data shorter than
-        the header says (truncated).
+        Not DICOM, no image, colour, not multi-frame, pixel data shorter than
+        the header says (truncated), or a declared size over the budget.
     """
     path = Path(path)
-    _require_file(path)
-    try:
-        # Pixel data larger than 1 KiB is deferred: we get its declared length and offset only.
-        ds = pydicom.dcmread(path, defer_size=1024)
-    except _DICOM_ERRORS as exc:
-        raise InputError(path, f"is not a readable DICOM file ({type(exc).__name__}: {exc}) — "
-                         "it is corrupt, truncated or not DICOM; export it again") from exc
-    shape = _header_shape(ds, path)
-    bits = int(ds.get("BitsAllocated", 16))
-    signed = int(ds.get("PixelRepresentation", 0)) == 1
-    dtype = np.dtype(f"{'i' if signed else 'u'}{max(bits // 8, 1)}") if bits in (8, 16, 32) \
-        else np.dtype("float32")
-    if _PIXEL_DATA not in ds:
-        raise InputError(path, "has no pixel data — export the OCT volume with its images")
-    # Look at the element without decoding it: a deferred RawDataElement carries the declared
-    # length and file offset (Dataset.get_item would read the whole pixel data).
-    raw = ds._dict[_PIXEL_DATA]
-    size = path.stat().st_size
-    if getattr(raw, "value", None) is None and hasattr(raw, "value_tell"):
-        length, end = raw.length, raw.value_tell + raw.length
-    else:
-        length, end = len(ds.PixelData), 0
-    if length != 0xFFFFFFFF and end > size:
-        raise InputError(path, f"is truncated: the pixel data need bytes up to {end} "
-                         f"but the file has {size} — copy or export it again")
-    needed = int(np.prod(shape)) * bits // 8
-    if length is not None and length != 0xFFFFFFFF and length < needed:
-        raise InputError(path, f"holds {length} bytes of pixel data but {shape} {bits}-bit "
-                         f"samples need {needed} — the file is corrupt; export it again")
-    return VolumeInfo(path=path, format="dicom", shape=shape, dtype=dtype,
-                      dropped_phi=phi_present(ds), spacing_um=_spacing_um(ds))
+    budget = default_budget() if budget is None else budget
+    require_file(path, budget=budget)
+    ds, shape, dtype = _header(path, budget)
+    with _dicom_errors(path):
+        return VolumeInfo(path=path, format="dicom", shape=shape, dtype=dtype,
+                          dropped_phi=phi_present(ds), spacing_um=_spacing_um(ds))
 
 
-def read_dicom_volume(path: str | Path) -> DicomVolume:
+def read_dicom_volume(path: str | Path, *, budget: ReadBudget | None = None) -> DicomVolume:
     """Read a multi-frame DICOM (Ophthalmic Tomography) volume without its PHI.
 
     Parameters
     ----------
     path : str or Path
+    budget : ReadBudget, optional
+        Size limits checked on the header before the pixel data are read
+        (default :func:`~aooct_core.io.budget.default_budget`).
 
     Returns
     -------
@@ -207,33 +357,34 @@ def read_dicom_volume(path: str | Path) -> DicomVolume:
     ------
     InputError
         Corrupt / truncated / non-DICOM file, compressed pixel data without a
-        decoder, colour or single-frame images, NaN/Inf samples.
+        decoder, colour or single-frame images, NaN/Inf samples, or a declared
+        size over the budget or far larger than the file.
     """
     path = Path(path)
-    _require_file(path)
-    ds = _read(path, pixels=True)
-    shape = _header_shape(ds, path)
-    if "PixelData" not in ds and "FloatPixelData" not in ds:
-        raise InputError(path, "has no pixel data — export the OCT volume with its images")
-    try:
+    budget = default_budget() if budget is None else budget
+    require_file(path, budget=budget)
+    ds, shape, _ = _header(path, budget)
+    syntax = ds.file_meta.get("TransferSyntaxUID", "unknown")
+    with decoder_errors(path, ("pydicom",), lambda exc: (
+            f"pixel data could not be decoded ({type(exc).__name__}: {str(exc)[:200]}; "
+            f"transfer syntax {syntax}) — the file is truncated or corrupt, or it is "
+            "compressed: install pylibjpeg/pylibjpeg-libjpeg or export uncompressed")):
         pixels = ds.pixel_array
-    except _DICOM_ERRORS as exc:
-        syntax = ds.file_meta.get("TransferSyntaxUID", "unknown")
-        raise InputError(path, f"pixel data could not be decoded ({type(exc).__name__}: {exc}; "
-                         f"transfer syntax {syntax}) — the file is truncated or corrupt, or it is "
-                         "compressed: install pylibjpeg/pylibjpeg-libjpeg or export "
-                         "uncompressed") from exc
-    pixels = np.asarray(pixels).reshape(shape)
-    volume = pixels.astype(np.float32)
-    slope, intercept = ds.get("RescaleSlope"), ds.get("RescaleIntercept")
-    if slope is not None or intercept is not None:
-        volume = volume * np.float32(slope if slope is not None else 1.0) \
-            + np.float32(intercept if intercept is not None else 0.0)
-    from aooct_core.io.volume import check_finite
-
+        slope, intercept = _numbers(ds.get("RescaleSlope")), _numbers(ds.get("RescaleIntercept"))
+        dropped, spacing = phi_present(ds), _spacing_um(ds)
+        sop = str(ds.get("SOPClassUID")) if "SOPClassUID" in ds else None
+    pixels = np.asarray(pixels)
+    if pixels.size != math.prod(shape):
+        raise InputError(path, f"decodes to {pixels.shape} samples but the header declares "
+                         f"{shape} — the file is corrupt; export it again")
+    volume = pixels.reshape(shape).astype(np.float32)
+    del pixels
+    if len(slope) == 1 and slope[0] != 1.0:
+        volume *= np.float32(slope[0])  # in place: no second float32 copy
+    if len(intercept) == 1 and intercept[0] != 0.0:
+        volume += np.float32(intercept[0])
     check_finite(volume, path)
-    return DicomVolume(volume=volume, dropped_phi=phi_present(ds), spacing_um=_spacing_um(ds),
-                       sop_class_uid=str(ds.get("SOPClassUID")) if "SOPClassUID" in ds else None)
+    return DicomVolume(volume=volume, dropped_phi=dropped, spacing_um=spacing, sop_class_uid=sop)
 
 
 def deidentify_dicom(src: str | Path, dst: str | Path) -> tuple[str, ...]:
@@ -247,27 +398,33 @@ def deidentify_dicom(src: str | Path, dst: str | Path) -> tuple[str, ...]:
     -------
     tuple of str
         The PHI keywords that were removed.
+
+    Raises
+    ------
+    InputError
+        ``src`` is not a readable DICOM volume within the read budget.
     """
     src, dst = Path(src), Path(dst)
-    _require_file(src)
-    ds = _read(src, pixels=True)
-    removed = phi_present(ds)
-
-    def _strip(d: pydicom.Dataset) -> None:
-        for elem in list(d):
-            if elem.keyword in PHI_KEYWORDS:
-                del d[elem.tag]
-            elif elem.VR == "SQ":
-                for item in elem.value:
-                    _strip(item)
-
-    _strip(ds)
-    ds.remove_private_tags()
-    ds.PatientIdentityRemoved = "YES"
+    budget = default_budget()
+    require_file(src, budget=budget)
+    ds, _ = _open(src, budget)  # sizes checked before the pixel data are read
+    with _dicom_errors(src):
+        removed = phi_present(ds)
+        stack = [ds]
+        while stack:
+            d = stack.pop()
+            for elem in list(d):
+                if elem.keyword in PHI_KEYWORDS:
+                    del d[elem.tag]
+                elif elem.VR == "SQ":
+                    stack.extend(elem.value)
+        ds.remove_private_tags()
+        ds.PatientIdentityRemoved = "YES"
     fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        ds.save_as(tmp)
+        with _dicom_errors(src):
+            ds.save_as(tmp)
         os.replace(tmp, dst)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -11,17 +11,23 @@ page so memory holds only the float32 result.
 """
 from __future__ import annotations
 
-import struct
-import sys
-import tokenize
-import zlib
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import tifffile
 
-from aooct_core.io.errors import InputError
+from aooct_core.io import tiff as _tiff
+from aooct_core.io.budget import (
+    ReadBudget, check_expansion, check_image_size, check_volume_size, default_budget,
+)
+from aooct_core.io.checks import CHUNK_BSCANS as _CHUNK_BSCANS
+from aooct_core.io.checks import check_dtype as _check_dtype
+from aooct_core.io.checks import check_finite
+from aooct_core.io.checks import check_shape as _check_shape
+from aooct_core.io.checks import require_file as _require_file
+from aooct_core.io.errors import InputError, decoder_errors
 
 __all__ = [
     "TIFF_SUFFIXES",
@@ -33,13 +39,10 @@ __all__ = [
     "check_finite",
 ]
 
-TIFF_SUFFIXES = (".tif", ".tiff")
+TIFF_SUFFIXES = _tiff.TIFF_SUFFIXES
+# NumPy's default ``max_header_size`` for read_array_header_*.
+_MAX_NPY_HEADER = 10_000
 _SUPPORTED = ".tif/.tiff (one page per B-scan), .npy, .dcm (DICOM Ophthalmic Tomography)"
-# Errors the TIFF/NumPy decoders raise on malformed files; anything else is a bug and propagates.
-_DECODE_ERRORS = (tifffile.TiffFileError, ValueError, OSError, EOFError, struct.error,
-                  zlib.error, IndexError, KeyError, TypeError, SyntaxError, tokenize.TokenError)
-# B-scans per chunk when scanning a memory-mapped volume, to bound temporary memory.
-_CHUNK_BSCANS = 16
 
 
 @dataclass(frozen=True)
@@ -68,16 +71,6 @@ class VolumeInfo:
     spacing_um: dict = field(default_factory=dict)
 
 
-def _require_file(path: Path) -> None:
-    if not path.exists():
-        raise InputError(path, "does not exist — check the path and file name")
-    if not path.is_file():
-        raise InputError(path, "is not a file — give the path of a volume file")
-    if path.stat().st_size == 0:
-        raise InputError(path, "is empty (0 bytes) — the export or copy did not finish; "
-                         "export it again")
-
-
 def volume_format(path: str | Path) -> str:
     """``"tiff"``, ``"npy"`` or ``"dicom"`` from the file name (or the DICOM preamble).
 
@@ -104,178 +97,82 @@ def volume_format(path: str | Path) -> str:
                      f"supported: {_SUPPORTED}")
 
 
-def _check_dtype(dtype: np.dtype, path: Path) -> None:
-    if dtype.kind == "c":
-        raise InputError(path, f"holds complex samples ({dtype}) — store the magnitude "
-                         "(np.abs) as a real array")
-    if dtype.kind not in "biuf":
-        raise InputError(path, f"holds non-numeric samples ({dtype}) — store a real-valued "
-                         "array (float32 recommended)")
-
-
-def _check_shape(shape: tuple[int, ...], path: Path, what: str) -> tuple[int, int, int]:
-    if len(shape) == 2:
-        raise InputError(path, f"{what} is 2-D {tuple(shape)}, a single image — a volume is "
-                         "3-D (bscan, depth, aline) with one page/frame per B-scan; use "
-                         "read_enface for en face images")
-    if len(shape) != 3:
-        raise InputError(path, f"{what} is {len(shape)}-D {tuple(shape)} — a volume must be 3-D "
-                         "(bscan, depth, aline); write one file per repeat and drop colour axes")
-    if min(shape) == 0:
-        raise InputError(path, f"{what} has shape {tuple(shape)} with a zero-length axis, "
-                         "so it holds no samples — export the volume again")
-    return (int(shape[0]), int(shape[1]), int(shape[2]))
-
-
-def check_finite(array: np.ndarray, path: str | Path, *,
-                 axes: tuple[str, ...] = ("B-scan", "depth", "A-line")) -> None:
-    """Raise :class:`InputError` if ``array`` holds NaN or ±Inf (scans in chunks along axis 0).
-
-    Parameters
-    ----------
-    array : ndarray, e.g. shape (n_bscans, n_depth, n_alines)
-    path : str or Path
-        The file the array came from, for the message.
-    axes : tuple of str
-        Axis names used to say where the first bad sample is.
-    """
-    if array.dtype.kind not in "fc":
-        return
-    for start in range(0, array.shape[0], _CHUNK_BSCANS):
-        chunk = np.asarray(array[start:start + _CHUNK_BSCANS])
-        bad = ~np.isfinite(chunk)
-        if bad.any():
-            index = [int(i) for i in np.argwhere(bad)[0]]
-            first = chunk[tuple(index)]
-            index[0] += start
-            where = ", ".join(f"{name} {i}" for name, i in zip(axes, index))
-            raise InputError(path, f"contains non-finite samples (first {first} at {where}) — "
-                             "re-export it or replace them (e.g. np.nan_to_num) before analysis")
-
-
-# ----------------------------------------------------------------------------- TIFF
-def _tiff_layout(tf: tifffile.TiffFile, path: Path) -> tuple[tuple[int, int, int], np.dtype, str]:
-    """Shape, dtype and layout ("series" or "pages") of a TIFF volume, after integrity checks."""
-    size = path.stat().st_size
-    pages = list(tf.pages)
-    if not pages:
-        raise InputError(path, "holds no image pages — export the volume again")
-    for i, page in enumerate(pages):
-        offsets, counts = page.dataoffsets, page.databytecounts
-        if any(o + c > size for o, c in zip(offsets, counts)):
-            raise InputError(path, f"is truncated: page {i} needs data up to byte "
-                             f"{max(o + c for o, c in zip(offsets, counts))} but the file has "
-                             f"{size} bytes — copy or export it again")
-        if getattr(page, "samplesperpixel", 1) > 1:
-            raise InputError(path, f"page {i} has {page.samplesperpixel} samples per pixel "
-                             "(colour) — OCT volumes are single-channel; export grayscale "
-                             "(tifffile stores a (3, depth, aline) array as RGB planes unless "
-                             "given photometric='minisblack')")
-    series = tf.series
-    if len(series) == 1:
-        s = series[0]
-        shape = tuple(s.shape)
-        if len(shape) > 3:  # drop singleton axes that some writers add (e.g. ImageJ T/C)
-            shape = tuple(n for n in shape if n != 1) or shape
-        shape3 = _check_shape(shape, path, "the image")
-        # tifffile only logs a broken IFD chain and then sees fewer pages than the metadata
-        # promise; a contiguous series must also fit in the file.
-        page_size = int(np.prod(pages[0].shape))
-        n_expected = int(np.prod(shape3)) // max(page_size, 1)
-        fits = s.dataoffset is None or s.dataoffset + s.nbytes <= size
-        if len(s.pages) < n_expected or not fits:
-            raise InputError(path, f"is truncated or corrupt: the metadata promise shape {shape3} "
-                             f"but only {len(s.pages)} of {n_expected} pages are readable within "
-                             f"{size} bytes — copy or export it again")
-        return shape3, np.dtype(s.dtype), "series"
-    page_shape = tuple(pages[0].shape)
-    for i, page in enumerate(pages[1:], start=1):
-        if tuple(page.shape) != page_shape:
-            raise InputError(path, f"page {i} has shape {tuple(page.shape)} but page 0 has "
-                             f"{page_shape} — every B-scan (page) must have the same "
-                             "(depth, aline) size")
-        if page.dtype != pages[0].dtype:
-            raise InputError(path, f"page {i} has dtype {page.dtype} but page 0 has "
-                             f"{pages[0].dtype} — export all B-scans with one sample type")
-    shape3 = _check_shape((len(pages),) + page_shape, path, "the page stack")
-    return shape3, np.dtype(pages[0].dtype), "pages"
-
-
-def _read_tiff(path: Path, *, mmap: bool) -> np.ndarray:
-    try:
-        with tifffile.TiffFile(path) as tf:
-            shape, dtype, layout = _tiff_layout(tf, path)
-            _check_dtype(dtype, path)
-            s = tf.series[0]
-            native = tf.byteorder == ("<" if sys.byteorder == "little" else ">")
-            if (mmap and layout == "series" and native and dtype == np.dtype("float32")
-                    and s.dataoffset is not None):
-                return tifffile.memmap(path, mode="r", series=0).reshape(shape)
-            out = np.empty(shape, dtype=np.float32)
-            pages = list(tf.pages)
-            if len(pages) == shape[0]:
-                for i, page in enumerate(pages):  # page by page: never two copies in memory
-                    out[i] = page.asarray().reshape(shape[1:])
-            else:
-                out[...] = s.asarray().reshape(shape)
-            return out
-    except InputError:
-        raise
-    except _DECODE_ERRORS as exc:
-        raise InputError(path, f"is not a readable TIFF ({type(exc).__name__}: {exc}) — the file "
-                         "is truncated, corrupt or not a TIFF; copy or export it again") from exc
-
-
-def _probe_tiff(path: Path) -> VolumeInfo:
-    try:
-        with tifffile.TiffFile(path) as tf:
-            shape, dtype, _ = _tiff_layout(tf, path)
-    except InputError:
-        raise
-    except _DECODE_ERRORS as exc:
-        raise InputError(path, f"is not a readable TIFF ({type(exc).__name__}: {exc}) — the file "
-                         "is truncated, corrupt or not a TIFF; copy or export it again") from exc
-    _check_dtype(dtype, path)
-    return VolumeInfo(path=path, format="tiff", shape=shape, dtype=dtype)
-
-
 # ----------------------------------------------------------------------------- NPY
-def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
-    """Shape, dtype and data offset of a ``.npy`` file, checking the file is complete."""
-    try:
-        with path.open("rb") as fh:
-            version = np.lib.format.read_magic(fh)
-            if version == (1, 0):
-                shape, _fortran, dtype = np.lib.format.read_array_header_1_0(fh)
-            elif version == (2, 0):
-                shape, _fortran, dtype = np.lib.format.read_array_header_2_0(fh)
-            else:
-                raise InputError(path, f"is not a valid .npy file (format version {version}) — "
-                                 "it is corrupt; save it again with numpy.save")
-            offset = fh.tell()
-    except InputError:
-        raise
-    except _DECODE_ERRORS as exc:
-        raise InputError(path, f"is not a valid .npy file ({exc}) — save it with numpy.save") from exc
+def npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype, bool, int]:
+    """Shape, dtype, Fortran order and data offset of a ``.npy`` file, checking it is complete.
+
+    Only the header is read (NumPy's own parser, at most 10,000 header bytes).
+
+    Raises
+    ------
+    InputError
+        Not a ``.npy`` file, pickled objects, negative dimensions, or truncated.
+    """
+    size = path.stat().st_size
+    with decoder_errors(path, ("numpy", "ast"), lambda exc: (
+            f"is not a valid .npy file ({type(exc).__name__}: {str(exc)[:200]}) — it is "
+            "corrupt; save it again with numpy.save")), path.open("rb") as fh:
+        version = np.lib.format.read_magic(fh)
+        # NumPy reads the declared header length before checking it (a v2 header may declare
+        # 4 GiB): check it against its own 10,000-byte limit and the file size first.
+        width = 2 if version == (1, 0) else 4
+        header_len = int.from_bytes(fh.read(width), "little")
+        if header_len > _MAX_NPY_HEADER or fh.tell() + header_len > size:
+            raise InputError(path, f"is not a valid .npy file: its header declares {header_len} "
+                             "bytes (too long, or past the end of the file) — it is corrupt; "
+                             "save it again with numpy.save")
+        fh.seek(fh.tell() - width)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+        else:
+            raise InputError(path, f"is not a valid .npy file (format version {version}) — "
+                             "it is corrupt; save it again with numpy.save")
+        offset = fh.tell()
     if dtype.hasobject:
         raise InputError(path, "holds Python objects (pickled), which aooct never loads — "
                          "save a numeric array with numpy.save")
-    expected = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if any(n < 0 for n in shape):
+        raise InputError(path, f"header declares negative dimensions {tuple(shape)} — the file "
+                         "is corrupt; save it again with numpy.save")
+    expected = offset + math.prod(shape) * dtype.itemsize  # Python ints: no overflow
     actual = path.stat().st_size
     if actual < expected:
         raise InputError(path, f"is truncated: header says shape {tuple(shape)} {dtype} "
                          f"({expected} bytes) but the file has {actual} bytes — copy it again")
-    return tuple(shape), dtype, offset
+    return tuple(int(n) for n in shape), dtype, bool(fortran), offset
 
 
-def _read_npy(path: Path, *, mmap: bool) -> np.ndarray:
-    shape, dtype, _ = _npy_header(path)
+def npy_memmap(path: Path, *, budget: ReadBudget, volume: bool = True) -> np.memmap:
+    """A read-only memory map of a ``.npy`` file whose header passed the budget checks.
+
+    Parameters
+    ----------
+    path : Path
+    budget : ReadBudget
+    volume : bool
+        Check the shape as a 3-D volume (True) or as a 2-D en face image (False).
+    """
+    shape, dtype, fortran, offset = npy_header(path)
     _check_dtype(dtype, path)
-    _check_shape(shape, path, "the array")
-    try:
-        arr = np.load(path, mmap_mode="r", allow_pickle=False)
-    except _DECODE_ERRORS as exc:
-        raise InputError(path, f"could not be read as .npy ({exc}) — save it with numpy.save") from exc
+    if volume:
+        _check_shape(shape, path, "the array")
+        check_volume_size(path, shape, dtype.itemsize, budget=budget)
+    else:
+        check_image_size(path, shape, budget=budget)
+    if math.prod(shape) == 0:
+        raise InputError(path, f"has shape {shape} with no pixels (samples) — export it again")
+    check_expansion(path, math.prod(shape) * dtype.itemsize, budget=budget)
+    with decoder_errors(path, ("numpy", "mmap"), lambda exc: (
+            f"could not be mapped as .npy ({type(exc).__name__}: {exc}) — save it with "
+            "numpy.save")):
+        return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape,
+                         order="F" if fortran else "C")
+
+
+def _read_npy(path: Path, *, mmap: bool, budget: ReadBudget) -> np.ndarray:
+    arr = npy_memmap(path, budget=budget)
     if mmap and arr.dtype == np.dtype("float32"):
         return arr
     out = np.empty(arr.shape, dtype=np.float32)
@@ -284,37 +181,45 @@ def _read_npy(path: Path, *, mmap: bool) -> np.ndarray:
     return out
 
 
-def _probe_npy(path: Path) -> VolumeInfo:
-    shape, dtype, _ = _npy_header(path)
-    _check_dtype(dtype, path)
-    return VolumeInfo(path=path, format="npy", shape=_check_shape(shape, path, "the array"),
-                      dtype=dtype)
+def _probe_npy(path: Path, *, budget: ReadBudget) -> VolumeInfo:
+    arr = npy_memmap(path, budget=budget)
+    return VolumeInfo(path=path, format="npy", shape=tuple(arr.shape), dtype=arr.dtype)
 
 
 # ----------------------------------------------------------------------------- public
-def probe_volume(path: str | Path) -> VolumeInfo:
+def probe_volume(path: str | Path, *, budget: ReadBudget | None = None) -> VolumeInfo:
     """Shape, dtype and metadata of a volume file without reading its samples.
 
-    Checks that the file exists, is not empty, is complete (not truncated) and is
-    3-D; NaN/Inf are only found by :func:`read_volume`.
+    Checks that the file exists, is not empty, is complete (not truncated), is
+    3-D and fits the read budget; NaN/Inf are only found by :func:`read_volume`.
+
+    Parameters
+    ----------
+    path : str or Path
+    budget : ReadBudget, optional
+        Size limits (default :func:`~aooct_core.io.budget.default_budget`).
 
     Raises
     ------
     InputError
     """
     path = Path(path)
-    _require_file(path)
+    budget = default_budget() if budget is None else budget
+    _require_file(path, budget=budget)
     fmt = volume_format(path)
     if fmt == "tiff":
-        return _probe_tiff(path)
+        shape, dtype = _tiff.probe_tiff(path, check_shape=_check_shape, budget=budget)
+        _check_dtype(dtype, path)
+        return VolumeInfo(path=path, format="tiff", shape=shape, dtype=dtype)
     if fmt == "npy":
-        return _probe_npy(path)
+        return _probe_npy(path, budget=budget)
     from aooct_core.io.dicom import probe_dicom
 
-    return probe_dicom(path)
+    return probe_dicom(path, budget=budget)
 
 
-def read_volume(path: str | Path, *, mmap: bool = True) -> np.ndarray:
+def read_volume(path: str | Path, *, mmap: bool = True,
+                budget: ReadBudget | None = None) -> np.ndarray:
     """Read one volume as float32 ``(bscan, depth, aline)``.
 
     Parameters
@@ -326,6 +231,10 @@ def read_volume(path: str | Path, *, mmap: bool = True) -> np.ndarray:
         the result — see :func:`aooct_core.io.dicom.read_dicom_volume`).
     mmap : bool
         Return a read-only memory map when the file stores contiguous float32.
+    budget : ReadBudget, optional
+        Size limits checked against the file's declared size before anything is
+        allocated (default :func:`~aooct_core.io.budget.default_budget`: 6 GiB as
+        float32, ``$AOOCT_MAX_VOLUME_BYTES``).
 
     Returns
     -------
@@ -336,7 +245,8 @@ def read_volume(path: str | Path, *, mmap: bool = True) -> np.ndarray:
     ------
     InputError
         Missing, empty, truncated or corrupt file; unknown format; not 3-D;
-        non-real samples; NaN or Inf.
+        non-real samples; NaN or Inf; a declared size over the budget, or far
+        larger than the file (a compression bomb or a sparse file).
 
     Examples
     --------
@@ -347,16 +257,18 @@ def read_volume(path: str | Path, *, mmap: bool = True) -> np.ndarray:
     (dtype('float32'), (2, 3, 4))
     """
     path = Path(path)
-    _require_file(path)
+    budget = default_budget() if budget is None else budget
+    _require_file(path, budget=budget)
     fmt = volume_format(path)
     if fmt == "tiff":
-        volume = _read_tiff(path, mmap=mmap)
+        volume = _tiff.read_tiff_volume(path, mmap=mmap, check_shape=_check_shape,
+                                        check_dtype=_check_dtype, budget=budget)
     elif fmt == "npy":
-        volume = _read_npy(path, mmap=mmap)
+        volume = _read_npy(path, mmap=mmap, budget=budget)
     else:
         from aooct_core.io.dicom import read_dicom_volume
 
-        volume = read_dicom_volume(path).volume
+        volume = read_dicom_volume(path, budget=budget).volume
     check_finite(volume, path)
     return volume
 

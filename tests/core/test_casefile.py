@@ -6,7 +6,8 @@ import json
 import pytest
 
 from aooct_core.casefile import (
-    CaseSpec, case_json_dict, parse_case_json, validate_case_dict, write_case_json,
+    CaseSpec, case_json_dict, parse_case_bytes, parse_case_json, validate_case_dict,
+    write_case_json,
 )
 from aooct_core.geometry import Acquisition
 from aooct_core.io import InputError
@@ -100,17 +101,17 @@ def test_location_within_40_deg(key):
     assert f"field 'location_deg.{key}' must be >= -40 and <= 40" in _problem(data)
 
 
-@pytest.mark.parametrize("path,value", [
-    (("depth_um_per_px",), 0.0), (("depth_um_per_px",), -2.0),
-    (("scan_field_deg", "bscan"), 0.0), (("um_per_px", "aline"), -1.0),
+@pytest.mark.parametrize("path,value,bounds", [
+    (("depth_um_per_px",), 0.0, ">= 0.1 and <= 20"), (("depth_um_per_px",), -2.0, ">= 0.1"),
+    (("scan_field_deg", "bscan"), 0.0, "> 0 and <= 30"), (("um_per_px", "aline"), -1.0, ">= 0.1"),
 ])
-def test_positive_fields(path, value):
+def test_positive_fields(path, value, bounds):
     data = _valid() | {"um_per_px": {"bscan": 1.0, "aline": 1.0}}
     target = data
     for key in path[:-1]:
         target = target[key]
     target[path[-1]] = value
-    assert f"field '{'.'.join(path)}' must be > 0" in _problem(data)
+    assert f"field '{'.'.join(path)}' must be {bounds}" in _problem(data)
 
 
 def test_number_given_as_string_says_remove_quotes():
@@ -200,3 +201,63 @@ def test_write_case_json_is_atomic_and_validates(tmp_path):
         write_case_json(target, _valid() | {"eye": "X"})
     assert target.read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["case.json"]
+
+
+# ----------------------------------------------------------------------------- issue 17
+@pytest.mark.parametrize("field,value,bounds", [
+    ("um_per_px", {"bscan": 1000.0, "aline": 1000.0}, ">= 0.1 and <= 20"),  # mm given as µm
+    ("um_per_px", {"bscan": 0.001, "aline": 1.0}, ">= 0.1 and <= 20"),      # px/µm
+    ("depth_um_per_px", 100.0, ">= 0.1 and <= 20"),
+    ("scan_field_deg", {"bscan": 40.0, "aline": 1.0}, "> 0 and <= 30"),
+])
+def test_physically_implausible_sampling_refused(field, value, bounds):
+    problem = _problem(_valid() | {field: value})
+    assert f"must be {bounds}" in problem
+
+
+def test_um_per_px_1000_refused_at_validation(tmp_path):
+    path = _write(tmp_path, _valid() | {"um_per_px": {"bscan": 1000, "aline": 1000}})
+    with pytest.raises(InputError, match=r"um_per_px\.bscan' must be >= 0\.1 and <= 20; got 1000"):
+        parse_case_json(path)
+
+
+def test_deep_nesting_is_an_input_error(tmp_path):
+    (tmp_path / "case.json").write_text('{"notes": ' + "[" * 10_000 + "]" * 10_000 + "}")
+    with pytest.raises(InputError, match="10001 levels deep"):
+        parse_case_json(tmp_path)
+
+
+def test_5000_digit_number_is_an_input_error(tmp_path):
+    text = json.dumps(_valid()).replace('"axial_length_mm": 24.0', '"axial_length_mm": ' + "2" * 5000)
+    (tmp_path / "case.json").write_text(text)
+    with pytest.raises(InputError, match="number of 5000 characters"):
+        parse_case_json(tmp_path, check_files=False)
+
+
+def test_huge_values_in_a_dict_do_not_break_messages():
+    # validate_case_dict may get a dict parsed elsewhere (an upload, the drop sensor)
+    deep: list = []
+    for _ in range(5000):
+        deep = [deep]
+    problem = _problem(_valid() | {"notes": deep, "axial_length_mm": 10 ** 400,
+                                   "case_id": "x" * 10_000})
+    assert "field 'notes' must be a string; got [[[…]]]" in problem
+    assert "axial_length_mm' must be >= 18 and <= 35; got inf" in problem
+    assert len(problem) < 2000
+
+
+def test_many_volumes_and_problems_are_bounded():
+    problem = _problem(_valid() | {"volumes": ["a.txt"] * 1001})
+    assert "lists 1001 files" in problem
+    with pytest.raises(InputError) as info:
+        validate_case_dict(_valid() | {"volumes": [f"v{i}.txt" for i in range(500)]})
+    assert len(info.value.problems) == 21 and info.value.problems[-1] == "and 480 more problems"
+
+
+def test_parse_case_bytes():
+    data = json.dumps(_valid()).encode()
+    assert parse_case_bytes(data, source="s3://drop/c1/case.json") == _valid()
+    with pytest.raises(InputError, match=r"s3://drop/c1/case.json: .*more than the 1.0 MiB"):
+        parse_case_bytes(b" " * (2 << 20), source="s3://drop/c1/case.json")
+    with pytest.raises(InputError, match="field 'eye'"):
+        parse_case_bytes(json.dumps(_valid() | {"eye": "L"}), source="x")

@@ -98,7 +98,7 @@ def test_truncated_png(tmp_path):
         tmp_path / "a.png")
     data = (tmp_path / "a.png").read_bytes()
     (tmp_path / "a.png").write_bytes(data[: len(data) // 2])
-    _raises(tmp_path / "a.png", "not a readable image")
+    _raises(tmp_path / "a.png", "truncated")
 
 
 def test_truncated_tiff(tmp_path):
@@ -110,7 +110,7 @@ def test_truncated_tiff(tmp_path):
 
 def test_corrupt_png(tmp_path):
     (tmp_path / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
-    _raises(tmp_path / "a.png", "not a readable image")
+    _raises(tmp_path / "a.png", "not a readable PNG")
 
 
 def test_empty_file(tmp_path):
