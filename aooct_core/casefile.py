@@ -15,11 +15,14 @@ retinal location. ``case.json`` looks like::
       "um_per_px": {"bscan": 2.2, "aline": 2.2},
       "volumes": ["vol_00.tif", "vol_01.tif", "vol_02.tif"],
       "acquired_at": "2026-01-31",
-      "notes": "free text"
+      "notes": "free text",
+      "intensity_scale": "intensity"
     }
 
 ``um_per_px`` (an explicit lateral scale that replaces the Bennett eye model),
-``acquired_at`` and ``notes`` are optional. Location follows the convention of
+``acquired_at``, ``notes`` and ``intensity_scale`` (how the volumes are stored:
+``intensity``, ``amplitude`` or ``db``; told from the speckle when absent, see
+:mod:`aooct_core.preprocessing.scale`) are optional. Location follows the convention of
 :mod:`aooct_core.geometry`: positive horizontal = temporal retina, positive
 vertical = superior retina, in degrees from the fovea.
 
@@ -54,7 +57,8 @@ VOLUME_SUFFIXES = (".tif", ".tiff", ".npy", ".dcm")
 
 _REQUIRED = ("schema_version", "case_id", "subject_id", "eye", "location_deg",
              "axial_length_mm", "scan_field_deg", "depth_um_per_px", "volumes")
-_OPTIONAL = ("um_per_px", "acquired_at", "notes")
+_OPTIONAL = ("um_per_px", "acquired_at", "notes", "intensity_scale")
+INTENSITY_SCALES = ("intensity", "amplitude", "db")
 _AXIAL_LENGTH_RANGE_MM = (18.0, 35.0)
 _MAX_LOCATION_DEG = 40.0
 # Sampling and field limits: what real retinal imagers produce, with margin, so that a
@@ -95,6 +99,8 @@ class CaseSpec:
     volume_files : tuple of str
         Volume file names relative to the case folder, in repeat order.
     acquired_at, notes : str or None
+    intensity_scale : {"intensity", "amplitude", "db"} or None
+        How the volumes are stored; None: told from the speckle statistics.
     """
 
     case_id: str
@@ -108,6 +114,7 @@ class CaseSpec:
     um_per_px_override: tuple[float, float] | None = None
     acquired_at: str | None = None
     notes: str | None = None
+    intensity_scale: str | None = None
 
     def acquisition(self, sampling_px: tuple[int, int, int]) -> Acquisition:
         """Build the :class:`~aooct_core.geometry.Acquisition` once the volume shape is known.
@@ -117,8 +124,8 @@ class CaseSpec:
         sampling_px : tuple of int
             ``(n_bscans, n_depth, n_alines)`` of each volume.
         """
-        extra = {k: v for k, v in (("acquired_at", self.acquired_at), ("notes", self.notes))
-                 if v is not None}
+        extra = {k: v for k, v in (("acquired_at", self.acquired_at), ("notes", self.notes),
+                                   ("intensity_scale", self.intensity_scale)) if v is not None}
         return Acquisition(
             case_id=self.case_id, subject_id=self.subject_id, eye=self.eye,  # type: ignore[arg-type]
             location_deg=self.location_deg, axial_length_mm=self.axial_length_mm,
@@ -241,6 +248,11 @@ def validate_case_dict(data: Any, *, source: str | Path = "case.json",
                         c.fail("volumes", f"lists {short_repr(name)} but {Path(folder) / name} does "
                                "not exist — fix the name or copy the file into the case folder")
     acquired_at = _check_date(get("acquired_at"), c) if "acquired_at" in data else None
+    intensity_scale = get("intensity_scale")
+    if "intensity_scale" in data and intensity_scale not in INTENSITY_SCALES:
+        c.fail("intensity_scale", f"must be one of {', '.join(map(repr, INTENSITY_SCALES))}; got "
+               f"{short_repr(intensity_scale)} — 'amplitude' for |field| (magnitude), 'db' for "
+               "10·log10 intensity, or remove the field to have it told from the speckle")
     notes = get("notes")
     if "notes" in data and not isinstance(notes, str):
         c.fail("notes", f"must be a string; got {short_repr(notes)}")
@@ -251,7 +263,7 @@ def validate_case_dict(data: Any, *, source: str | Path = "case.json",
         case_id=case_id, subject_id=subject_id, eye=eye, location_deg=loc,  # type: ignore[arg-type]
         axial_length_mm=al, scan_field_deg=field_deg, depth_um_per_px=depth,  # type: ignore[arg-type]
         volume_files=tuple(volumes), um_per_px_override=override,
-        acquired_at=acquired_at, notes=notes,
+        acquired_at=acquired_at, notes=notes, intensity_scale=intensity_scale,
     )
 
 
@@ -357,7 +369,7 @@ def case_json_dict(acquisition: Acquisition, volume_files: list[str] | tuple[str
     if acquisition.um_per_px_override is not None:
         out["um_per_px"] = {"bscan": float(acquisition.um_per_px_override[0]),
                             "aline": float(acquisition.um_per_px_override[1])}
-    for key in ("acquired_at", "notes"):
+    for key in ("acquired_at", "notes", "intensity_scale"):
         if acquisition.extra.get(key) is not None:
             out[key] = acquisition.extra[key]
     validate_case_dict(out, source=f"case.json of case {acquisition.case_id!r}")

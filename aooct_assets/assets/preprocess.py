@@ -74,7 +74,9 @@ def preprocessed(context: AssetExecutionContext, config: PreprocessConfig):
             volumes = case.volumes()
             t0 = time.perf_counter()
             # preprocess_case refuses denoise on a GPU device with a message saying so.
-            pre = preprocess_case(volumes, geometry, device=device, denoise=denoise)
+            # Declared in case.json, or told from the speckle (amplitude and dB exports too).
+            scale = acquisition.extra.get("intensity_scale") or "auto"
+            pre = preprocess_case(volumes, geometry, device=device, denoise=denoise, scale=scale)
             compute_s = time.perf_counter() - t0
         motion = pre.motion
         put(store, f"{base}/corrected/volume.npy", npy_bytes(pre.volume.astype(np.float32)), corrected)
@@ -96,7 +98,7 @@ def preprocessed(context: AssetExecutionContext, config: PreprocessConfig):
             "rejected_bscans": [list(map(int, rb)) for rb in motion.rejected_bscans],
             "reference_repeat": int(motion.reference), "registration_ok": bool(pre.registration_ok),
             "snr_db": _f(pre.snr_db), "speckle_contrast": _f(pre.speckle_contrast),
-            "surfaces": sorted(pre.surfaces_px), "denoise": denoise,
+            "surfaces": sorted(pre.surfaces_px), "denoise": denoise, "input_scale": pre.input_scale,
         }
         put(store, f"{base}/corrected/summary.json", json_bytes(summary), corrected)
         for slab in sorted(pre.enface):

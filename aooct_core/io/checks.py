@@ -31,8 +31,9 @@ def require_file(path: Path, *, budget: ReadBudget | None = None) -> None:
 
 def check_dtype(dtype: np.dtype, path: Path) -> None:
     if dtype.kind == "c":
-        raise InputError(path, f"holds complex samples ({dtype}) — store the magnitude "
-                         "(np.abs) as a real array")
+        raise InputError(path, f"holds complex samples ({dtype}) — store the intensity "
+                         "(np.abs(x) ** 2) as a real array; amplitude (np.abs) or dB are read too "
+                         "(case.json \"intensity_scale\")")
     if dtype.kind not in "biuf":
         raise InputError(path, f"holds non-numeric samples ({dtype}) — store a real-valued "
                          "array (float32 recommended)")

@@ -64,6 +64,9 @@ class Preprocessed:
     registration_ok : bool
     timings_s : dict str → float
         Wall time of each step (device synchronised), s.
+    input_scale : str
+        The scale the volumes were stored in ("intensity", "amplitude" or "db"), declared or
+        detected; they were converted to intensity.
     """
 
     volume: np.ndarray
@@ -74,6 +77,7 @@ class Preprocessed:
     snr_db: float
     registration_ok: bool
     timings_s: dict = field(default_factory=dict)
+    input_scale: str = "intensity"
 
 
 def speckle_mask(surfaces: dict, shape: tuple[int, int, int], *, device: str = "cpu"):
@@ -104,7 +108,8 @@ def _band_speckle_contrast(volume, surfaces: dict, *, device: str) -> float:
 def preprocess_case(volumes, geometry: Geometry, *, device: str = "cpu", reference: int | None = None,
                     search_px: tuple[int, int] = (12, 12), within_volume: bool | None = None,
                     high_percentile: float = 99.5, column_step: int = 4, lattice: bool = True,
-                    denoise: str | None = None, return_on_device: bool = False) -> Preprocessed:
+                    denoise: str | None = None, return_on_device: bool = False,
+                    scale: str = "intensity") -> Preprocessed:
     """Motion-correct, register, average, normalize, segment and project a case.
 
     Parameters
@@ -135,6 +140,10 @@ def preprocess_case(volumes, geometry: Geometry, *, device: str = "cpu", referen
     return_on_device : bool
         Keep ``volume``, surfaces and en face images on the device (CuPy arrays) —
         for benchmarks that time the download separately.
+    scale : {"intensity", "amplitude", "db", "auto"}
+        How ``volumes`` are stored (:mod:`~aooct_core.preprocessing.scale`); they are
+        converted to intensity first. "auto" tells it from the speckle statistics of the
+        first repeat (``ValueError`` when they fit no scale). Recorded in ``input_scale``.
 
     Returns
     -------
@@ -156,6 +165,17 @@ def preprocess_case(volumes, geometry: Geometry, *, device: str = "cpu", referen
     if denoise is not None and (denoise not in DENOISE_METHODS or device != "cpu"):
         raise ValueError(f"denoise must be None or one of {DENOISE_METHODS} and runs on the CPU only; "
                          f"got denoise={denoise!r} with device={device!r}")
+    from aooct_core.preprocessing.scale import SCALES, detect_scale, to_intensity
+
+    if scale not in (*SCALES, "auto"):
+        raise ValueError(f"scale must be one of {(*SCALES, 'auto')}; got {scale!r}")
+    if scale == "auto":
+        scale, _evidence = detect_scale(to_host(volumes[0]))
+    if scale != "intensity":
+        if device != "cpu":
+            raise ValueError(f"volumes stored as {scale} are converted on the CPU; convert them to "
+                             "intensity first or use device='cpu'")
+        volumes = to_intensity(volumes, scale)
     timings = {}
     clock = [time.perf_counter()]
 
@@ -234,5 +254,5 @@ def preprocess_case(volumes, geometry: Geometry, *, device: str = "cpu", referen
         tick("download")
     return Preprocessed(volume=volume, surfaces_px=surfaces, enface=enface, motion=report,
                         speckle_contrast=contrast, snr_db=snr, registration_ok=report.registration_ok,
-                        timings_s=timings)
+                        timings_s=timings, input_scale=scale)
 

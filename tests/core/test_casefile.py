@@ -261,3 +261,19 @@ def test_parse_case_bytes():
         parse_case_bytes(b" " * (2 << 20), source="s3://drop/c1/case.json")
     with pytest.raises(InputError, match="field 'eye'"):
         parse_case_bytes(json.dumps(_valid() | {"eye": "L"}), source="x")
+
+
+def test_intensity_scale_is_declared_or_refused_with_the_choices():
+    """Issue 16: how the volumes are stored can be declared in case.json."""
+    import json as _json
+
+    from aooct_core.casefile import validate_case_dict
+    from aooct_core.io import InputError as _InputError
+    base = {"schema_version": 1, "case_id": "C1", "subject_id": "S1", "eye": "OD",
+            "location_deg": {"horizontal": 2.0, "vertical": 0.0}, "axial_length_mm": 24.0,
+            "scan_field_deg": {"bscan": 1.0, "aline": 1.0}, "depth_um_per_px": 2.0,
+            "volumes": ["v.tif"]}
+    assert validate_case_dict({**base, "intensity_scale": "amplitude"}).intensity_scale == "amplitude"
+    assert validate_case_dict(base).intensity_scale is None
+    with pytest.raises(_InputError, match="intensity_scale.*'db'"):
+        validate_case_dict(_json.loads(_json.dumps({**base, "intensity_scale": "linear"})))
