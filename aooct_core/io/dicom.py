@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 import os
 import tempfile
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,11 +25,11 @@ import numpy as np
 import pydicom
 from pydicom.tag import Tag
 
-from aooct_core.io.budget import (
-    ENV_VARS, ReadBudget, check_expansion, check_volume_size, default_budget, disk_bytes,
-    format_bytes,
-)
+from aooct_core.io.budget import ReadBudget, check_expansion, check_volume_size, default_budget
 from aooct_core.io.checks import check_finite, check_shape, require_file
+from aooct_core.io.dicom_open import (
+    DEFLATED, NATIVE_SYNTAXES, PIXEL_TAGS, dicom_errors, open_deferred,
+)
 from aooct_core.io.errors import InputError, decoder_errors
 from aooct_core.io.volume import VolumeInfo
 
@@ -60,14 +59,7 @@ PHI_KEYWORDS = frozenset({
     "InstanceCreationDate", "InstanceCreationTime",
 })
 
-_PIXEL_TAGS = (Tag(0x7FE0, 0x0010), Tag(0x7FE0, 0x0008), Tag(0x7FE0, 0x0009))
 _FLOAT_BITS = {Tag(0x7FE0, 0x0008): 32, Tag(0x7FE0, 0x0009): 64}
-_DEFLATED = "1.2.840.10008.1.2.1.99"
-_NATIVE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2", _DEFLATED}
-# File-meta VRs whose length field is 4 bytes (after 2 reserved bytes), PS3.5 7.1.2.
-_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR",
-             b"UT", b"UV"}
-_INFLATE_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -107,13 +99,6 @@ def phi_present(ds: pydicom.Dataset) -> tuple[str, ...]:
             if elem.VR == "SQ":
                 stack.extend(elem.value)
     return tuple(sorted(found))
-
-
-def _dicom_errors(path: Path):
-    """pydicom's failures on a malformed file, as InputError naming the cause's type."""
-    return decoder_errors(path, ("pydicom",), lambda exc: (
-        f"is not a readable DICOM file ({type(exc).__name__}: {str(exc)[:200]}) — it is "
-        "corrupt, truncated or not DICOM; export it again"))
 
 
 def _numbers(value) -> list[float]:
@@ -163,113 +148,12 @@ def _whole(ds: pydicom.Dataset, keyword: str, path: Path, default: int | None = 
     return int(numbers[0])
 
 
-def _dataset_offset(path: Path) -> tuple[str, int]:
-    """Transfer syntax and the byte offset where the data set starts (after the file meta).
-
-    The file meta (group 0002, always explicit VR little endian, PS3.10 7.1) is walked
-    here, refusing an element that runs past the end of the file before pydicom reads it.
-    """
-    size = path.stat().st_size
-    with path.open("rb") as fh:
-        head = fh.read(132)
-        if head[128:132] != b"DICM":
-            return "", 0
-        syntax = ""
-        while True:
-            tag = fh.read(6)
-            if len(tag) < 6 or tag[:2] != b"\x02\x00":
-                return syntax, fh.tell() - len(tag)
-            if not tag[4:6].isalpha():  # non-conformant implicit-VR meta: 4-byte length
-                length = int.from_bytes(tag[4:6] + fh.read(2), "little")
-            elif tag[4:6] in _LONG_VRS:
-                fh.read(2)
-                length = int.from_bytes(fh.read(4), "little")
-            else:
-                length = int.from_bytes(fh.read(2), "little")
-            if fh.tell() + length > size:  # pydicom would read(length): allocate it first
-                raise InputError(path, f"is truncated or corrupt: file meta element "
-                                 f"({int.from_bytes(tag[:2], 'little'):04X},"
-                                 f"{int.from_bytes(tag[2:4], 'little'):04X}) declares {length} "
-                                 f"bytes but the file has {size} — export it again")
-            value = fh.read(length)
-            if tag[2:4] == b"\x10\x00":
-                syntax = value.rstrip(b"\x00 ").decode("ascii", "replace")
-
-
-def _check_deflated(path: Path, offset: int, budget: ReadBudget) -> None:
-    """Refuse a Deflated Explicit VR file that inflates past the budget (pydicom inflates it
-    whole in memory) — inflated once into a bounded buffer that is thrown away."""
-    limit = max(budget.expansion_free_bytes, budget.max_expansion * disk_bytes(path))
-    d = zlib.decompressobj(-zlib.MAX_WBITS)
-    total = 0
-    with path.open("rb") as fh:
-        fh.seek(offset)
-        try:
-            while (chunk := fh.read(_INFLATE_CHUNK)) and total <= limit:
-                total += len(d.decompress(chunk, _INFLATE_CHUNK))
-                while d.unconsumed_tail and total <= limit:
-                    total += len(d.decompress(d.unconsumed_tail, _INFLATE_CHUNK))
-        except zlib.error:
-            return  # pydicom reports the broken stream
-    if total > limit:
-        raise InputError(path, f"is Deflated Explicit VR and inflates to more than "
-                         f"{format_bytes(limit)} from {format_bytes(disk_bytes(path))} on disk "
-                         f"(over {budget.max_expansion:g}×) — a decompression bomb or a corrupt "
-                         f"file; export it uncompressed (or raise {ENV_VARS['max_expansion']})")
-
-
-def _open(path: Path, budget: ReadBudget) -> tuple[pydicom.Dataset, str]:
-    """The data set with values over 1 KiB deferred (not read), and its transfer syntax.
-
-    A deflated file is inflated only if it fits the budget; a pixel data element whose
-    declared length is far beyond what the file holds on disk (a sparse file) is refused.
-    """
-    syntax, offset = _dataset_offset(path)
-    if syntax == _DEFLATED:
-        _check_deflated(path, offset, budget)
-    with _dicom_errors(path):
-        # Deferred values are re-read from the file at their offset, which a deflated file
-        # does not have (its offsets are in the inflated stream): read those whole.
-        ds = pydicom.dcmread(path, defer_size=None if syntax == _DEFLATED else 1024)
-        meta = getattr(ds, "file_meta", None)
-        syntax = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
-        _check_deferred(ds, path)
-        for tag in _PIXEL_TAGS:
-            raw = ds._dict.get(tag)
-            length = getattr(raw, "length", None)
-            if getattr(raw, "value", b"") is None and length not in (None, 0xFFFFFFFF):
-                check_expansion(path, int(length), budget=budget,
-                                compressed=syntax not in _NATIVE)
-    return ds, syntax
-
-
-def _check_deferred(ds: pydicom.Dataset, path: Path) -> None:
-    """Refuse deferred values that run past the end of the file.
-
-    pydicom reads a deferred value with ``read(length)``, which allocates ``length``
-    bytes before it finds the file shorter: a corrupt 4 GB length in a 2 KB file would
-    exhaust memory.
-    """
-    size = path.stat().st_size
-    stack = [ds]
-    while stack:
-        d = stack.pop()
-        for tag, raw in list(d._dict.items()):
-            if getattr(raw, "value", b"") is None and hasattr(raw, "value_tell"):
-                if raw.length != 0xFFFFFFFF and raw.value_tell + raw.length > size:
-                    raise InputError(path, f"is truncated or corrupt: element {tag} declares "
-                                     f"{raw.length} bytes from byte {raw.value_tell} but the "
-                                     f"file has {size} — copy or export it again")
-            elif getattr(raw, "VR", None) == "SQ":
-                stack.extend(d[tag].value)
-
-
 def _header(path: Path, budget: ReadBudget) -> tuple[pydicom.Dataset, tuple[int, int, int],
                                                     np.dtype]:
     """The data set with its pixel data deferred, its shape and dtype, after every size check."""
-    ds, syntax = _open(path, budget)
-    with _dicom_errors(path):
-        present = [t for t in _PIXEL_TAGS if t in ds]
+    ds, syntax = open_deferred(path, budget)
+    with dicom_errors(path):
+        present = [t for t in PIXEL_TAGS if t in ds]
         spp = _whole(ds, "SamplesPerPixel", path, 1)
         rows, cols = _whole(ds, "Rows", path), _whole(ds, "Columns", path)
         frames = _whole(ds, "NumberOfFrames", path)
@@ -295,19 +179,19 @@ def _header(path: Path, budget: ReadBudget) -> tuple[pydicom.Dataset, tuple[int,
     dtype = np.dtype(f"{kind}{bits // 8}")
     check_volume_size(path, shape, dtype.itemsize, budget=budget)
     needed = math.prod(shape) * dtype.itemsize
-    check_expansion(path, needed, budget=budget, compressed=syntax not in _NATIVE)
+    check_expansion(path, needed, budget=budget, compressed=syntax not in NATIVE_SYNTAXES)
     # Look at the element without decoding it: a deferred RawDataElement carries the declared
     # length and file offset (Dataset.get_item would read the whole pixel data).
     raw = ds._dict[tag]
     size = path.stat().st_size
     deferred = getattr(raw, "value", None) is None and hasattr(raw, "value_tell")
-    with _dicom_errors(path):
+    with dicom_errors(path):
         length = raw.length if deferred else len(ds[tag].value or b"")
     end = raw.value_tell + raw.length if deferred else 0
-    if length != 0xFFFFFFFF and end > size and syntax != _DEFLATED:
+    if length != 0xFFFFFFFF and end > size and syntax != DEFLATED:
         raise InputError(path, f"is truncated: the pixel data need bytes up to {end} "
                          f"but the file has {size} — copy or export it again")
-    if syntax in _NATIVE and length != 0xFFFFFFFF and length < needed:
+    if syntax in NATIVE_SYNTAXES and length != 0xFFFFFFFF and length < needed:
         raise InputError(path, f"holds {length} bytes of pixel data but {shape} {bits}-bit "
                          f"samples need {needed} — the file is corrupt; export it again")
     return ds, shape, dtype
@@ -332,7 +216,7 @@ def probe_dicom(path: str | Path, *, budget: ReadBudget | None = None) -> Volume
     budget = default_budget() if budget is None else budget
     require_file(path, budget=budget)
     ds, shape, dtype = _header(path, budget)
-    with _dicom_errors(path):
+    with dicom_errors(path):
         return VolumeInfo(path=path, format="dicom", shape=shape, dtype=dtype,
                           dropped_phi=phi_present(ds), spacing_um=_spacing_um(ds))
 
@@ -407,8 +291,8 @@ def deidentify_dicom(src: str | Path, dst: str | Path) -> tuple[str, ...]:
     src, dst = Path(src), Path(dst)
     budget = default_budget()
     require_file(src, budget=budget)
-    ds, _ = _open(src, budget)  # sizes checked before the pixel data are read
-    with _dicom_errors(src):
+    ds, _ = open_deferred(src, budget)  # sizes checked before the pixel data are read
+    with dicom_errors(src):
         removed = phi_present(ds)
         stack = [ds]
         while stack:
@@ -423,7 +307,7 @@ def deidentify_dicom(src: str | Path, dst: str | Path) -> tuple[str, ...]:
     fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        with _dicom_errors(src):
+        with dicom_errors(src):
             ds.save_as(tmp)
         os.replace(tmp, dst)
     except BaseException:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import lzma
 import math
-import struct
 import sys
 import zlib
 from pathlib import Path
