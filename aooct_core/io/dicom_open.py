@@ -129,11 +129,15 @@ def _check_deferred(ds: pydicom.Dataset, path: Path) -> None:
     stack = [ds]
     while stack:
         d = stack.pop()
-        for tag, raw in list(d._dict.items()):
+        items = list(d._dict.items())
+        # Every value at this level first: converting any element (a sequence, below)
+        # makes pydicom read some others (PixelRepresentation) behind our back.
+        for tag, raw in items:
             if getattr(raw, "value", b"") is None and hasattr(raw, "value_tell"):
                 if raw.length != 0xFFFFFFFF and raw.value_tell + raw.length > size:
                     raise InputError(path, f"is truncated or corrupt: element {tag} declares "
                                      f"{raw.length} bytes from byte {raw.value_tell} but the "
                                      f"file has {size} — copy or export it again")
-            elif getattr(raw, "VR", None) == "SQ":
+        for tag, raw in items:
+            if getattr(raw, "VR", None) == "SQ":
                 stack.extend(d[tag].value)
