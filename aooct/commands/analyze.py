@@ -28,7 +28,7 @@ Contract (stable; outside tools rely on it)
     (n_bscans, n_alines), depth in px of the first volume at each (B-scan, A-line) — the
     frame of ``detections.csv``.
 * Extra options (not part of the stable contract): ``--backend torch|onnx|tensorrt``,
-  ``--device cpu|cuda``, ``--denoise nl_means|bm4d`` (single-volume speckle denoiser of
+  ``--device cpu|cuda|cuda:N``, ``--denoise nl_means|bm4d`` (single-volume speckle denoiser of
   ``aooct_core.preprocessing.denoise``, CPU; for volumes and cases the RPE, NFL and SVP slabs
   come from the denoised average, for en face images the image is denoised for the RPE,
   capillary and NFL targets; cones are never denoised; ``metrics.json`` gets ``denoise``).
@@ -40,6 +40,10 @@ Contract (stable; outside tools rely on it)
   image's power spectrum) and the points are mapped back to the input's pixel frame.
 * ``--target`` default: ``all`` for cases and volumes (cones on IS/OS, RPE on the RPE slab,
   capillaries on the structural SVP slab, NFL on the NFL slab); ``cones`` for en face images.
+* The analysis is :func:`ml.recipe.analyze_case`, the recipe the platform's assets run, so a
+  case gives the same detections and metrics here and in the pipeline (its docstring gives
+  the choices: IS/OS for cones, a 14 µm RPE spacing prior, vessel images resampled into the
+  model's trained pixel sizes, an empty detection counting as fully uncertain).
 * Outputs of an input are written to a temporary folder and renamed into place, so a
   failed input never leaves half-written results. A failing input prints one line
   ``aooct: error: <input>: <problem>`` on stderr; the other inputs are still processed and
@@ -57,12 +61,11 @@ import numpy as np
 import typer
 
 from aooct.errors import CliError
+from ml.recipe import SLAB_OF
 
 TARGETS = ("cones", "rpe", "capillaries", "nfl", "all")
 #: Layer surfaces written to ``surfaces.npz`` for volumes and cases (depth px of volume 0).
 SURFACES_NPZ = ("ILM", "ISOS", "COST", "RPE")
-# Fewer cells than this give no meaningful density / spacing (and QC flags the count).
-_MIN_CELLS_FOR_METRICS = 10
 _IMAGE_SUFFIXES = {".tif", ".tiff", ".png", ".npy", ".jpg", ".jpeg", ".bmp"}
 _VOLUME_ONLY = {".dcm"}
 
@@ -126,21 +129,17 @@ def _targets_for(target: str | None, kind: str) -> list[str]:
     return ["cones", "rpe", "capillaries", "nfl"] if target == "all" else [target]
 
 
-def _enface_for_volume(volumes: np.ndarray, geometry, denoise: str | None) -> tuple[dict, dict]:
-    """Preprocess (registered to repeat 0) → (slabs by target, QC inputs)."""
+def _enface_for_volume(volumes: np.ndarray, geometry, denoise: str | None) -> tuple[dict, dict, dict]:
+    """Preprocess (registered to repeat 0) → (en face slabs, surfaces, QC inputs)."""
     from aooct_core.preprocessing import preprocess_case
     pre = preprocess_case(volumes, geometry, reference=0, denoise=denoise)
-    # Capillaries on the structural SVP slab, as the pipeline does (aooct_assets masks.py):
-    # OCTA decorrelation from a few repeats is too noisy to segment.
-    slabs = {"cones": pre.enface["isos"], "rpe": pre.enface["rpe"],
-             "capillaries": pre.enface["svp"], "nfl": pre.enface["nfl"],
-             "_cone_slabs": (pre.enface["isos"], pre.enface["cost"]),
-             "_surfaces": {k: np.asarray(pre.surfaces_px[k], np.float32) for k in SURFACES_NPZ}}
+    surfaces = {k: np.asarray(pre.surfaces_px[k], np.float32) for k in SURFACES_NPZ}
     qc = {"snr_db": float(pre.snr_db), "registration_ok": bool(pre.registration_ok),
           "residual_motion_um": float(pre.motion.residual_lateral_um_rms),
           "saccade_ambiguity_um": float(pre.motion.saccade_ambiguity_um)}
     # NaN = not measurable (e.g. residual motion of a single volume): leave the check out.
-    return slabs, {k: v for k, v in qc.items() if not (isinstance(v, float) and not np.isfinite(v))}
+    qc = {k: v for k, v in qc.items() if not (isinstance(v, float) and not np.isfinite(v))}
+    return dict(pre.enface), surfaces, qc
 
 
 def _unmeasured_notes(qc: dict) -> list[str]:
@@ -152,39 +151,32 @@ def _unmeasured_notes(qc: dict) -> list[str]:
 
 
 def _load_input(path: Path, kind: str, um_per_px: float | None, denoise: str | None = None) -> dict:
-    """Read one input → {"slabs": {target: image}, "um_per_px", "qc", "notes", "eccentricity_deg"}."""
-    from aooct_core.geometry import Geometry
+    """Read one input → {"slabs": {slab: image}, "surfaces", "um_per_px", "qc", "notes",
+    "eccentricity_deg"}; slabs are named as ``ml.recipe.SLAB_OF`` expects them."""
+    from aooct_core.geometry import Geometry, eccentricity_deg
     from aooct_core.io import load_case, probe_volume, read_enface, read_volume
     notes: list[str] = []
     if kind == "image":
         enf = read_enface(path, um_per_px=um_per_px)
-        um = enf.um_per_px
         img = enf.image
         smooth = img
         if denoise is not None:
             from aooct_core.preprocessing import denoise_volume
             smooth = denoise_volume(img, method=denoise)
         # Cones are never denoised: the filter smooths away a mosaic near Nyquist sampling.
-        return {"slabs": {"cones": img, **{t: smooth for t in ("rpe", "capillaries", "nfl")}},
-                "um_per_px": um, "qc": {}, "notes": notes, "eccentricity_deg": None}
+        slabs = {"isos": img, **{SLAB_OF[t]: smooth for t in ("rpe", "capillaries", "nfl")}}
+        return {"slabs": slabs, "surfaces": None, "um_per_px": enf.um_per_px, "qc": {},
+                "notes": notes, "eccentricity_deg": None}
     if kind == "case":
         case = load_case(path)
         geometry = case.geometry
         if um_per_px is not None:
             geometry = Geometry(um_per_px, geometry.depth_um_per_px, um_per_px)
-        slabs, qc = _enface_for_volume(case.volumes(), geometry, denoise)
+        slabs, surfaces, qc = _enface_for_volume(case.volumes(), geometry, denoise)
         notes += _unmeasured_notes(qc)
-        ecc = float(np.hypot(*case.acquisition.location_deg))
-        from aooct_core.metrics.mosaic_spectrum import cone_mosaic_strength
-        strength = cone_mosaic_strength(slabs.pop("_cone_slabs"), eccentricity_deg=ecc,
-                                        um_per_px=geometry.enface_um_per_px)
-        if strength is None:
-            notes.append("cone-mosaic check not run: expected cone spacing under 3 px or too "
-                         "few cells across the field")
-        else:
-            qc["mosaic_ring_strength"] = strength
-        return {"slabs": slabs, "um_per_px": geometry.enface_um_per_px, "qc": qc,
-                "notes": notes, "eccentricity_deg": ecc}
+        return {"slabs": slabs, "surfaces": surfaces, "um_per_px": geometry.enface_um_per_px,
+                "qc": qc, "notes": notes,
+                "eccentricity_deg": eccentricity_deg(case.acquisition.location_deg)}
     info = probe_volume(path)
     spacing = dict(info.spacing_um)
     depth = spacing.get("depth")
@@ -202,23 +194,10 @@ def _load_input(path: Path, kind: str, um_per_px: float | None, denoise: str | N
     # Preprocessing needs a lateral scale for its search windows only; 1 µm/px is used when
     # none is known and no physical metric is reported from it.
     geometry = Geometry(float(pair[0]) if pair else 1.0, float(depth), float(pair[1]) if pair else 1.0)
-    slabs, qc = _enface_for_volume(read_volume(path)[None], geometry, denoise)
-    slabs.pop("_cone_slabs")  # no eccentricity: no expected spacing for the mosaic check
+    slabs, surfaces, qc = _enface_for_volume(read_volume(path)[None], geometry, denoise)
     notes += _unmeasured_notes(qc)
-    return {"slabs": slabs, "um_per_px": tuple(pair) if pair else None, "qc": qc,
-            "notes": notes, "eccentricity_deg": None}
-
-
-def _expected_cone_spacing_um(eccentricity_deg: float | None) -> float | None:
-    """Normative centre-to-centre cone spacing at an eccentricity (triangular lattice), µm.
-
-    Lets the detector resample AO-OCT slabs sampled near Nyquist; None when the
-    eccentricity is unknown (en face images), in which case no resampling happens.
-    """
-    if eccentricity_deg is None:
-        return None
-    from aooct_core.metrics.norms import normative_cone_spacing_um
-    return normative_cone_spacing_um(eccentricity_deg)
+    return {"slabs": slabs, "surfaces": surfaces, "um_per_px": tuple(pair) if pair else None,
+            "qc": qc, "notes": notes, "eccentricity_deg": None}
 
 
 def _write_png(path: Path, mask: np.ndarray) -> None:
@@ -233,75 +212,51 @@ def _write_csv(path: Path, points_rc: np.ndarray) -> None:
             fh.write(f"{r:.3f},{c:.3f}\n")
 
 
-def _mv(m) -> tuple[float, float | None, float | None]:
-    return float(m.value), m.ci_low, m.ci_high
-
-
 def analyze_one(path: Path, kind: str, out_dir: Path, *, target: str | None,
                 um_per_px: float | None, backend: str, device: str, denoise: str | None = None) -> Path:
-    """Analyse one input and move its results atomically into ``out_dir/<name>``."""
-    from ml.inference import detect_cells, segment_vessels
-    from ml.uncertainty import uncertainty_summary
+    """Analyse one input with :func:`ml.recipe.analyze_case` and move its results
+    atomically into ``out_dir/<name>``."""
+    from ml.recipe import MIN_CELLS_FOR_METRICS, analyze_case
     data = _load_input(path, kind, um_per_px, denoise)
     um = data["um_per_px"]
+    targets = _targets_for(target, kind)
+    res = analyze_case(data["slabs"], um_per_px=um, eccentricity_deg=data["eccentricity_deg"],
+                       qc_inputs=data["qc"], targets=targets, backend=backend, device=device)
     metrics: dict = {"input": str(path), "kind": kind,
-                     "um_per_px": list(um) if um else None, "model_versions": {},
-                     "uncertainty": {}, "notes": data["notes"], "denoise": denoise}
-    qc_inputs = dict(data["qc"])
+                     "um_per_px": list(um) if um else None,
+                     "model_versions": {t: r.model_version for t, r in res.structures.items()},
+                     "uncertainty": {t: r.uncertainty for t, r in res.structures.items()},
+                     "notes": data["notes"] + res.notes, "denoise": denoise}
+    if um is None:
+        metrics["notes"].append("µm/px unknown (pass --um-per-px or a sidecar JSON): "
+                                "physical metrics omitted")
     name = output_name(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=out_dir))
     try:
-        if um is None:
-            metrics["notes"].append("µm/px unknown (pass --um-per-px or a sidecar JSON): "
-                                    "physical metrics omitted")
-        surfaces = data["slabs"].pop("_surfaces", None)
-        if surfaces is not None:
+        if data["surfaces"] is not None:
             with open(tmp / "surfaces.npz", "wb") as fh:
-                np.savez(fh, **surfaces)
-        for t in _targets_for(target, kind):
-            img = data["slabs"][t]
-            if t in ("cones", "rpe"):
-                spacing = _expected_cone_spacing_um(data["eccentricity_deg"]) if t == "cones" else None
-                det = detect_cells(img, target=t, uncertainty="tta", backend=backend, device=device,
-                                   um_per_px=um, expected_spacing_um=spacing)
-                metrics["model_versions"][t] = det.model_version
-                metrics["uncertainty"][t] = uncertainty_summary(det.heatmap_mean, det.heatmap_var,
-                                                                confidence=det.confidence)
-                csv_name = "detections_rpe.csv" if (t == "rpe" and "cones" in _targets_for(target, kind)) \
-                    else "detections.csv"
-                _write_csv(tmp / csv_name, det.points_rc)
-                metrics[f"{'cone' if t == 'cones' else 'rpe'}_count"] = int(len(det.points_rc))
-                if t == "cones":
-                    qc_inputs["cell_count"] = int(len(det.points_rc))
-                    qc_inputs["uncertainty_fraction"] = metrics["uncertainty"][t]["low_confidence_fraction"]
-                if t == "cones" and um is not None and len(det.points_rc) < _MIN_CELLS_FOR_METRICS:
-                    metrics["notes"].append(f"only {len(det.points_rc)} cones detected: mosaic "
-                                            "metrics (density, NND) not computed")
-                if t == "cones" and um is not None and len(det.points_rc) >= _MIN_CELLS_FOR_METRICS:
-                    from aooct_core.metrics import mosaic_metrics
-                    mm = mosaic_metrics(det.points_rc, image_shape=img.shape, um_per_px=um)
-                    d, lo, hi = _mv(mm["density_cells_per_mm2"])
-                    metrics["cone_density_cells_per_mm2"] = d
-                    metrics["cone_density_ci95"] = [lo, hi]
-                    metrics["nnd_um_mean"] = float(mm["nnd_um_mean"].value)
-                    qc_inputs["density_cells_per_mm2"] = d
-            else:
-                seg = segment_vessels(img, target=t, uncertainty="tta", backend=backend,
-                                      device=device)
-                metrics["model_versions"][t] = seg.model_version
-                metrics["uncertainty"][t] = uncertainty_summary(seg.probability_mean, seg.probability_var)
-                if t == "capillaries":
-                    _write_png(tmp / "vessels.png", seg.mask)
-                    if um is not None:
-                        from aooct_core.metrics import capillary_metrics
-                        cm = capillary_metrics(seg.mask, um_per_px=um)
-                        metrics["capillary_area_density"] = float(cm["area_density"].value)
-                        metrics["capillary_mean_diameter_um"] = float(cm["mean_diameter_um"].value)
-                else:
-                    _write_png(tmp / "nfl.png", seg.mask)
-        if data["eccentricity_deg"] is not None:
-            qc_inputs["eccentricity_deg"] = data["eccentricity_deg"]
-        metrics["qc_flags"] = _qc(qc_inputs)
+                np.savez(fh, **data["surfaces"])
+        for t in ("cones", "rpe"):
+            if t in res.structures:
+                csv_name = "detections_rpe.csv" if (t == "rpe" and "cones" in targets) else "detections.csv"
+                _write_csv(tmp / csv_name, res.structures[t].points_rc)
+                metrics[f"{'cone' if t == 'cones' else 'rpe'}_count"] = res.structures[t].numbers["count"]
+        if "cones" in res.metrics and metrics["cone_count"] >= MIN_CELLS_FOR_METRICS:
+            mm = res.metrics["cones"]
+            density = mm["density_cells_per_mm2"]
+            metrics["cone_density_cells_per_mm2"] = float(density.value)
+            metrics["cone_density_ci95"] = [density.ci_low, density.ci_high]
+            metrics["nnd_um_mean"] = float(mm["nnd_um_mean"].value)
+        if "capillaries" in res.structures:
+            _write_png(tmp / "vessels.png", res.structures["capillaries"].mask)
+            if "capillaries" in res.metrics:
+                cm = res.metrics["capillaries"]
+                metrics["capillary_area_density"] = float(cm["area_density"].value)
+                metrics["capillary_mean_diameter_um"] = float(cm["mean_diameter_um"].value)
+        if "nfl" in res.structures:
+            _write_png(tmp / "nfl.png", res.structures["nfl"].mask)
+        metrics["qc_flags"] = [{"name": f.name, "severity": f.severity, "value": f.value,
+                                "threshold": f.threshold, "message": f.message} for f in res.qc_flags]
         (tmp / "metrics.json").write_text(json.dumps(_finite_or_null(metrics), indent=2,
                                                      default=_json_default, allow_nan=False))
         final = out_dir / name
@@ -310,12 +265,6 @@ def analyze_one(path: Path, kind: str, out_dir: Path, *, target: str | None,
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
-
-
-def _qc(inputs: dict) -> list[dict]:
-    from aooct_core.qc import qc_flags
-    return [{"name": f.name, "severity": f.severity, "value": f.value,
-             "threshold": f.threshold, "message": f.message} for f in qc_flags(**inputs)]
 
 
 def _finite_or_null(obj):
@@ -394,7 +343,7 @@ def analyze(
     target: str = typer.Option(None, "--target",
                                help="cones|rpe|capillaries|nfl|all (default: all for cases/volumes, cones for images)."),
     backend: str = typer.Option("torch", "--backend", help="Inference backend: torch|onnx|tensorrt."),
-    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
     denoise: str = typer.Option(None, "--denoise",
                                 help="nl_means|bm4d: speckle denoiser for the RPE, capillary and NFL "
                                      "images (CPU; off by default; cones never)."),
@@ -407,6 +356,14 @@ def analyze(
         raise CliError(f"--denoise must be one of {'|'.join(DENOISE_METHODS)}; got {denoise!r}")
     if um_per_px is not None and not (np.isfinite(um_per_px) and um_per_px > 0):
         raise CliError(f"--um-per-px must be a positive number of µm; got {um_per_px}")
+    from ml.backends import BACKENDS
+    from ml.recipe import check_device
+    if backend not in BACKENDS:
+        raise CliError(f"--backend must be one of {'|'.join(BACKENDS)}; got {backend!r}")
+    try:  # refused here, before any input is read, not once per input
+        device = check_device(device)
+    except ValueError as exc:
+        raise CliError(f"--device: {exc}") from exc
     out.mkdir(parents=True, exist_ok=True)
     failures, seen = 0, set()
     for path, kind in _expand(list(inputs)):

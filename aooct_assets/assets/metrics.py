@@ -15,28 +15,29 @@ from aooct_assets.partitions import cases_partitions
 
 __all__ = ["metrics", "compute_case_metrics"]
 
-_SEED = 0  # bootstrap CIs are seeded so the table is byte-identical on every run
+#: Arrays of each structure that its metrics are computed from (as the mask assets store them).
+_MEASURED_FROM = {"cones": ("points_rc",), "rpe": ("points_rc",), "capillaries": ("mask",),
+                  "nfl": ("mask", "orientation_rad")}
 
 
 def compute_case_metrics(store, case_id: str) -> tuple[dict, dict, dict]:
-    """(metrics by structure, mask summaries, en face summary) from the stored masks."""
-    from aooct_core.metrics import capillary_metrics, mosaic_metrics, nerve_fiber_metrics
+    """(metrics by structure, mask summaries, en face summary) from the stored masks.
+
+    Each structure is measured by :func:`ml.recipe.measure_structure`, the function
+    ``aooct analyze`` measures with, on the arrays the mask assets stored (bit-identical
+    to the ones the recipe returned), so the numbers agree with the CLI's.
+    """
+    from ml.recipe import measure_structure
 
     base = case_prefix(case_id)
     enface = load_json(store, f"{base}/enface/summary.json")
-    um = tuple(float(u) for u in enface["um_per_px"])
-    shape = tuple(int(n) for n in enface["shape_px"])
     summaries = {s: load_json(store, f"{base}/masks/{s}/summary.json") for s in STRUCTURES}
     by_structure = {}
-    for s in ("cones", "rpe"):
-        pts = load_npy(store, f"{base}/masks/{s}/points_rc.npy")
-        by_structure[s] = mosaic_metrics(pts, image_shape=shape, um_per_px=um, seed=_SEED)
-    by_structure["capillaries"] = capillary_metrics(
-        load_npy(store, f"{base}/masks/capillaries/mask.npy"), um_per_px=um, seed=_SEED)
-    nfl_orient = f"{base}/masks/nfl/orientation_rad.npy"
-    by_structure["nfl"] = nerve_fiber_metrics(
-        load_npy(store, f"{base}/masks/nfl/mask.npy"), um_per_px=um,
-        orientation_rad=load_npy(store, nfl_orient) if store.exists(nfl_orient) else None, seed=_SEED)
+    for s in STRUCTURES:
+        keys = [f"{base}/masks/{s}/{name}.npy" for name in _MEASURED_FROM[s]]
+        arrays = {k.rsplit("/", 1)[1][:-4]: load_npy(store, k) for k in keys if store.exists(k)}
+        by_structure[s] = measure_structure(s, arrays, image_shape=enface["shape_px"],
+                                            um_per_px=enface["um_per_px"])
     return by_structure, summaries, enface
 
 

@@ -1,7 +1,9 @@
 """``report``: one self-contained HTML page per case (overlays, plots, metrics, QC), images inline.
 
 Everything on the page comes from stored artifacts, rendered deterministically (PNG
-without timestamps, sorted tables), so the same case and code give the same bytes.
+without timestamps, sorted tables), so the same case and code give the same bytes. The
+overlays are drawn by :mod:`ui.overlays` (numpy only, no Streamlit), so the report shows
+the pictures the review app shows, each on the slab its structure was analysed on.
 """
 
 import base64
@@ -16,54 +18,44 @@ from dagster import AssetExecutionContext, AssetKey, DataVersion, MaterializeRes
 from aooct_assets.assets._common import (CODE_VERSION, RETRY, artifact_metadata, case_prefix,
                                          db_of, load_json, load_npy, put, record_artifacts,
                                          step_errors, store_of)
+from aooct_assets.assets.masks import STRUCTURES
 from aooct_assets.partitions import cases_partitions
 from aooct_assets.qc_eval import evaluate_all
 
 __all__ = ["report", "render_report"]
 
-_SCALE_TO_PX = 384
-
-
-def _gray(image: np.ndarray) -> np.ndarray:
-    img = np.nan_to_num(np.asarray(image, np.float64), nan=0.0)
-    lo, hi = np.percentile(img, [1.0, 99.5])
-    return (np.clip((img - lo) / max(hi - lo, 1e-12), 0, 1) * 255).astype(np.uint8)
+#: Short side of the overlay pictures, px (small en face images are upscaled, nearest).
+_DISPLAY_PX = 384
+#: Detections the model is unsure of (confidence < 0.5) are drawn in this colour.
+_UNSURE_RGB = (255, 150, 0)
+_SLAB_NAMES = {"isos": "IS/OS", "cost": "COST", "rpe": "RPE", "svp": "SVP", "nfl": "NFL"}
 
 
 def _png(rgb: np.ndarray) -> str:
-    from PIL import Image
+    from ui.overlays import encode_png
 
-    im = Image.fromarray(rgb)
-    scale = max(1, _SCALE_TO_PX // max(rgb.shape[:2]))
-    if scale > 1:
-        im = im.resize((rgb.shape[1] * scale, rgb.shape[0] * scale), Image.NEAREST)
-    buf = io.BytesIO()
-    im.save(buf, format="PNG", optimize=False)
-    return base64.b64encode(buf.getvalue()).decode()
+    return base64.b64encode(encode_png(rgb)).decode()
 
 
-def _points_overlay(image, points_rc, confidence) -> str:
-    rgb = np.repeat(_gray(image)[..., None], 3, axis=2)
-    r = np.clip(np.rint(points_rc[:, 0]).astype(int), 0, rgb.shape[0] - 1)
-    c = np.clip(np.rint(points_rc[:, 1]).astype(int), 0, rgb.shape[1] - 1)
-    sure = confidence >= 0.5
-    rgb[r[sure], c[sure]] = (40, 220, 60)      # confident detections: green
-    rgb[r[~sure], c[~sure]] = (255, 150, 0)    # uncertain detections: orange
+def _points_overlay(image, points_rc, confidence, structure: str) -> str:
+    from ui.overlays import COLORS, compose_enface
+
+    sure = np.asarray(confidence) >= 0.5
+    rgb, _ = compose_enface(image, min_display_px=_DISPLAY_PX,
+                            points=[(points_rc[sure], COLORS[structure]), (points_rc[~sure], _UNSURE_RGB)])
     return _png(rgb)
 
 
-def _mask_overlay(image, mask) -> str:
-    rgb = np.repeat(_gray(image)[..., None], 3, axis=2).astype(np.float32)
-    rgb[mask] = 0.45 * rgb[mask] + 0.55 * np.array([230, 40, 40], np.float32)
-    return _png(rgb.astype(np.uint8))
+def _mask_overlay(image, mask, structure: str) -> str:
+    from ui.overlays import COLORS, compose_enface
+
+    return _png(compose_enface(image, min_display_px=_DISPLAY_PX, masks=[(mask, COLORS[structure])])[0])
 
 
-def _heat(var) -> str:
-    from matplotlib import colormaps
+def _heat(image, var) -> str:
+    from ui.overlays import compose_enface
 
-    v = np.nan_to_num(np.asarray(var, np.float64))
-    v = v / max(float(np.percentile(v, 99.5)), 1e-12)
-    return _png((colormaps["magma"](np.clip(v, 0, 1))[..., :3] * 255).astype(np.uint8))
+    return _png(compose_enface(image, min_display_px=_DISPLAY_PX, heatmap=var)[0])
 
 
 def _figure_png(fig) -> str:
@@ -117,15 +109,18 @@ def render_report(store, case_id: str) -> str:
     manifest = load_json(store, f"{base}/raw/manifest.json")
     corrected = load_json(store, f"{base}/corrected/summary.json")
     msum = load_json(store, f"{base}/metrics/summary.json")
-    en = lambda slab: load_npy(store, f"{base}/enface/{slab}.npy")  # noqa: E731
+    en = lambda s: load_npy(store, f"{base}/enface/{STRUCTURES[s][1]}.npy")  # noqa: E731
     mk = lambda s, n: load_npy(store, f"{base}/masks/{s}/{n}.npy")  # noqa: E731
+    slab = {s: _SLAB_NAMES.get(STRUCTURES[s][1], STRUCTURES[s][1]) for s in STRUCTURES}
     figures = [
-        ("Cones on the COST slab (green: confident, orange: uncertain)",
-         _points_overlay(en("cost"), mk("cones", "points_rc"), mk("cones", "confidence"))),
-        ("Cone detection uncertainty (heat-map variance)", _heat(mk("cones", "heatmap_var"))),
-        ("RPE cells on the RPE slab", _points_overlay(en("rpe"), mk("rpe", "points_rc"), mk("rpe", "confidence"))),
-        ("Capillaries on the SVP slab", _mask_overlay(en("svp"), mk("capillaries", "mask"))),
-        ("Nerve fibre bundles on the NFL slab", _mask_overlay(en("nfl"), mk("nfl", "mask"))),
+        (f"Cones on the {slab['cones']} slab (green: confident, orange: uncertain)",
+         _points_overlay(en("cones"), mk("cones", "points_rc"), mk("cones", "confidence"), "cones")),
+        ("Cone detection uncertainty (heat-map variance)", _heat(en("cones"), mk("cones", "heatmap_var"))),
+        (f"RPE cells on the {slab['rpe']} slab (blue: confident, orange: uncertain)",
+         _points_overlay(en("rpe"), mk("rpe", "points_rc"), mk("rpe", "confidence"), "rpe")),
+        (f"Capillaries on the {slab['capillaries']} slab",
+         _mask_overlay(en("capillaries"), mk("capillaries", "mask"), "capillaries")),
+        (f"Nerve fibre bundles on the {slab['nfl']} slab", _mask_overlay(en("nfl"), mk("nfl", "mask"), "nfl")),
     ]
     plots = _plots(load_npy(store, f"{base}/corrected/shifts_px.npy"),
                    msum["metrics"]["cones"]["density_cells_per_mm2"], msum["eccentricity_deg"])
@@ -165,7 +160,7 @@ SNR {corrected['snr_db']:.3g} dB · cone density percentile {msum['cone_density_
 """
 
 
-@asset(partitions_def=cases_partitions, group_name="report", code_version="report-2",
+@asset(partitions_def=cases_partitions, group_name="report", code_version="report-3",
        retry_policy=RETRY, kinds={"html"}, deps=[AssetKey("metrics")],
        required_resource_keys={"object_store", "metadata_db"},
        description="Self-contained HTML report: overlays, uncertainty, plots, metrics and QC.")
