@@ -9,6 +9,8 @@ larger than what the file occupies on disk.
 """
 from __future__ import annotations
 
+import io
+import os
 import zlib
 from pathlib import Path
 
@@ -93,6 +95,25 @@ def _check_deflated(path: Path, offset: int, budget: ReadBudget) -> None:
                          f"file; export it uncompressed (or raise {ENV_VARS['max_expansion']})")
 
 
+class _ClampedReader(io.BufferedReader):
+    """A binary file whose ``read(n)`` never asks for more than the bytes left.
+
+    ``FileIO.read(n)`` and ``BufferedReader.read(n)`` allocate ``n`` bytes before reading;
+    pydicom calls ``read(length)`` with lengths straight from the file, so a corrupt
+    4 GB length in a 2 KB file exhausts memory. Clamping ``n`` changes nothing else: at
+    the end of the file a short read is what pydicom gets anyway.
+    """
+
+    def __init__(self, path: Path):
+        super().__init__(io.FileIO(str(path), "r"))  # str: pydicom re-opens by name
+        self._size = os.fstat(self.fileno()).st_size
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        if size is not None and size >= 0:
+            size = min(size, max(self._size - self.tell(), 0))
+        return super().read(size)
+
+
 def open_deferred(path: Path, budget: ReadBudget) -> tuple[pydicom.Dataset, str]:
     """The data set with values over 1 KiB deferred (not read), and its transfer syntax.
 
@@ -105,7 +126,8 @@ def open_deferred(path: Path, budget: ReadBudget) -> tuple[pydicom.Dataset, str]
     with dicom_errors(path):
         # Deferred values are re-read from the file at their offset, which a deflated file
         # does not have (its offsets are in the inflated stream): read those whole.
-        ds = pydicom.dcmread(path, defer_size=None if syntax == DEFLATED else 1024)
+        with _ClampedReader(path) as fh:
+            ds = pydicom.dcmread(fh, defer_size=None if syntax == DEFLATED else 1024)
         meta = getattr(ds, "file_meta", None)
         syntax = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
         _check_deferred(ds, path)
