@@ -137,6 +137,18 @@ def _mark_failed(cfg):
     return on_failed
 
 
+def _failure_text(event) -> str:
+    """``<step>: <the error's own message>`` of a STEP_FAILURE event (not Dagster's summary)."""
+    data = event.event_specific_data
+    error = getattr(data, "error", None)
+    cause = error
+    while cause is not None and getattr(cause, "cause", None) is not None and \
+            "Failure" not in (cause.cls_name or ""):
+        cause = cause.cause
+    text = (getattr(cause, "message", None) or getattr(error, "message", None) or event.message or "").strip()
+    return f"{event.step_key}: {text.splitlines()[0] if text else 'failed'}"
+
+
 def _already_done(instance, partition_key: str, content_hash: str) -> str | None:
     from dagster import DagsterRunStatus, RunsFilter
 
@@ -215,7 +227,7 @@ def process_drop(cfg, *, folders: list[Path] | None = None, settle_s: float = 1.
                          if ev.event_type_value == "ASSET_CHECK_EVALUATION"
                          and not ev.event_specific_data.passed
                          and ev.event_specific_data.severity.value == "ERROR")
-        failure = next((ev.message for ev in res.all_events if ev.event_type_value == "STEP_FAILURE"), "")
+        failure = next((_failure_text(ev) for ev in res.all_events if ev.event_type_value == "STEP_FAILURE"), "")
         status = "ok" if res.success else "qc_failed" if blocked else "failed"
         if status == "qc_failed":  # the same content gives the same QC: done, like a success
             instance.add_run_tags(res.run_id, {_OUTCOME_TAG: status})

@@ -60,7 +60,8 @@ def test_checks_are_partitioned_and_the_quality_gates_block(tmp_path):
             assert spec.partitions_def is not None and spec.partitions_def.name == "cases"
     assert blocking == {"registration_residual": True, "snr": True, "cones_uncertainty": True,
                         "rpe_uncertainty": True, "capillaries_uncertainty": False,
-                        "nfl_uncertainty": False, "physiological_plausibility": True}
+                        "nfl_uncertainty": False, "physiological_plausibility": True,
+                        "cone_mosaic": True}
 
 
 def test_both_instance_configs_enable_run_monitoring_and_free_slots(tmp_path):
