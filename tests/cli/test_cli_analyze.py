@@ -193,3 +193,12 @@ def test_a_parser_crash_on_one_input_does_not_abort_the_batch(tmp_path, monkeypa
     assert res.exit_code != 0
     assert "bad.tif" in res.output and "ZeroDivisionError" in res.output
     assert (out / "good" / "detections.csv").is_file()
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda:x", "cpu:0"])
+def test_bad_device_is_refused_before_any_input(tmp_path, device):
+    a = _png(tmp_path / "x.png")
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, ["analyze", str(a), "--out", str(out), "--device", device])
+    assert res.exit_code != 0 and "--device" in str(res.exception)
+    assert not out.exists()                                   # refused before anything ran

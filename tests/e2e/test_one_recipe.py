@@ -103,3 +103,28 @@ def test_same_metrics(both):
     cli_mask = np.asarray(Image.open(cli / "vessels.png")) > 0
     stored = np.load(store.local_path(f"cases/{CASE}/masks/capillaries/mask.npy"))
     assert np.array_equal(cli_mask, stored)
+
+
+def test_device_contract():
+    from ml.recipe import check_device
+
+    assert check_device(" CPU ") == "cpu"
+    for bad in ("gpu", "cuda:", "cuda:-1", "cpu:0", 0):
+        with pytest.raises(ValueError, match="device"):
+            check_device(bad)
+
+
+def test_an_empty_result_is_fully_uncertain(monkeypatch):
+    """One choice for 'nothing found': uncertainty 1.0, in the CLI's QC and the platform's."""
+    import ml.inference as inference
+    from ml.inference import CellDetections
+    from ml.recipe import analyze_structure
+
+    def nothing(image, **_):
+        zeros = np.zeros(np.shape(image), np.float32)
+        return CellDetections(np.zeros((0, 2), np.float32), np.zeros(0, np.float32), zeros, zeros, "m")
+
+    monkeypatch.setattr(inference, "detect_cells", nothing)
+    res = analyze_structure("cones", np.zeros((32, 32)), um_per_px=1.0, eccentricity_deg=2.0)
+    assert res.numbers["count"] == 0 and res.uncertainty["uncertainty_fraction"] == 1.0
+    assert res.uncertainty["low_confidence_fraction"] == 1.0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
+from ml.recipe import SLAB_OF
 from ui import data, label_chart, labeling
 from ui.auth import audit, authorize, require_page
 from ui.widgets import enface_layers, enface_picture, flash, pick_case, show_flash
@@ -29,7 +30,7 @@ if not art.enface:
     st.stop()
 
 structure = st.selectbox("Structure", ["cones", "rpe", "capillaries", "nfl"], key="label_structure")
-slab_default = {"cones": "cost", "rpe": "rpe", "capillaries": "svp", "nfl": "nfl"}[structure]
+slab_default = SLAB_OF[structure]  # the slab the pipeline analysed this structure on
 slabs = sorted(art.enface)
 slab = st.selectbox("Slab", slabs, index=slabs.index(slab_default) if slab_default in slabs else 0,
                     key="label_slab")

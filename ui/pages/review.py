@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from ml.recipe import SLAB_OF
 from ui import data
 from ui.auth import audit, authorize, require_page
 from ui.overlays import compose_bscan, encode_png
@@ -31,7 +32,8 @@ with view_col:
         st.info("No en face images yet: the pipeline has not produced them for this case.")
     else:
         slabs = sorted(art.enface)
-        slab = st.selectbox("Slab", slabs, index=slabs.index("cost") if "cost" in slabs else 0,
+        cone_slab = SLAB_OF["cones"]  # cones are shown on the slab they were detected on
+        slab = st.selectbox("Slab", slabs, index=slabs.index(cone_slab) if cone_slab in slabs else 0,
                             key="slab")
         image = data.load_array(art.enface[slab])
         layers = enface_layers(art, image.shape)
