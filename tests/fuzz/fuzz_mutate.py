@@ -43,7 +43,8 @@ def _set_int(rng: random.Random, b: bytearray) -> None:
 
 
 def _truncate(rng: random.Random, b: bytearray) -> None:
-    del b[rng.randrange(1, len(b)):]
+    if len(b) > 1:
+        del b[rng.randrange(1, len(b)):]
 
 
 def _delete_chunk(rng: random.Random, b: bytearray) -> None:
