@@ -129,10 +129,15 @@ def _targets_for(target: str | None, kind: str) -> list[str]:
     return ["cones", "rpe", "capillaries", "nfl"] if target == "all" else [target]
 
 
-def _enface_for_volume(volumes: np.ndarray, geometry, denoise: str | None) -> tuple[dict, dict, dict]:
-    """Preprocess (registered to repeat 0) → (en face slabs, surfaces, QC inputs)."""
+def _enface_for_volume(volumes: np.ndarray, geometry, denoise: str | None,
+                       scale: str = "auto") -> tuple[dict, dict, dict]:
+    """Preprocess (registered to repeat 0) → (en face slabs, surfaces, QC inputs).
+
+    ``scale``: how the volumes are stored (case.json ``intensity_scale``), or "auto" to tell
+    it from the speckle, as the platform does.
+    """
     from aooct_core.preprocessing import preprocess_case
-    pre = preprocess_case(volumes, geometry, reference=0, denoise=denoise)
+    pre = preprocess_case(volumes, geometry, reference=0, denoise=denoise, scale=scale)
     surfaces = {k: np.asarray(pre.surfaces_px[k], np.float32) for k in SURFACES_NPZ}
     qc = {"snr_db": float(pre.snr_db), "registration_ok": bool(pre.registration_ok),
           "residual_motion_um": float(pre.motion.residual_lateral_um_rms),
@@ -172,7 +177,8 @@ def _load_input(path: Path, kind: str, um_per_px: float | None, denoise: str | N
         geometry = case.geometry
         if um_per_px is not None:
             geometry = Geometry(um_per_px, geometry.depth_um_per_px, um_per_px)
-        slabs, surfaces, qc = _enface_for_volume(case.volumes(), geometry, denoise)
+        slabs, surfaces, qc = _enface_for_volume(
+            case.volumes(), geometry, denoise, case.acquisition.extra.get("intensity_scale") or "auto")
         notes += _unmeasured_notes(qc)
         return {"slabs": slabs, "surfaces": surfaces, "um_per_px": geometry.enface_um_per_px,
                 "qc": qc, "notes": notes,

@@ -76,7 +76,10 @@ def preprocessed(context: AssetExecutionContext, config: PreprocessConfig):
             # preprocess_case refuses denoise on a GPU device with a message saying so.
             # Declared in case.json, or told from the speckle (amplitude and dB exports too).
             scale = acquisition.extra.get("intensity_scale") or "auto"
-            pre = preprocess_case(volumes, geometry, device=device, denoise=denoise, scale=scale)
+            # Registered to repeat 0, the frame aooct analyze and detections.csv use, so a case
+            # gives the same numbers in the platform and from the command line.
+            pre = preprocess_case(volumes, geometry, device=device, denoise=denoise, scale=scale,
+                                  reference=0)
             compute_s = time.perf_counter() - t0
         motion = pre.motion
         put(store, f"{base}/corrected/volume.npy", npy_bytes(pre.volume.astype(np.float32)), corrected)
