@@ -17,17 +17,13 @@ def cuda_available() -> bool:
 
 
 def resolve_device(device: str) -> str:
-    """Validate ``device`` and return it in canonical form (``"cpu"``, ``"cuda"``, ``"cuda:1"``)."""
-    if not isinstance(device, str):
-        raise ValueError(f"device must be a string 'cpu' or 'cuda[:N]'; got {device!r}")
-    device = device.strip().lower()
-    kind, _, index = device.partition(":")
-    if kind == "cpu" and not index:
-        return "cpu"
-    if kind != "cuda" or (index and not index.isdigit()):
-        raise ValueError(f"device must be 'cpu' or 'cuda[:N]'; got {device!r} "
-                         "(set AOOCT_DEVICE or the compute resource's 'device')")
-    if not cuda_available():
-        raise ValueError(f"device {device!r} was requested but torch sees no CUDA GPU on this "
-                         "machine; set AOOCT_DEVICE=cpu or run the step on a GPU node")
-    return device
+    """Validate ``device`` and return it in canonical form (``"cpu"``, ``"cuda"``, ``"cuda:1"``).
+
+    The one device contract (:func:`ml.recipe.check_device`), with where to set it here.
+    """
+    from ml.recipe import check_device
+
+    try:
+        return check_device(device)
+    except ValueError as exc:
+        raise ValueError(f"{exc} (set AOOCT_DEVICE or the compute resource's 'device')") from exc
