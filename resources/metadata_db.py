@@ -55,7 +55,10 @@ def current_revision(engine: Engine) -> str | None:
     with engine.connect() as conn:
         if "alembic_version" not in inspect(conn).get_table_names():
             return None
-        return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        rows = [r[0] for r in conn.execute(text("SELECT version_num FROM alembic_version"))]
+    # More than one row (seen once after a killed process): report "not current" so that
+    # upgrade() repairs the table under its lock.
+    return rows[0] if len(rows) == 1 else (None if not rows else "<several>")
 
 
 def upgrade(engine: Engine) -> None:
@@ -69,8 +72,29 @@ def upgrade(engine: Engine) -> None:
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
     with _migration_lock(engine), engine.begin() as connection:
+        _drop_superseded_version_rows(connection)
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, "head")
+
+
+def _drop_superseded_version_rows(connection) -> None:
+    """Keep only the newest of several alembic_version rows when they are one linear history.
+
+    Alembic refuses to run with two rows (two "heads"); rows that are ancestors of another
+    (``0001`` beside ``0002``) say nothing more than the newest one, so they are removed.
+    Rows on different branches are left for a person (alembic then says so).
+    """
+    from sqlalchemy import inspect, text
+
+    if "alembic_version" not in inspect(connection).get_table_names():
+        return
+    rows = [r[0] for r in connection.execute(text("SELECT version_num FROM alembic_version"))]
+    if len(rows) < 2:
+        return
+    order = sorted(p.name.split("_", 1)[0] for p in (MIGRATIONS_DIR / "versions").glob("[0-9]*_*.py"))
+    if all(r in order for r in rows):
+        newest = max(rows, key=order.index)
+        connection.execute(text("DELETE FROM alembic_version WHERE version_num != :v"), {"v": newest})
 
 
 @contextlib.contextmanager

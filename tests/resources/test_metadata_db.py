@@ -134,3 +134,17 @@ def test_users_roles_reviews_and_append_only_audit(db):
 def test_driverless_postgres_url_is_refused():
     with pytest.raises(ValueError, match="psycopg2"):
         SqlMetadataDB("postgresql://postgres@127.0.0.1/x")
+
+
+def test_a_superseded_alembic_version_row_is_repaired(tmp_path):
+    """Seen once after kill -9 of a run: alembic_version held 0001 and 0002 ("two heads")."""
+    import sqlite3
+
+    from resources.metadata_db import HEAD_REVISION, SqlMetadataDB
+    path = tmp_path / "m.db"
+    SqlMetadataDB(f"sqlite:///{path}").close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("INSERT INTO alembic_version VALUES ('0001')")
+    SqlMetadataDB(f"sqlite:///{path}").close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [(HEAD_REVISION,)]

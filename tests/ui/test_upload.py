@@ -206,6 +206,9 @@ def test_tiff_bomb_is_validated_in_the_worker_not_in_this_process(tmp_path):
     folder = _tiff_case(tmp_path / "src", (4, 20000, 20000))
     assert (folder / "vol_00.tif").stat().st_size < 4 * 1024**2
     rss_before_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # RUSAGE_CHILDREN is the peak of every child this pytest process ever reaped (earlier
+    # tests start whole `aooct` processes): it can only speak for the worker when lower.
+    children_before_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     with pytest.raises(InputError) as err:
         validate_in_worker(folder, kind="folder", work_dir=tmp_path / "w",
                            limits=UploadLimits(worker_memory_bytes=GIB))
@@ -213,7 +216,8 @@ def test_tiff_bomb_is_validated_in_the_worker_not_in_this_process(tmp_path):
     # both name the file, and neither happens in this (the serving) process.
     assert err.value.path.name == "vol_00.tif"
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before_kb < 200 * 1024
-    assert resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss < 1.1 * GIB / 1024
+    if children_before_kb < 1.1 * GIB / 1024:
+        assert resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss < 1.1 * GIB / 1024
 
 
 def test_worker_memory_budget_gives_a_clear_error(tmp_path):
