@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
-__all__ = ["FAULT_KINDS", "FaultRule", "FaultSchedule", "FaultProxy", "s3_operation"]
+__all__ = ["FAULT_KINDS", "FaultRule", "FaultSchedule", "FaultProxy", "s3_operation", "wait_for_port"]
 
 FAULT_KINDS = ("500", "503", "timeout", "slow", "drop", "truncate")
 

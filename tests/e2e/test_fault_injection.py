@@ -381,16 +381,32 @@ def test_object_store_disk_full_fails_clearly_and_the_rerun_after_freeing_space_
 
 # --- PostgreSQL restarted mid-run -------------------------------------------------------------------
 
-@pytest.mark.postgres
-def test_postgresql_restarted_mid_step_the_step_retries_and_the_case_completes(env, tmp_path, instance):
-    from resources.metadata_db import SqlMetadataDB
+@pytest.fixture
+def private_pg():
+    """A PostgreSQL cluster of this test's own (the shared server is never stopped), running
+    again, then stopped and deleted, at the end whatever happens."""
     from resources.testing import private_postgres
 
     try:
-        pg_cm = private_postgres()
-        pg = pg_cm.__enter__()
+        cm = private_postgres()
+        pg = cm.__enter__()
     except ServiceUnavailable as exc:
         pytest.skip(f"no private PostgreSQL cluster can be made here: {exc}")
+    try:
+        yield pg
+    finally:
+        deadline = time.monotonic() + 30
+        while not pg.is_running() and time.monotonic() < deadline:
+            time.sleep(0.2)  # a restart the test scheduled may still be pending
+        cm.__exit__(None, None, None)
+
+
+@pytest.mark.postgres
+def test_postgresql_restarted_mid_step_the_step_retries_and_the_case_completes(
+        env, tmp_path, instance, private_pg):
+    from resources.metadata_db import SqlMetadataDB
+
+    pg = private_pg
 
     class OutageDB(SqlMetadataDB):
         """The metadata DB whose server goes down just as preprocessing records its artifacts
@@ -399,31 +415,25 @@ def test_postgresql_restarted_mid_step_the_step_retries_and_the_case_completes(e
         outages = 0
 
         def record_artifacts(self, case_id, rows):
-            if not self.outages and any(r["asset_key"] == "corrected_volume" for r in rows):
-                type(self).outages += 1
+            if not OutageDB.outages and any(r["asset_key"] == "corrected_volume" for r in rows):
+                OutageDB.outages += 1
                 pg.stop("immediate")
                 threading.Timer(2.0, pg.start).start()
             return super().record_artifacts(case_id, rows)
 
-    try:
-        db = OutageDB(pg.url)
-        res = make_test_resources(tmp_path, object_store=None)
-        res["metadata_db"] = db
-        copy_case_files(env["case"], res["drop_store"], CASE_ID)
-        result = run_case(CASE_ID, res, drop_prefix=CASE_ID, instance=instance)
-        assert OutageDB.outages == 1
-        assert result.success
-        restarts = [e for e in result.all_events if e.event_type_value == "STEP_RESTARTED"]
-        assert restarts and {e.step_key for e in restarts} == {"preprocess_case"}
-        assert db.get_case(CASE_ID)["status"] == "processed"
-        assert _artifacts(res["object_store"]) == env["ref"]
-        assert not _held_slots(instance)
-        db.close()
-    finally:
-        deadline = time.monotonic() + 30
-        while not pg.is_running() and time.monotonic() < deadline:
-            time.sleep(0.2)  # the restart timer may still be pending
-        pg_cm.__exit__(None, None, None)
+    db = OutageDB(pg.url)
+    res = make_test_resources(tmp_path)
+    res["metadata_db"] = db
+    copy_case_files(env["case"], res["drop_store"], CASE_ID)
+    result = run_case(CASE_ID, res, drop_prefix=CASE_ID, instance=instance)
+    assert OutageDB.outages == 1
+    assert result.success
+    restarts = [e for e in result.all_events if e.event_type_value == "STEP_RESTARTED"]
+    assert restarts and {e.step_key for e in restarts} == {"preprocess_case"}
+    assert db.get_case(CASE_ID)["status"] == "processed"
+    assert _artifacts(res["object_store"]) == env["ref"]
+    assert not _held_slots(instance)
+    db.close()
 
 
 # --- the daemon killed mid-run (slow) ------------------------------------------------------------
@@ -444,10 +454,11 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 @pytest.fixture
-def daemon_home(tmp_path, platform, env):
-    """A deployment for the daemon: drop sensor every 3 s, runs on the in-process executor
-    (what is killed below is the run worker's process either way; it is 5× faster here)."""
-    cfg = platform(AOOCT_SENSOR_INTERVAL_S=3, AOOCT_EXECUTOR="in_process")
+def daemon_home(request, tmp_path, platform, env):
+    """A deployment for the daemon: drop sensor every 3 s; runs on the in-process executor
+    unless parametrized (``indirect``) with another — what the daemon tests kill is the run
+    worker's process either way, and in process it runs a case 5× faster here."""
+    cfg = platform(AOOCT_SENSOR_INTERVAL_S=3, AOOCT_EXECUTOR=getattr(request, "param", "in_process"))
     run_env = {**os.environ}
     instance = DagsterInstance.get()
     procs: list[subprocess.Popen] = []
@@ -526,3 +537,37 @@ def test_daemon_killed_with_its_run_worker_the_restarted_daemon_fails_the_run_an
         time.sleep(2)
     assert not _held_slots(d["instance"])
     assert SqlMetadataDB(d["cfg"].db_url).get_case(CASE_ID)["status"] == "failed"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("daemon_home", ["multiprocess"], indirect=True)
+def test_step_process_killed_under_the_default_executor_is_retried_and_the_case_completes(
+        env, process_ref, daemon_home):
+    """The multiprocess executor sees its step process die (SIGKILL) and, the step having a
+    RetryPolicy, starts it again in a new process: the case completes."""
+    from dagster import DagsterEventType
+
+    from resources.metadata_db import SqlMetadataDB
+
+    d = daemon_home
+    d["start"]()
+    copy_case_files(env["case"], d["drop"], "scanner-1")
+    d["wait_for_slot"]()
+    (run,) = d["instance"].get_runs(limit=1)
+    deadline = time.monotonic() + 60  # the slot is claimed before the step process starts
+    while time.monotonic() < deadline:
+        starts = [e for e in d["instance"].all_logs(run.run_id, of_type=DagsterEventType.STEP_START)
+                  if e.step_key == "preprocess_case"]
+        if starts:
+            break
+        time.sleep(0.2)
+    assert starts, "preprocess_case holds the slot but its process never started"
+    os.kill(starts[0].dagster_event.pid, signal.SIGKILL)   # the step's own process
+    run = _wait_finished(d["instance"], 240)
+    assert run is not None and run.status.value == "SUCCESS"
+    kinds = [e.dagster_event_type.value for e in d["instance"].all_logs(run.run_id)
+             if e.step_key == "preprocess_case" and e.dagster_event]
+    assert "STEP_UP_FOR_RETRY" in kinds and "STEP_RESTARTED" in kinds, kinds
+    assert SqlMetadataDB(d["cfg"].db_url).get_case(CASE_ID)["status"] == "processed"
+    assert _artifacts(LocalObjectStore(d["cfg"].object_store)) == process_ref
+    assert not _held_slots(d["instance"])
