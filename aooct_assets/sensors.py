@@ -33,7 +33,7 @@ from aooct_core.io import content_hash_of_case
 from resources.object_store import ObjectStore, make_object_store
 
 __all__ = ["make_drop_sensor", "scan_drop", "run_requests_for", "content_hash_of_drop",
-           "quarantine", "RESERVED_PREFIXES", "MAX_CASE_JSON_BYTES"]
+           "quarantine", "RESERVED_PREFIXES"]
 
 RESERVED_PREFIXES = ("_", ".")
 QUARANTINE = "_quarantine"
@@ -51,10 +51,6 @@ def content_hash_of_drop(store: ObjectStore, name: str, case_dict: dict) -> str:
         return len(data), [data]
 
     return content_hash_of_case(case_dict, read_volume_bytes)
-
-
-#: case.json larger than this is refused unread (a case description is a few hundred bytes).
-MAX_CASE_JSON_BYTES = 1 << 20
 
 
 def _signature(listing: dict[str, str]) -> str:
@@ -76,25 +72,25 @@ def quarantine(store: ObjectStore, name: str, reason: str, sig: str) -> str:
 
 
 def _read_case_json(store: ObjectStore, name: str, size: int) -> dict:
-    """``case.json`` of drop ``name``, parsed within a size budget and validated.
+    """``case.json`` of drop ``name``, parsed within the read budget and validated.
 
-    Raises ``InputError`` for a file too large, not UTF-8 JSON, or not a valid case; JSON
-    that the parser cannot take (nesting too deep, numbers too long) also raises (it
-    quarantines the drop).
+    The budget (``aooct_core.io.budget``: bytes, nesting depth, number length) is the one
+    every reader uses; a file listed larger than it is refused without being read.
+
+    Raises
+    ------
+    InputError
+        Too large, not UTF-8 JSON within the budget, or not a valid case.
     """
-    from aooct_core.casefile import validate_case_dict
-    from aooct_core.io import InputError
+    from aooct_core.casefile import parse_case_bytes
+    from aooct_core.io import InputError, default_budget
 
     source = store.uri(f"{name}/case.json")
-    if size > MAX_CASE_JSON_BYTES:
-        raise InputError(source, f"is {size} bytes; a case description is at most "
-                         f"{MAX_CASE_JSON_BYTES} bytes — is this the right file?")
-    try:
-        case_dict = json.loads(store.get_bytes(f"{name}/case.json").decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(source, f"is not UTF-8 JSON ({exc})") from exc
-    validate_case_dict(case_dict, source=source)
-    return case_dict
+    limit = default_budget().max_json_bytes
+    if size > limit:
+        raise InputError(source, f"is {size} bytes; a case description is at most {limit} bytes "
+                         "(AOOCT_MAX_JSON_BYTES) — is this the right file?")
+    return parse_case_bytes(store.get_bytes(f"{name}/case.json"), source=source)
 
 
 def _judge(store: ObjectStore, name: str, listing: dict[str, int], refused: dict[str, str],

@@ -13,6 +13,7 @@ from aooct_assets.case_versions import base_case_id
 from aooct_assets.partitions import cases_partitions
 from aooct_assets.sensors import content_hash_of_drop, quarantine
 from aooct_core.io import content_hash_of_case
+from aooct_core.io.jsonsafe import loads_bounded
 from aooct_core.io.deid import DEID_PROFILE
 from resources.config import deid_uid_key
 from resources.dagster_resources import unwrap
@@ -90,7 +91,8 @@ def raw_volume(context: AssetExecutionContext, config: RawVolumeConfig) -> Mater
         src = config.drop_prefix.strip("/")
         from_drop = bool(src and drop.exists(f"{src}/case.json"))
         if from_drop:
-            case_dict = json.loads(drop.get_bytes(f"{src}/case.json"))
+            case_bytes = drop.get_bytes(f"{src}/case.json")
+            case_dict = loads_bounded(case_bytes, source=drop.uri(f"{src}/case.json"))
             if case_dict.get("case_id") != base_case_id(case_id):
                 raise Failure(f"drop {src!r} holds case {case_dict.get('case_id')!r}, not partition "
                               f"{case_id!r}", allow_retries=False)
@@ -105,10 +107,11 @@ def raw_volume(context: AssetExecutionContext, config: RawVolumeConfig) -> Mater
                 return len(data), [data]
 
             digest = content_hash_of_case(case_dict, ingest_volume)
-            put(store, f"{raw}/case.json", drop.get_bytes(f"{src}/case.json"), written)
+            put(store, f"{raw}/case.json", case_bytes, written)
         elif store.exists(f"{raw}/case.json"):
             context.log.info(f"no drop given or it was already retired; using {store.uri(raw)}")
-            case_dict = json.loads(store.get_bytes(f"{raw}/case.json"))
+            case_dict = loads_bounded(store.get_bytes(f"{raw}/case.json"),
+                                      source=store.uri(f"{raw}/case.json"))
             for name in [*case_dict["volumes"], "case.json"]:
                 data = store.get_bytes(f"{raw}/{name}")
                 written[f"{raw}/{name}"] = {"sha256": hashlib.sha256(data).hexdigest(),
