@@ -26,15 +26,17 @@ from __future__ import annotations
 import hashlib
 import hmac
 import io
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import pydicom
-from pydicom.errors import InvalidDicomError
 
 from aooct_core.io.dicom import PHI_KEYWORDS
 from aooct_core.io.errors import InputError
 
-__all__ = ["DEID_PROFILE", "DeidentifiedDicom", "deidentify_dicom_bytes", "looks_like_dicom"]
+__all__ = ["DEID_PROFILE", "DeidentifiedDicom", "deidentify_dicom_bytes", "strip_identifiers",
+           "looks_like_dicom"]
 
 DEID_PROFILE = ("aooct-basic-1: PS3.15 E.1 basic profile subset (PHI_KEYWORDS removed), private "
                 "tags removed, UIDs replaced by keyed HMAC-SHA256")
@@ -76,8 +78,54 @@ def _new_uid(uid: str, key: bytes) -> str:
     return _UID_ROOT + str(int.from_bytes(digest[:16], "big"))
 
 
+def strip_identifiers(ds: pydicom.Dataset, *, uid_key: bytes | None = None
+                      ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Remove PHI attributes (every depth) and private tags from ``ds`` in place.
+
+    Parameters
+    ----------
+    ds : pydicom.Dataset
+    uid_key : bytes, optional
+        When given, the study/series/instance/frame-of-reference UIDs (and the file meta's
+        copy) are replaced by keyed-HMAC UIDs; None leaves UIDs as they are.
+
+    Returns
+    -------
+    removed, replaced_uids : tuple of str
+        Keywords removed (plus ``"<private tags>"``) and UID keywords replaced, sorted.
+    """
+    removed: set[str] = set()
+    replaced: set[str] = set()
+    stack = [ds]
+    while stack:
+        d = stack.pop()
+        for elem in list(d):
+            if elem.tag.is_private:
+                continue  # removed below, in one pass
+            if elem.keyword in PHI_KEYWORDS:
+                removed.add(elem.keyword)
+                del d[elem.tag]
+            elif uid_key is not None and elem.keyword in _UID_KEYWORDS and elem.value:
+                elem.value = _new_uid(str(elem.value), uid_key)
+                replaced.add(elem.keyword)
+            elif elem.VR == "SQ":
+                stack.extend(elem.value)
+    if any(e.tag.is_private for e in ds.iterall()):
+        removed.add("<private tags>")
+    ds.remove_private_tags()
+    meta = getattr(ds, "file_meta", None)
+    if uid_key is not None and meta is not None and "MediaStorageSOPInstanceUID" in meta:
+        meta.MediaStorageSOPInstanceUID = _new_uid(str(meta.MediaStorageSOPInstanceUID), uid_key)
+        replaced.add("MediaStorageSOPInstanceUID")
+    return tuple(sorted(removed)), tuple(sorted(replaced))
+
+
 def deidentify_dicom_bytes(data: bytes, *, uid_key: bytes, source: str = "<dicom>") -> DeidentifiedDicom:
     """De-identify one DICOM file held in memory.
+
+    The bytes are parsed through the readers' bounded opener
+    (:func:`aooct_core.io.dicom_open.open_deferred`: lengths, deflate and pixel sizes are
+    checked against the read budget before anything is allocated).
 
     Parameters
     ----------
@@ -95,53 +143,32 @@ def deidentify_dicom_bytes(data: bytes, *, uid_key: bytes, source: str = "<dicom
     Raises
     ------
     InputError
-        When the bytes are not DICOM, or the image has burned-in annotation.
+        When the bytes are not DICOM within the read budget, or the image has burned-in
+        annotation.
     """
+    from aooct_core.io.budget import default_budget
+    from aooct_core.io.dicom_open import dicom_errors, open_deferred
+
     if len(uid_key) < 16:
         raise ValueError("uid_key must be at least 16 bytes (one secret per installation)")
-    try:
-        ds = pydicom.dcmread(io.BytesIO(data), force=False)
-    except (InvalidDicomError, ValueError, EOFError, OSError, KeyError, IndexError, TypeError,
-            AttributeError, NotImplementedError) as exc:
-        raise InputError(source, f"is not a readable DICOM file ({type(exc).__name__}: {exc}) — "
-                         "export the volume as DICOM Ophthalmic Tomography") from exc
-    burned = str(ds.get("BurnedInAnnotation", "")).strip().upper()
-    if burned == "YES":
-        raise InputError(source, "has BurnedInAnnotation = YES: its pixels carry text (often the "
-                         "patient's name) that cannot be removed by editing attributes — export "
-                         "the scan without annotations")
-    removed: set[str] = set()
-    replaced: set[str] = set()
-
-    def _walk(d: pydicom.Dataset) -> None:
-        for elem in list(d):
-            if elem.tag.is_private:
-                continue  # removed below, in one pass
-            if elem.keyword in PHI_KEYWORDS:
-                removed.add(elem.keyword)
-                del d[elem.tag]
-            elif elem.keyword in _UID_KEYWORDS and elem.value:
-                elem.value = _new_uid(str(elem.value), uid_key)
-                replaced.add(elem.keyword)
-            elif elem.VR == "SQ":
-                for item in elem.value:
-                    _walk(item)
-
-    _walk(ds)
-    had_private = any(e.tag.is_private for e in ds.iterall())
-    ds.remove_private_tags()
-    if had_private:
-        removed.add("<private tags>")
-    meta = getattr(ds, "file_meta", None)
-    if meta is not None and "MediaStorageSOPInstanceUID" in meta:
-        meta.MediaStorageSOPInstanceUID = _new_uid(str(meta.MediaStorageSOPInstanceUID), uid_key)
-        replaced.add("MediaStorageSOPInstanceUID")
-    ds.PatientIdentityRemoved = "YES"
-    ds.DeidentificationMethod = DEID_PROFILE[:64]
-    out = io.BytesIO()
-    try:
-        ds.save_as(out, enforce_file_format=True)
-    except (ValueError, TypeError, AttributeError) as exc:
-        raise InputError(source, f"could not be written back after de-identification "
-                         f"({type(exc).__name__}: {exc})") from exc
-    return DeidentifiedDicom(out.getvalue(), tuple(sorted(removed)), tuple(sorted(replaced)))
+    with tempfile.TemporaryDirectory(prefix="aooct-deid-") as tmp:
+        path = Path(tmp) / "in.dcm"
+        path.write_bytes(data)
+        try:
+            ds, _ = open_deferred(path, default_budget())
+            with dicom_errors(path):
+                burned = str(ds.get("BurnedInAnnotation", "")).strip().upper()
+                if burned == "YES":
+                    raise InputError(source, "has BurnedInAnnotation = YES: its pixels carry text "
+                                     "(often the patient's name) that cannot be removed by editing "
+                                     "attributes — export the scan without annotations")
+                removed, replaced = strip_identifiers(ds, uid_key=uid_key)
+                ds.PatientIdentityRemoved = "YES"
+                ds.DeidentificationMethod = DEID_PROFILE[:64]
+                out = io.BytesIO()
+                ds.save_as(out, enforce_file_format=True)  # deferred values read from ``path``
+        except InputError as exc:
+            if exc.path == path:  # name the file as received, not the temporary copy
+                raise InputError(source, exc.problem, problems=exc.problems) from exc
+            raise
+    return DeidentifiedDicom(out.getvalue(), removed, replaced)

@@ -292,17 +292,11 @@ def deidentify_dicom(src: str | Path, dst: str | Path) -> tuple[str, ...]:
     budget = default_budget()
     require_file(src, budget=budget)
     ds, _ = open_deferred(src, budget)  # sizes checked before the pixel data are read
+    from aooct_core.io.deid import strip_identifiers  # deid imports PHI_KEYWORDS from here
+
     with dicom_errors(src):
         removed = phi_present(ds)
-        stack = [ds]
-        while stack:
-            d = stack.pop()
-            for elem in list(d):
-                if elem.keyword in PHI_KEYWORDS:
-                    del d[elem.tag]
-                elif elem.VR == "SQ":
-                    stack.extend(elem.value)
-        ds.remove_private_tags()
+        strip_identifiers(ds)  # UIDs kept: this copy is for the user, not the store
         ds.PatientIdentityRemoved = "YES"
     fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
     os.close(fd)
