@@ -162,16 +162,17 @@ def scan_drop(store: ObjectStore, state: dict, *, stable_ticks: int = 2,
     requested: dict[str, str] = dict(state.get("requested", {}))  # content_hash -> drop name
     groups: dict[str, dict[str, str]] = defaultdict(dict)
     refused: dict[str, dict[str, str]] = defaultdict(dict)
-    for key, token in store.list_versions("").items():
+    sizes: dict[str, int] = {}
+    for key, (size, token) in store.list_versions("").items():  # one listing: sizes and versions
         top, sep, _rest = key.partition("/")
         if sep and not top.startswith(RESERVED_PREFIXES):
-            groups[top][key] = token
+            groups[top][key] = f"{size}:{token}"
+            sizes[key] = size
     for key, why in store.refused_entries("").items():
         top = key.partition("/")[0]
         if not top.startswith(RESERVED_PREFIXES):
             refused[top][key] = why
             groups[top].setdefault(key, "refused")
-    sizes = store.list_objects("")
     requests, notes = [], []
     for name in sorted(groups):
         if only is not None and name not in only:

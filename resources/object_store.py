@@ -74,10 +74,14 @@ class ObjectStore(abc.ABC):
     def uri(self, key: str) -> str:
         """A URI a person can paste (``file:///...`` or ``s3://...``)."""
 
-    def list_versions(self, prefix: str = "") -> dict[str, str]:
-        """Committed keys under ``prefix`` with a token that changes whenever the object is
-        rewritten, even at the same size (local: size, mtime and inode; S3: ETag)."""
-        return {k: str(v) for k, v in self.list_objects(prefix).items()}
+    def list_versions(self, prefix: str = "") -> dict[str, tuple[int, str]]:
+        """Committed keys under ``prefix`` with ``(size in bytes, version token)``, sorted.
+
+        The token changes whenever the object is rewritten, even at the same size (local:
+        mtime and inode; S3: ETag; memory: a write counter). One listing gives both, so a
+        caller that needs sizes and versions lists once. This default has sizes only.
+        """
+        return {k: (v, "") for k, v in self.list_objects(prefix).items()}
 
     def refused_entries(self, prefix: str = "") -> dict[str, str]:
         """Entries under ``prefix`` that are not objects and are never read, with the reason:
@@ -209,8 +213,8 @@ class LocalObjectStore(ObjectStore):
     def list_objects(self, prefix: str = "") -> dict[str, int]:
         return {k: st.st_size for k, st, why in sorted(self._walk(prefix)) if why is None}
 
-    def list_versions(self, prefix: str = "") -> dict[str, str]:
-        return {k: f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
+    def list_versions(self, prefix: str = "") -> dict[str, tuple[int, str]]:
+        return {k: (st.st_size, f"{st.st_mtime_ns}:{st.st_ino}")
                 for k, st, why in sorted(self._walk(prefix)) if why is None}
 
     def refused_entries(self, prefix: str = "") -> dict[str, str]:
@@ -331,8 +335,8 @@ class S3ObjectStore(ObjectStore):
     def list_objects(self, prefix: str = "") -> dict[str, int]:
         return dict(sorted((k, int(o["Size"])) for k, o in self._list(prefix)))
 
-    def list_versions(self, prefix: str = "") -> dict[str, str]:
-        return dict(sorted((k, f"{o['Size']}:{o.get('ETag', '')}") for k, o in self._list(prefix)))
+    def list_versions(self, prefix: str = "") -> dict[str, tuple[int, str]]:
+        return dict(sorted((k, (int(o["Size"]), str(o.get("ETag", "")))) for k, o in self._list(prefix)))
 
     def delete(self, key: str) -> None:
         self._call(self.client.delete_object, Key=self._full(key))
@@ -361,9 +365,9 @@ class InMemoryObjectStore(ObjectStore):
             self._data[_check_key(key)] = bytes(data)
             self._writes[key] = self._writes.get(key, 0) + 1
 
-    def list_versions(self, prefix: str = "") -> dict[str, str]:
+    def list_versions(self, prefix: str = "") -> dict[str, tuple[int, str]]:
         with self._lock:
-            return {k: f"{len(v)}:{self._writes[k]}" for k, v in sorted(self._data.items())
+            return {k: (len(v), str(self._writes[k])) for k, v in sorted(self._data.items())
                     if k.startswith(prefix)}
 
     def get_bytes(self, key: str) -> bytes:

@@ -81,9 +81,10 @@ def test_versions_change_on_same_size_rewrite(any_store):
     """Issue 17 finding 8: a drop rewritten at the same size must look changed to the sensor."""
     any_store.put_bytes("d/v.bin", b"a" * 64)
     before = any_store.list_versions("d/")
-    assert set(before) == {"d/v.bin"}
+    assert set(before) == {"d/v.bin"} and before["d/v.bin"][0] == 64
     any_store.put_bytes("d/v.bin", b"b" * 64)
-    assert any_store.list_versions("d/")["d/v.bin"] != before["d/v.bin"]
+    after = any_store.list_versions("d/")["d/v.bin"]
+    assert after[0] == 64 and after != before["d/v.bin"]
     assert any_store.refused_entries("d/") == {}
 
 
