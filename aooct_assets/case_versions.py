@@ -53,7 +53,8 @@ def _hashes_of(instance, partition_key: str) -> set[str]:
 
 
 def resolve_partition(instance, case_id: str, content_hash: str, *, partitions_def_name: str = "cases",
-                      pending: dict[str, str] | None = None) -> tuple[str, bool]:
+                      pending: dict[str, str] | None = None,
+                      existing: set[str] | None = None) -> tuple[str, bool]:
     """The partition for ``content_hash`` of ``case_id`` and whether it conflicts.
 
     Parameters
@@ -65,6 +66,9 @@ def resolve_partition(instance, case_id: str, content_hash: str, *, partitions_d
         sha256 of the case content (:func:`aooct_core.io.case_content_hash`).
     pending : dict, optional
         ``{partition_key: content_hash}`` already given out in this tick (not yet in the instance).
+    existing : set of str, optional
+        The partition keys of the instance, when the caller has them already (one query
+        per tick instead of one per request).
 
     Returns
     -------
@@ -74,7 +78,8 @@ def resolve_partition(instance, case_id: str, content_hash: str, *, partitions_d
         True when ``case_id`` already holds other content (the key is then a new version).
     """
     tag = content_hash[:63]
-    existing = set(instance.get_dynamic_partitions(partitions_def_name))
+    if existing is None:
+        existing = set(instance.get_dynamic_partitions(partitions_def_name))
     pending = pending or {}
     version, conflict = 1, False
     while True:

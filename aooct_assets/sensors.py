@@ -244,7 +244,8 @@ def run_requests_for(instance, store: ObjectStore, requests: list[dict], *,
     pending: dict[str, str] = {}
     out, notes = [], []
     for r in requests:
-        key, conflict = resolve_partition(instance, r["case_id"], r["content_hash"], pending=pending)
+        key, conflict = resolve_partition(instance, r["case_id"], r["content_hash"], pending=pending,
+                                          existing=existing)
         if conflict and conflict_policy == "quarantine":
             dest = quarantine(store, r["drop"], (
                 f"case_id {r['case_id']!r} is already stored with other content; this drop "

@@ -304,7 +304,6 @@ def segment_layers(volume, *, depth_um_per_px: float, device: str = "cpu", colum
     # noise floor), ~1 px above the boundary; the linear gradient peaks at its middle.
     edge_b = nd.gaussian_filter(vol_b, (sigma_b[0], 1.0, sigma_b[2]), order=(0, 1, 0), mode="nearest")
     clock("features")
-    z_lo = xp.zeros((n_b, n_cb), xp.float32)
 
     def stats(feature_b):
         return feature_b.mean(), feature_b.std() + np.float32(1e-6)
@@ -363,7 +362,7 @@ def segment_layers(volume, *, depth_um_per_px: float, device: str = "cpu", colum
         out[name] = _refine(vol, guess, radius, edge=name == "ILM", lateral_sigma_px=lateral_sigma_px,
                             backend=backend)
     if merged:
-        # One ridge holds both bands: the refined complex, offset by the two-band fit.
+        # One ridge holds both bands: the refined complex, split by its width (bands.py).
         up, down = (np.float32(v) for v in bands.complex_offsets_px)
         complex_ = out["RPE"]
         out["COST"], out["RPE"] = complex_ - up, complex_ + down
