@@ -7,7 +7,6 @@ Dagster instance (event logs, run storage) is searched for each planted identifi
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
