@@ -25,10 +25,8 @@ __all__ = ["defs", "build_resources", "build_definitions"]
 def build_resources(cfg: PlatformConfig) -> dict:
     """The resources of a deployment described by ``cfg``."""
     return {
-        "object_store": ObjectStoreResource(url=cfg.object_store, endpoint_url=cfg.s3_endpoint_url,
-                                            region=cfg.s3_region),
-        "drop_store": ObjectStoreResource(url=cfg.drop, endpoint_url=cfg.s3_endpoint_url,
-                                          region=cfg.s3_region),
+        "object_store": ObjectStoreResource(url=cfg.object_store, **cfg.store_options()),
+        "drop_store": ObjectStoreResource(url=cfg.drop, **cfg.store_options()),
         "metadata_db": MetadataDBResource(url=cfg.db_url),
         "model_registry": ModelRegistryResource(tracking_uri=cfg.mlflow_tracking_uri,
                                                 artifact_location=str(cfg.mlflow_artifacts)

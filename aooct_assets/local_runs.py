@@ -183,7 +183,7 @@ def process_drop(cfg, *, folders: list[Path] | None = None, settle_s: float = 1.
     instance = DagsterInstance.get()
     for run_id, what in reap_runs(instance, on_failed=_mark_failed(cfg)):
         log(f"  watchdog: run {run_id[:8]} {what}")
-    drop = make_object_store(cfg.drop, endpoint_url=cfg.s3_endpoint_url, region=cfg.s3_region)
+    drop = make_object_store(cfg.drop, **cfg.store_options())
     only = set(stage_case_folders(drop, list(folders))) if folders else None
     # Named folders are processed unless the instance shows their content done or in flight
     # (below), whatever an earlier look at the drop remembered; the drop-wide look keeps the

@@ -15,6 +15,8 @@ variable                     meaning (default)
 ``AOOCT_S3_ENDPOINT_URL``    S3-compatible endpoint, e.g. MinIO
                              (falls back to ``AWS_ENDPOINT_URL``; unset = AWS)
 ``AOOCT_S3_REGION``          S3 region (falls back to ``AWS_REGION``, then ``us-east-1``)
+``AOOCT_S3_CONNECT_TIMEOUT_S`` seconds to connect to S3, per attempt (``10``)
+``AOOCT_S3_READ_TIMEOUT_S``  seconds S3 may take to answer, per attempt (``60``)
 ``MLFLOW_TRACKING_URI``      model registry (``sqlite:///$AOOCT_HOME/mlflow.db``)
 ``AOOCT_DROP``               where new cases are dropped: a folder or ``s3://`` prefix
                              (``$AOOCT_HOME/drop``)
@@ -53,6 +55,15 @@ class PlatformConfig:
     drop: str
     device: str
     case_id_conflict: str = "version"
+    s3_connect_timeout_s: float = 10.0
+    s3_read_timeout_s: float = 60.0
+
+    def store_options(self) -> dict:
+        """Keyword arguments of :func:`resources.object_store.make_object_store` for this
+        deployment: ``make_object_store(cfg.drop, **cfg.store_options())``."""
+        return {"endpoint_url": self.s3_endpoint_url, "region": self.s3_region,
+                "connect_timeout_s": self.s3_connect_timeout_s,
+                "read_timeout_s": self.s3_read_timeout_s}
 
     @property
     def dagster_home(self) -> Path:
@@ -88,7 +99,22 @@ def load_config(env: Mapping[str, str] | None = None) -> PlatformConfig:
         drop=_local_or_s3(env.get("AOOCT_DROP"), home / "drop"),
         device=device,
         case_id_conflict=conflict,
+        s3_connect_timeout_s=_seconds(env, "AOOCT_S3_CONNECT_TIMEOUT_S", 10.0),
+        s3_read_timeout_s=_seconds(env, "AOOCT_S3_READ_TIMEOUT_S", 60.0),
     )
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= 3600:
+        raise ValueError(f"{name} must be a number of seconds in (0, 3600]; got {raw!r}")
+    return value
 
 
 def _local_or_s3(value: str | None, default: Path) -> str:

@@ -23,17 +23,21 @@ __all__ = ["ObjectStoreResource", "MetadataDBResource", "ModelRegistryResource",
 
 
 class ObjectStoreResource(ConfigurableResource):
-    """``url``: a folder or ``s3://bucket/prefix``; ``endpoint_url`` for MinIO/moto."""
+    """``url``: a folder or ``s3://bucket/prefix``; ``endpoint_url`` for MinIO/moto;
+    the timeouts (seconds, per attempt) apply to S3 only."""
 
     url: str
     endpoint_url: str | None = None
     region: str | None = "us-east-1"
+    connect_timeout_s: float = 10.0
+    read_timeout_s: float = 60.0
     _store: Any = PrivateAttr(default=None)
 
     def get(self) -> ObjectStore:
         if self._store is None:
             self._store = make_object_store(self.url, endpoint_url=self.endpoint_url or None,
-                                            region=self.region)
+                                            region=self.region, connect_timeout_s=self.connect_timeout_s,
+                                            read_timeout_s=self.read_timeout_s)
         return self._store
 
 

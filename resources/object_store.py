@@ -1,10 +1,12 @@
 """Object store: one interface, a local-folder, an S3 (boto3) and an in-memory implementation.
 
 Keys are ``/``-separated relative paths (``cases/<case_id>/corrected/volume.npy``).
-Every write goes through a temporary key and is committed atomically
-(``os.replace`` locally, a server-side copy on S3, whose objects only appear once
-complete), so a killed writer never leaves a partial object under its final key.
-Temporary keys contain ``.tmp-`` and are never listed.
+Every write is atomic, so a killed writer never leaves a partial object under its
+final key: locally through a temporary file and ``os.replace`` (temporary names contain
+``.tmp-`` and are never listed); on S3 a single ``PutObject``, which S3 only makes
+visible once complete, sent with its ``Content-MD5`` so that a body damaged on the way is
+refused rather than stored. (S3 keys with ``.tmp-`` left by earlier versions, which wrote
+through a temporary key and a copy, are still never listed.)
 
 Transient failures (S3 throttling/5xx, dropped connections) surface as
 :class:`TransientStoreError` so that the orchestrator's retry policy can tell them
@@ -241,23 +243,35 @@ class LocalObjectStore(ObjectStore):
 class S3ObjectStore(ObjectStore):
     """Objects in ``s3://bucket/prefix`` through boto3; works with MinIO via ``endpoint_url``.
 
-    ``max_attempts`` is botocore's own retry budget per call; transient errors left
-    after it are raised as :class:`TransientStoreError` for the orchestrator to retry.
+    ``max_attempts`` is botocore's own retry budget per call (retries after the first
+    attempt: botocore's ``retries={"max_attempts": ...}``);
+    ``connect_timeout_s`` and ``read_timeout_s`` bound each attempt (botocore's defaults,
+    60 s, would hold a step for minutes on a hung endpoint). Transient errors left after
+    the attempts (5xx, throttling, timeouts, connections refused, dropped or closed,
+    bodies cut short) are raised as :class:`TransientStoreError` for the orchestrator
+    to retry.
     """
 
     def __init__(self, bucket: str, prefix: str = "", *, endpoint_url: str | None = None,
-                 region: str | None = "us-east-1", max_attempts: int = 3, client=None):
+                 region: str | None = "us-east-1", max_attempts: int = 3,
+                 connect_timeout_s: float = 10.0, read_timeout_s: float = 60.0, client=None):
         import boto3
         from botocore.config import Config
 
         if not bucket:
             raise ValueError("S3ObjectStore needs a bucket name, e.g. S3ObjectStore('aooct', 'prod')")
+        if not (max_attempts >= 0 and connect_timeout_s > 0 and read_timeout_s > 0):
+            raise ValueError(f"S3ObjectStore needs max_attempts >= 0 and positive timeouts; got "
+                             f"max_attempts={max_attempts}, connect_timeout_s={connect_timeout_s}, "
+                             f"read_timeout_s={read_timeout_s}")
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.endpoint_url = endpoint_url
+        self.max_attempts = max_attempts
         self.client = client or boto3.client(
             "s3", endpoint_url=endpoint_url, region_name=region,
-            config=Config(retries={"max_attempts": max_attempts, "mode": "standard"}),
+            config=Config(retries={"max_attempts": max_attempts, "mode": "standard"},
+                          connect_timeout=connect_timeout_s, read_timeout=read_timeout_s),
         )
 
     def __repr__(self) -> str:
@@ -268,41 +282,49 @@ class S3ObjectStore(ObjectStore):
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def _call(self, fn, **kwargs):
-        from botocore.exceptions import (BotoCoreError, ClientError, ConnectionError,
-                                         EndpointConnectionError, ReadTimeoutError)
+        from botocore.exceptions import ClientError
 
         try:
             return fn(Bucket=self.bucket, **kwargs)
         except ClientError as exc:
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
             code = exc.response.get("Error", {}).get("Code", "")
-            if status >= 500 or code in ("SlowDown", "Throttling", "RequestTimeout", "InternalError"):
+            if status >= 500 or code in ("SlowDown", "Throttling", "RequestTimeout", "InternalError",
+                                         "BadDigest"):
                 raise TransientStoreError(f"S3 {fn.__name__} on s3://{self.bucket}: {exc}") from exc
             raise
-        except (EndpointConnectionError, ConnectionError, ReadTimeoutError) as exc:
+        except _transport_errors() as exc:
             raise TransientStoreError(f"S3 {fn.__name__} on s3://{self.bucket}: {exc}") from exc
-        except BotoCoreError:
-            raise
 
     def put_bytes(self, key: str, data: bytes) -> None:
-        final = self._full(key)
-        tmp = f"{final}{TMP_MARKER}{uuid.uuid4().hex}"
-        self._call(self.client.put_object, Key=tmp, Body=bytes(data))
-        try:
-            self._call(self.client.copy_object, Key=final,
-                       CopySource={"Bucket": self.bucket, "Key": tmp})
-        finally:
-            self._call(self.client.delete_object, Key=tmp)
+        import base64
+        import hashlib
+
+        data = bytes(data)
+        digest = base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
+        self._call(self.client.put_object, Key=self._full(key), Body=data, ContentMD5=digest)
 
     def get_bytes(self, key: str) -> bytes:
+        """The object's bytes; a body cut short is read again (``max_attempts`` times, as
+        botocore does for the request: it does not retry the reading of a body)."""
         from botocore.exceptions import ClientError
 
-        try:
-            return self._call(self.client.get_object, Key=self._full(key))["Body"].read()
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                raise FileNotFoundError(f"object {self.uri(key)} does not exist") from exc
-            raise
+        reads = self.max_attempts + 1
+        for attempt in range(1, reads + 1):
+            try:
+                response = self._call(self.client.get_object, Key=self._full(key))
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                    raise FileNotFoundError(f"object {self.uri(key)} does not exist") from exc
+                raise
+            try:
+                return response["Body"].read()
+            except _transport_errors() as exc:
+                if attempt == reads:
+                    raise TransientStoreError(
+                        f"S3 get_object on {self.uri(key)}: the body was cut short on all "
+                        f"{attempt} reads: {exc}") from exc
+        raise AssertionError("unreachable")
 
     def exists(self, key: str) -> bool:
         from botocore.exceptions import ClientError
@@ -352,6 +374,16 @@ class S3ObjectStore(ObjectStore):
         return f"s3://{self.bucket}/{self._full(key)}"
 
 
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """botocore's errors of the connection rather than of the request: worth a retry."""
+    from botocore.exceptions import (ConnectionClosedError, ConnectionError, EndpointConnectionError,
+                                     HTTPClientError, IncompleteReadError, ReadTimeoutError,
+                                     ResponseStreamingError)
+
+    return (ConnectionError, EndpointConnectionError, ConnectionClosedError, ReadTimeoutError,
+            HTTPClientError, ResponseStreamingError, IncompleteReadError)
+
+
 class InMemoryObjectStore(ObjectStore):
     """A dict-backed store for tests; thread-safe."""
 
@@ -393,11 +425,14 @@ class InMemoryObjectStore(ObjectStore):
 
 
 def make_object_store(url: str, *, endpoint_url: str | None = None,
-                      region: str | None = "us-east-1") -> ObjectStore:
-    """Build a store from ``s3://bucket/prefix``, ``memory://`` or a local folder path."""
+                      region: str | None = "us-east-1", connect_timeout_s: float = 10.0,
+                      read_timeout_s: float = 60.0) -> ObjectStore:
+    """Build a store from ``s3://bucket/prefix``, ``memory://`` or a local folder path
+    (the timeouts apply to S3 only; see :class:`S3ObjectStore`)."""
     if url.startswith("s3://"):
         bucket, _, prefix = url[len("s3://"):].partition("/")
-        return S3ObjectStore(bucket, prefix, endpoint_url=endpoint_url, region=region)
+        return S3ObjectStore(bucket, prefix, endpoint_url=endpoint_url, region=region,
+                             connect_timeout_s=connect_timeout_s, read_timeout_s=read_timeout_s)
     if url.startswith("memory://"):
         return InMemoryObjectStore()
     if url.startswith("file://"):

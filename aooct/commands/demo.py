@@ -21,8 +21,8 @@ def _write_phantoms(cfg, n_cases: int, seed: int, shape_px: tuple[int, int, int]
     from aooct_core.phantom import make_phantom, write_phantom
     from resources.object_store import make_object_store
 
-    drop = make_object_store(cfg.drop, endpoint_url=cfg.s3_endpoint_url, region=cfg.s3_region)
-    objects = make_object_store(cfg.object_store, endpoint_url=cfg.s3_endpoint_url, region=cfg.s3_region)
+    drop = make_object_store(cfg.drop, **cfg.store_options())
+    objects = make_object_store(cfg.object_store, **cfg.store_options())
     truth_root = cfg.home / "phantom_truth"
     ids = []
     for i in range(n_cases):
@@ -92,7 +92,7 @@ def _print_summary(cfg, ids: list[str], log) -> dict:
     from resources.object_store import make_object_store
 
     db = SqlMetadataDB(cfg.db_url)
-    store = make_object_store(cfg.object_store, endpoint_url=cfg.s3_endpoint_url, region=cfg.s3_region)
+    store = make_object_store(cfg.object_store, **cfg.store_options())
     table = Table(title="aooct demo: per-case metrics (95 % CI)")
     for col in ("case", "status", "QC (failed checks)", "cones", "cone density /mm² [95 % CI]",
                 "phantom truth /mm²", "RPE cells", "capillary area", "NFL bundles"):

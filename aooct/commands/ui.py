@@ -41,8 +41,7 @@ def register(app: typer.Typer) -> None:
             if db.list_users():
                 print("aooct ui: the DB already has users; not seeding")
             else:
-                store = make_object_store(cfg.object_store, endpoint_url=cfg.s3_endpoint_url,
-                                          region=cfg.s3_region)
+                store = make_object_store(cfg.object_store, **cfg.store_options())
                 ids = _seed(db, store)
                 print(f"aooct ui: seeded {len(ids)} synthetic cases; users admin, researcher, tech, "
                       f"labeler, ml_engineer with password {DEMO_PASSWORD!r}")

@@ -184,7 +184,7 @@ def _short_timeout_store(endpoint: str, bucket: str, *, retries: int = 1) -> S3O
 
     client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", config=Config(
         connect_timeout=1, read_timeout=1, retries={"max_attempts": retries, "mode": "standard"}))
-    return S3ObjectStore(bucket, "objects", endpoint_url=endpoint, client=client)
+    return S3ObjectStore(bucket, "objects", endpoint_url=endpoint, max_attempts=retries, client=client)
 
 
 # --- S3 through the fault proxy --------------------------------------------------------------
@@ -195,15 +195,15 @@ def test_s3_500_503_timeouts_and_dropped_connections_are_retried_to_identical_ar
     # attempts escalates to TransientStoreError and Dagster's RetryPolicy reruns the step.
     schedule = FaultSchedule([
         FaultRule("503", operations={"PutObject"}, nth={3, 4}),        # raw_volume step retried
-        FaultRule("500", operations={"CopyObject"}, nth={14, 15}),     # a later commit, step retried
+        FaultRule("500", operations={"PutObject"}, nth={30, 31}),      # a later commit, step retried
         FaultRule("timeout", operations={"GetObject"}, nth={4}, delay_s=2.5),
         FaultRule("slow", operations={"PutObject"}, nth={22}, delay_s=2.5),   # applied, answer lost
-        FaultRule("slow", operations={"DeleteObject"}, nth={9}, delay_s=2.5),
-        FaultRule("drop", operations={"ListObjectsV2"}, nth={2}),
+        FaultRule("slow", operations={"HeadObject"}, nth={3}, delay_s=2.5),
+        FaultRule("drop", operations={"ListObjectsV2"}, nth={1}),
         FaultRule("drop", operations={"GetObject"}, nth={11}),
-        # Random 503s anywhere but on deleting a temporary key (see the xfail test below).
-        FaultRule("503", operations={"PutObject", "CopyObject", "GetObject", "HeadObject",
-                                     "ListObjectsV2"}, probability=0.03),
+        FaultRule("truncate", operations={"GetObject"}, nth={30}),
+        FaultRule("503", operations={"PutObject", "GetObject", "HeadObject", "ListObjectsV2"},
+                  probability=0.03),
     ], seed=17)
     with moto_s3_server(bucket) as endpoint, FaultProxy(endpoint, schedule) as proxy:
         res = make_test_resources(tmp_path, object_store=_short_timeout_store(proxy.endpoint, bucket))
@@ -212,7 +212,7 @@ def test_s3_500_503_timeouts_and_dropped_connections_are_retried_to_identical_ar
         result = run_case(CASE_ID, res, drop_prefix=CASE_ID, instance=instance)
         stats = proxy.stats()
         assert result.success, f"faults were not retried ({stats})"
-        assert set(stats["faults"]) == {"500", "503", "timeout", "slow", "drop"}, stats
+        assert set(stats["faults"]) == {"500", "503", "timeout", "slow", "drop", "truncate"}, stats
         restarted = {e.step_key for e in result.all_events if e.event_type_value == "STEP_RESTARTED"}
         assert "raw_volume" in restarted, restarted
         visible = _artifacts(S3ObjectStore(bucket, "objects", endpoint_url=endpoint))
@@ -263,44 +263,61 @@ def test_s3_down_for_good_fails_the_case_clearly_with_nothing_partial_and_no_slo
         db.close()
 
 
-@pytest.mark.xfail(strict=True, reason="platform bug: botocore's ConnectionClosedError (a connection "
-                   "dropped on every attempt) is not mapped to TransientStoreError in "
-                   "S3ObjectStore._call, so Dagster does not retry the step")
 def test_a_connection_dropped_on_every_attempt_is_transient(bucket):
+    # botocore's ConnectionClosedError is an HTTPClientError, not a ConnectionError: it
+    # used to escape as a permanent error, so Dagster did not retry the step.
     with moto_s3_server(bucket) as endpoint, FaultProxy(endpoint) as proxy:
         store = _short_timeout_store(proxy.endpoint, bucket)
         proxy.set_schedule(FaultSchedule([FaultRule("drop", operations={"PutObject"}, nth={1, 2})]))
-        with pytest.raises(TransientStoreError):
+        with pytest.raises(TransientStoreError, match="put_object"):
             store.put_bytes("k/x.bin", b"x")
+        assert proxy.stats()["faults"] == {"drop": 2}
+        store.put_bytes("k/x.bin", b"x")   # the step's retry
+        assert store.get_bytes("k/x.bin") == b"x"
 
 
-@pytest.mark.xfail(strict=True, reason="platform bug: a connection lost while reading an object's "
-                   "body raises botocore's ResponseStreamingError outside S3ObjectStore._call "
-                   "(get_bytes reads Body after it), which is neither retried nor transient")
-def test_a_connection_lost_while_reading_an_object_is_transient(bucket):
+def test_a_body_cut_short_is_read_again_and_cut_on_every_read_is_transient(bucket):
+    payload = os.urandom(4096)
     with moto_s3_server(bucket) as endpoint, FaultProxy(endpoint) as proxy:
         store = _short_timeout_store(proxy.endpoint, bucket)
-        store.put_bytes("k/x.bin", os.urandom(4096))
+        store.put_bytes("k/x.bin", payload)
         proxy.set_schedule(FaultSchedule([FaultRule("truncate", operations={"GetObject"}, nth={1})]))
-        try:
-            store.get_bytes("k/x.bin")  # retried to success is right too
-        except TransientStoreError:
-            pass
+        assert store.get_bytes("k/x.bin") == payload          # read again, whole
+        assert proxy.stats()["faults"] == {"truncate": 1}
+        proxy.set_schedule(FaultSchedule([FaultRule("truncate", operations={"GetObject"})]))
+        with pytest.raises(TransientStoreError, match="cut short"):
+            store.get_bytes("k/x.bin")
+        assert proxy.stats()["faults"]["truncate"] == 1 + store.max_attempts + 1
 
 
-@pytest.mark.xfail(strict=True, reason="platform bug: S3ObjectStore.put_bytes leaves its .tmp- key "
-                   "behind when deleting it fails after the commit (and when the temporary "
-                   "PutObject was applied but its answer lost); nothing ever removes it")
-def test_a_failed_delete_of_the_temporary_key_leaves_no_tmp_key(bucket):
+def test_a_put_whose_answer_is_lost_commits_once_and_leaves_no_temporary_key(bucket):
+    # Writes are one PutObject with its Content-MD5: nothing to clean up when the answer
+    # is lost (the retry writes the same bytes again) or when the request fails.
     with moto_s3_server(bucket) as endpoint, FaultProxy(endpoint) as proxy:
         store = _short_timeout_store(proxy.endpoint, bucket)
-        proxy.set_schedule(FaultSchedule([FaultRule("503", operations={"DeleteObject"}, nth={1, 2})]))
-        try:
-            store.put_bytes("k/x.bin", b"committed")
-        except TransientStoreError:
-            pass  # the step would be retried; the object itself was committed
+        proxy.set_schedule(FaultSchedule([
+            FaultRule("slow", operations={"PutObject"}, nth={1}, delay_s=2.5),   # applied, answer lost
+            FaultRule("503", operations={"PutObject"}, nth={3, 4}),
+        ]))
+        store.put_bytes("k/x.bin", b"committed")
+        with pytest.raises(TransientStoreError):
+            store.put_bytes("k/y.bin", b"refused")
         assert store.get_bytes("k/x.bin") == b"committed"
+        assert store.list_objects("k/") == {"k/x.bin": 9}
         assert not _s3_tmp_keys(endpoint, bucket)
+        assert proxy.stats()["faults"] == {"slow": 1, "503": 2}
+
+
+def test_s3_timeouts_come_from_the_configuration():
+    from resources.config import load_config
+    from resources.object_store import make_object_store
+
+    cfg = load_config({"AOOCT_HOME": "/tmp/aooct-cfg", "AOOCT_S3_CONNECT_TIMEOUT_S": "2",
+                       "AOOCT_S3_READ_TIMEOUT_S": "7.5"})
+    store = make_object_store("s3://b/p", **cfg.store_options())
+    assert (store.client.meta.config.connect_timeout, store.client.meta.config.read_timeout) == (2, 7.5)
+    with pytest.raises(ValueError, match="AOOCT_S3_READ_TIMEOUT_S"):
+        load_config({"AOOCT_S3_READ_TIMEOUT_S": "soon"})
 
 
 # --- the object store's disk full ----------------------------------------------------------------
