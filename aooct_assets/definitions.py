@@ -14,7 +14,7 @@ from aooct_assets.assets import case_assets
 from aooct_assets.checks import qc_checks
 from aooct_assets.jobs import CASE_JOB_NAME, case_job, executor_from_env
 from aooct_assets.run_hygiene import make_run_watchdog
-from aooct_assets.sensors import make_drop_sensor, make_failure_sensor
+from aooct_assets.sensors import make_drop_sensor, make_failure_sensor, mark_case_failed
 from resources.config import PlatformConfig, load_config
 from resources.dagster_resources import (ComputeDevice, MetadataDBResource, ModelRegistryResource,
                                          ObjectStoreResource)
@@ -49,7 +49,8 @@ def build_definitions(cfg: PlatformConfig | None = None, *, sensor_interval_s: i
         sensors=[make_drop_sensor(cfg.drop, job_name=CASE_JOB_NAME, endpoint_url=cfg.s3_endpoint_url,
                                   minimum_interval_seconds=sensor_interval_s,
                                   conflict_policy=cfg.case_id_conflict),
-                 make_failure_sensor(cfg.db_url), make_run_watchdog()],
+                 make_failure_sensor(cfg.db_url),
+                 make_run_watchdog(on_failed=lambda run, _why: mark_case_failed(cfg.db_url, run))],
         resources=build_resources(cfg),
         executor=executor_from_env(),
     )

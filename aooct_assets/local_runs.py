@@ -123,18 +123,9 @@ def _sigterm_as_interrupt():
 
 
 def _mark_failed(cfg):
-    def on_failed(run, reason: str) -> None:
-        from resources.metadata_db import SqlMetadataDB
+    from aooct_assets.sensors import mark_case_failed
 
-        case_id = run.tags.get("dagster/partition")
-        db = SqlMetadataDB(cfg.db_url)
-        try:
-            if case_id and db.get_case(case_id) is not None:
-                db.set_case_status(case_id, "failed")
-                db.record_run(run.run_id, case_id, status="failure", dagster_run_id=run.run_id)
-        finally:
-            db.close()
-    return on_failed
+    return lambda run, reason: mark_case_failed(cfg.db_url, run)
 
 
 def _failure_text(event) -> str:

@@ -32,7 +32,7 @@ from aooct_assets.partitions import cases_partitions
 from aooct_core.io import content_hash_of_case
 from resources.object_store import ObjectStore, make_object_store
 
-__all__ = ["make_drop_sensor", "scan_drop", "run_requests_for", "content_hash_of_drop",
+__all__ = ["make_drop_sensor", "mark_case_failed", "scan_drop", "run_requests_for", "content_hash_of_drop",
            "quarantine", "RESERVED_PREFIXES"]
 
 RESERVED_PREFIXES = ("_", ".")
@@ -306,6 +306,22 @@ def make_drop_sensor(drop: str | ObjectStore, *, job_name: str, name: str = "cas
     return _drop_sensor
 
 
+def mark_case_failed(db_url: str, run) -> None:
+    """Mark the case of the failed ``run`` (its ``dagster/partition``) as ``failed``."""
+    from resources.metadata_db import SqlMetadataDB
+
+    case_id = run.tags.get("dagster/partition")
+    if not case_id:
+        return
+    db = SqlMetadataDB(db_url)
+    try:
+        if db.get_case(case_id) is not None:
+            db.set_case_status(case_id, "failed")
+            db.record_run(run.run_id, case_id, status="failure", dagster_run_id=run.run_id)
+    finally:
+        db.close()
+
+
 def make_failure_sensor(db_url: str, *, name: str = "case_failure_sensor"):
     """Mark the case of a failed run as ``failed`` in the metadata DB (the review app shows it)."""
     from dagster import RunFailureSensorContext, run_failure_sensor
@@ -313,18 +329,6 @@ def make_failure_sensor(db_url: str, *, name: str = "case_failure_sensor"):
     @run_failure_sensor(name=name, default_status=DefaultSensorStatus.RUNNING,
                         description="Failed case runs → case status 'failed' in the metadata DB")
     def _failure_sensor(context: RunFailureSensorContext):
-        from resources.metadata_db import SqlMetadataDB
-
-        case_id = context.dagster_run.tags.get("dagster/partition")
-        if not case_id:
-            return
-        db = SqlMetadataDB(db_url)
-        try:
-            if db.get_case(case_id) is not None:
-                db.set_case_status(case_id, "failed")
-                db.record_run(context.dagster_run.run_id, case_id, status="failure",
-                              dagster_run_id=context.dagster_run.run_id)
-        finally:
-            db.close()
+        mark_case_failed(db_url, context.dagster_run)
 
     return _failure_sensor

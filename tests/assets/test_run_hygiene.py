@@ -75,3 +75,68 @@ def test_stuck_run_without_process_tags_is_failed_after_the_timeout():
         assert not reap_runs(instance, stuck_after_s=3600)
         reap_runs(instance, stuck_after_s=3600, now=time.time() + 7200)
         assert instance.get_run_by_id(run.run_id).status == DagsterRunStatus.FAILURE
+
+
+def _daemon_launched(instance, worker_pid: int, *, host: str = "localhost"):
+    """A run as DefaultRunLauncher leaves it: the code server's address in a tag and the
+    worker's pid in its first engine event."""
+    import json
+    import os
+
+    from dagster._core.events import EngineEventData
+    from dagster._core.storage.tags import GRPC_INFO_TAG
+
+    run = create_run_for_test(instance, job_name="case_pipeline", status=DagsterRunStatus.STARTED,
+                              tags={GRPC_INFO_TAG: json.dumps({"host": host, "socket": "/tmp/x"}
+                                                              if host == "localhost" else
+                                                              {"host": host, "port": 4000})})
+    instance.report_engine_event(f"Started process for run (pid: {worker_pid}).", run,
+                                 EngineEventData.in_process(worker_pid))
+    assert os.getpid() != worker_pid
+    return run
+
+
+def test_daemon_launched_run_whose_worker_died_is_failed_and_its_slot_freed():
+    import os
+
+    with _instance() as instance:
+        dead = _daemon_launched(instance, int(_dead_pid_tags()["aooct/pid"]))
+        storage = instance.event_log_storage
+        assert storage.claim_concurrency_slot("gpu", dead.run_id, "preprocess_case").is_claimed
+        # pid 1 started before the event: alive; a worker on another host: not ours to judge.
+        alive = _daemon_launched(instance, 1)
+        remote = _daemon_launched(instance, int(_dead_pid_tags()["aooct/pid"]), host="10.0.0.7")
+        done = [what for run_id, what in reap_runs(instance) if run_id == dead.run_id]
+        assert instance.get_run_by_id(dead.run_id).status == DagsterRunStatus.FAILURE
+        assert "run worker" in done[0] and "gone" in done[0] and "freed" in done[1], done
+        assert not storage.get_concurrency_info("gpu").claimed_slots
+        for run in (alive, remote):
+            assert instance.get_run_by_id(run.run_id).status == DagsterRunStatus.STARTED
+        assert os.path.exists("/proc/1")
+
+
+def test_daemon_launched_run_whose_worker_pid_was_reused_is_failed():
+    import subprocess
+    import time
+
+    with _instance() as instance:
+        sleeper = subprocess.Popen(["sleep", "30"])   # a process started after the event
+        try:
+            run = _daemon_launched(instance, sleeper.pid)
+            # the event is written now, after the process started: alive
+            reap_runs(instance)
+            assert instance.get_run_by_id(run.run_id).status == DagsterRunStatus.STARTED
+            # an event dated before the process started means the pid was reused
+            old = _daemon_launched_at(instance, sleeper.pid, time.time() - 60)
+            reap_runs(instance)
+            assert instance.get_run_by_id(old.run_id).status == DagsterRunStatus.FAILURE
+        finally:
+            sleeper.kill()
+            sleeper.wait()
+
+
+def _daemon_launched_at(instance, pid: int, timestamp: float):
+    from unittest import mock
+
+    with mock.patch("time.time", return_value=timestamp):
+        return _daemon_launched(instance, pid)

@@ -531,10 +531,6 @@ def test_daemon_killed_mid_run_and_restarted_the_case_completes_and_no_slot_leak
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="platform bug: a daemon-launched run whose run worker died "
-                   "with the daemon stays STARTED with its gpu slot for ever — DefaultRunLauncher has "
-                   "no worker health check, the run carries no aooct/pid tags and run_watchdog has "
-                   "stuck_after_s=None, so neither run monitoring nor reap_runs fails it")
 def test_daemon_killed_with_its_run_worker_the_restarted_daemon_fails_the_run_and_frees_the_slot(
         env, daemon_home):
     from resources.metadata_db import SqlMetadataDB
