@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["EMBEDDED_DAGSTER_YAML", "prepare_environment", "stage_case_folders", "process_drop",
-           "CaseOutcome"]
+           "CaseOutcome", "INSTANCE_READY"]
 
 #: Instance config written to ``$DAGSTER_HOME/dagster.yaml`` when there is none: SQLite
 #: storage in DAGSTER_HOME, the ``gpu`` pool limited to one step, queued runs for the daemon,
@@ -74,11 +74,44 @@ def prepare_environment():
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     home = Path(os.environ["DAGSTER_HOME"])
     home.mkdir(parents=True, exist_ok=True)
-    if not (home / "dagster.yaml").exists():
-        (home / "dagster.yaml").write_text(EMBEDDED_DAGSTER_YAML)
+    _initialize_instance(home)
     for folder in (cfg.home, cfg.mlflow_artifacts):
         folder.mkdir(parents=True, exist_ok=True)
     return cfg
+
+
+#: Written in DAGSTER_HOME once its instance storage exists (see :func:`prepare_environment`).
+INSTANCE_READY = ".aooct-instance-ready"
+
+
+def _initialize_instance(home: Path) -> None:
+    """Write the embedded ``dagster.yaml`` if there is none and create the instance's
+    storage, under a lock: Dagster's SQLite storages are created on first use, and two
+    processes creating them at once fail ("table jobs already exists") or leave two
+    alembic version rows. Other processes (a test, a daemon started by hand) may open the
+    instance once :data:`INSTANCE_READY` exists."""
+    import fcntl
+
+    if (home / INSTANCE_READY).exists():
+        return
+    with open(home / ".aooct-instance.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (home / INSTANCE_READY).exists():
+            return
+        if not (home / "dagster.yaml").exists():
+            tmp = home / ".dagster.yaml.tmp"
+            tmp.write_text(EMBEDDED_DAGSTER_YAML)
+            os.replace(tmp, home / "dagster.yaml")
+        from dagster import DagsterInstance
+
+        instance = DagsterInstance.from_config(str(home))
+        try:
+            instance.get_runs(limit=1)            # run, event-log and schedule storage exist
+            instance.event_log_storage.get_concurrency_keys()
+            instance.all_instigator_state()       # schedule storage
+        finally:
+            instance.dispose()
+        (home / INSTANCE_READY).write_text("")
 
 
 def stage_case_folders(drop_store, folders: list[Path]) -> list[str]:
@@ -102,11 +135,39 @@ def stage_case_folders(drop_store, folders: list[Path]) -> list[str]:
             raise ValueError(f"{folder}: {odd[0].name} is a symbolic link or not a regular file; "
                              "copy the file itself into the case folder")
         base = folder.resolve().name
+        if _holds_exactly(drop_store, base, folder, files):
+            names.append(base)   # a copy left by an earlier, killed call: not staged twice
+            continue
         name = base if not drop_store.list_keys(f"{base}/") else f"{base}-{uuid.uuid4().hex[:8]}"
         for path in sorted(files, key=lambda p: p.name == "case.json"):
             drop_store.put_file(f"{name}/{path.relative_to(folder).as_posix()}", path)
         names.append(name)
     return names
+
+
+def _holds_exactly(drop_store, name: str, folder: Path, files: list[Path]) -> bool:
+    """Whether drop ``name`` holds exactly ``folder``'s files, byte for byte."""
+    import hashlib
+
+    held = drop_store.list_objects(f"{name}/")
+    wanted = {f"{name}/{p.relative_to(folder).as_posix()}": p for p in files}
+    if not held or set(held) != set(wanted) or any(held[k] != wanted[k].stat().st_size for k in held):
+        return False
+    return all(hashlib.sha256(drop_store.get_bytes(k)).digest() ==
+               hashlib.sha256(wanted[k].read_bytes()).digest() for k in held)
+
+
+def _remove_staged(drop_store, names, log) -> None:
+    """Remove what :func:`stage_case_folders` staged and no run retired (skipped, failed
+    before ingest, interrupted): the case folders themselves are untouched, and a staged
+    DICOM copy, not yet de-identified, must not stay in the drop."""
+    for name in names:
+        keys = drop_store.list_keys(f"{name}/")
+        for key in sorted(keys, key=lambda k: k.endswith("/case.json"), reverse=True):
+            drop_store.delete(key)   # case.json first: never a half-removed complete-looking drop
+        drop_store.remove_empty_folders(name)
+        if keys:
+            log(f"  drop: removed the staged copy {name}/ ({len(keys)} files; the folder itself is kept)")
 
 
 @contextmanager
@@ -160,15 +221,13 @@ def process_drop(cfg, *, folders: list[Path] | None = None, settle_s: float = 1.
                  launched_by: str = "aooct process") -> list[CaseOutcome]:
     """Judge the drop (or only ``folders``, staged into it) and run each requested case here.
 
-    Returns one :class:`CaseOutcome` per requested case, in drop-name order.
+    Returns one :class:`CaseOutcome` per requested case, in drop-name order. Staged copies
+    that no run retired to ``_processed/`` are removed from the drop on the way out
+    (skipped as already done, failed, interrupted); one left by a killed call is reused.
     """
     from dagster import DagsterInstance
 
-    from aooct_assets.definitions import build_definitions
-    from aooct_assets.jobs import CASE_JOB_NAME
-    from aooct_assets.partitions import cases_partitions
-    from aooct_assets.run_hygiene import process_tags, reap_runs
-    from aooct_assets.sensors import run_requests_for, scan_drop
+    from aooct_assets.run_hygiene import reap_runs
     from resources.object_store import make_object_store
 
     instance = DagsterInstance.get()
@@ -176,6 +235,21 @@ def process_drop(cfg, *, folders: list[Path] | None = None, settle_s: float = 1.
         log(f"  watchdog: run {run_id[:8]} {what}")
     drop = make_object_store(cfg.drop, **cfg.store_options())
     only = set(stage_case_folders(drop, list(folders))) if folders else None
+    try:
+        return _judge_and_run(cfg, instance, drop, only, settle_s=settle_s, log=log,
+                              launched_by=launched_by)
+    finally:
+        if only:
+            _remove_staged(drop, sorted(only), log)
+
+
+def _judge_and_run(cfg, instance, drop, only, *, settle_s, log, launched_by) -> list[CaseOutcome]:
+    from aooct_assets.definitions import build_definitions
+    from aooct_assets.jobs import CASE_JOB_NAME
+    from aooct_assets.partitions import cases_partitions
+    from aooct_assets.run_hygiene import process_tags
+    from aooct_assets.sensors import run_requests_for, scan_drop
+
     # Named folders are processed unless the instance shows their content done or in flight
     # (below), whatever an earlier look at the drop remembered; the drop-wide look keeps the
     # sensor's cursor, so identical content dropped again is a duplicate there.

@@ -14,7 +14,8 @@ Per tick, for each drop:
 3. an invalid ``case.json`` or an empty volume is *malformed*: the drop is moved to
    ``_quarantine/<name>/`` next to a ``REASON.txt`` that says what is wrong;
 4. the content hash (canonical ``case.json`` + volume bytes) is the run key, so the same
-   content dropped twice gives one run (the second copy goes to ``_duplicates/``);
+   content dropped twice gives one run (the second copy is removed, its files listed
+   with their sha256 in ``_duplicates/<name>-<hash>/REASON.txt``);
 5. the partition is added and the run requested in one ``SensorResult``.
 
 The run's ``raw_volume`` step copies the drop into the object store and only then moves
@@ -69,6 +70,20 @@ def quarantine(store: ObjectStore, name: str, reason: str, sig: str) -> str:
     if name in store.refused_entries(name):  # the drop itself is a link or a FIFO
         store.move(name, f"{dest}/{name}")
     return dest
+
+
+def _retire_duplicate(store: ObjectStore, name: str, dest: str, listing: dict, why: str) -> None:
+    """Replace duplicate drop ``name`` by ``dest/REASON.txt``: why, and each file's size
+    and sha256. Its bytes are those of the drop it duplicates, which keeps them (stored,
+    de-identified where DICOM); a second verbatim copy would only keep identifiers."""
+    lines = [why, "", "files removed (the same bytes are held by that drop):"]
+    for key in sorted(listing):
+        lines.append(f"  {key[len(name) + 1:]}  {listing[key]} bytes  "
+                     f"sha256 {hashlib.sha256(store.get_bytes(key)).hexdigest()}")
+    store.put_bytes(f"{dest}/REASON.txt", ("\n".join(lines) + "\n").encode())
+    for key in sorted(listing, key=lambda k: k.endswith("/case.json"), reverse=True):
+        store.delete(key)   # case.json first: never a half-removed complete-looking drop
+    store.remove_empty_folders(name)
 
 
 def _read_case_json(store: ObjectStore, name: str, size: int) -> dict:
@@ -206,11 +221,10 @@ def scan_drop(store: ObjectStore, state: dict, *, stable_ticks: int = 2,
         elif verdict == "duplicate":
             digest, case_dict = detail
             dest = f"{DUPLICATES}/{name}-{digest[:8]}"
-            store.put_bytes(f"{dest}/REASON.txt", (
+            _retire_duplicate(store, name, dest, listing, (
                 f"same content (sha256 {digest}) as drop {requested[digest]!r}, "
-                f"case {case_dict['case_id']!r}, which was already requested\n").encode())
-            store.move_prefix(name, dest)
-            notes.append(f"{name}: duplicate of {requested[digest]}, moved to {dest}")
+                f"case {case_dict['case_id']!r}, which was already requested"))
+            notes.append(f"{name}: duplicate of {requested[digest]}, recorded in {dest}/REASON.txt")
             seen.pop(name)
         elif verdict == "request":
             digest, case_dict = detail

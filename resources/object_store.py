@@ -15,6 +15,7 @@ from bad input, which must not be retried.
 from __future__ import annotations
 
 import abc
+import errno
 import os
 import shutil
 import stat
@@ -127,7 +128,12 @@ class ObjectStore(abc.ABC):
             new_key = dst_prefix + key[len(src_prefix):]
             self.move(key, new_key)
             moved.append(new_key)
+        self.remove_empty_folders(src_prefix)
         return moved
+
+    def remove_empty_folders(self, prefix: str) -> None:
+        """Remove the folders left empty under ``prefix/`` (and ``prefix`` itself) once its
+        objects are moved or deleted; object stores without folders (S3) have none."""
 
     def size(self, key: str) -> int:
         sizes = self.list_objects(key)
@@ -224,6 +230,18 @@ class LocalObjectStore(ObjectStore):
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
+
+    def remove_empty_folders(self, prefix: str) -> None:
+        top = self._path(prefix.rstrip("/")) if prefix.strip("/") else self.root
+        if top.is_symlink() or not top.is_dir():
+            return
+        for folder, _dirs, _files in sorted(os.walk(top), key=lambda w: -len(w[0])):
+            if Path(folder) != self.root:
+                try:
+                    os.rmdir(folder)   # only ever removes an empty folder
+                except OSError as exc:
+                    if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT, errno.ENOTDIR):
+                        raise          # not empty or gone: kept; anything else is reported
 
     def move(self, src: str, dst: str) -> None:
         s, d = self._path(src), self._path(dst)

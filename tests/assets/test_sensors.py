@@ -1,6 +1,7 @@
 """Drop sensor: waits for partial drops, one run per content, quarantines malformed drops."""
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -78,7 +79,7 @@ def test_growing_file_is_not_judged_until_its_size_is_stable(env):
     assert len(tick().run_requests) == 1
 
 
-def test_duplicate_content_gives_one_run_and_is_kept_in_duplicates(env):
+def test_duplicate_content_gives_one_run_and_is_recorded_in_duplicates(env):
     store, _, tick = env
     _drop(store, "first")
     tick()
@@ -87,10 +88,12 @@ def test_duplicate_content_gives_one_run_and_is_kept_in_duplicates(env):
     tick()
     result = tick()
     assert not result.run_requests
-    dup = [k for k in store.list_keys("_duplicates/")]
-    assert any(k.endswith("REASON.txt") for k in dup) and any(k.endswith("vol_00.tif") for k in dup)
-    reason = store.get_bytes(next(k for k in dup if k.endswith("REASON.txt"))).decode()
+    (dup,) = store.list_keys("_duplicates/")
+    assert dup.endswith("REASON.txt")
+    reason = store.get_bytes(dup).decode()
     assert "same content" in reason and "first" in reason
+    sha = hashlib.sha256(store.get_bytes("first/vol_00.tif")).hexdigest()
+    assert f"vol_00.tif  {store.size('first/vol_00.tif')} bytes  sha256 {sha}" in reason
     assert store.list_keys("second/") == []
 
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from aooct_assets.local_runs import INSTANCE_READY
+
 _REPO = Path(__file__).resolve().parents[2]
 _AOOCT = str(Path(sys.executable).with_name("aooct"))
 SHAPE = "32x256x48"
@@ -36,6 +38,11 @@ def _process(env, *args, timeout=300):
                           capture_output=True, text=True, timeout=timeout, cwd=_REPO)
 
 
+def _drop_entries(tmp: Path) -> list[str]:
+    """Drops waiting in the drop folder (not the platform's own ``_processed/`` etc.)."""
+    return sorted(p.name for p in (tmp / "home" / "drop").iterdir() if not p.name.startswith(("_", ".")))
+
+
 def test_killed_run_does_not_wedge_the_next_one(home):
     tmp, env = home
     os.environ["DAGSTER_HOME"] = env["DAGSTER_HOME"]
@@ -48,7 +55,7 @@ def test_killed_run_does_not_wedge_the_next_one(home):
         instance = None
         while time.monotonic() < deadline and first.poll() is None:
             time.sleep(0.3)
-            if instance is None and (tmp / "home" / "dagster" / "dagster.yaml").exists():
+            if instance is None and (tmp / "home" / "dagster" / INSTANCE_READY).exists():
                 instance = DagsterInstance.get()
             if instance is not None and instance.event_log_storage.get_concurrency_keys() and \
                     instance.event_log_storage.get_concurrency_info("gpu").claimed_slots:
@@ -61,14 +68,34 @@ def test_killed_run_does_not_wedge_the_next_one(home):
         assert killed.status == DagsterRunStatus.STARTED
         assert instance.event_log_storage.get_concurrency_info("gpu").claimed_slots
         second = _process(env, tmp / "CASE_B", timeout=240)  # wedged for ever before the fix
-        assert "watchdog: run" in second.stdout and "gone" in second.stdout, second.stdout
+        assert "watchdog: run" in second.stdout and "gone" in second.stdout, second.stdout + second.stderr
         assert "phantom-s6: " in second.stdout and " failed (" not in second.stdout, second.stdout
         assert instance.get_run_by_id(killed.run_id).status == DagsterRunStatus.FAILURE
         assert not instance.event_log_storage.get_concurrency_info("gpu").claimed_slots
+        # The killed run had retired its drop (ingest was done); its case runs again whole.
+        assert _drop_entries(tmp) == []
+        third = _process(env, tmp / "CASE_A", timeout=240)
+        assert "phantom-s5: " in third.stdout and " failed (" not in third.stdout, third.stdout
+        assert _drop_entries(tmp) == []
+
     finally:
         if first.poll() is None:
             os.killpg(first.pid, signal.SIGKILL)
         os.environ.pop("DAGSTER_HOME", None)
+
+
+def test_a_copy_left_by_a_killed_call_is_reused_and_other_content_staged_apart(home):
+    from aooct_assets.local_runs import stage_case_folders
+    from resources.object_store import LocalObjectStore
+
+    tmp, _env = home
+    drop = LocalObjectStore(tmp / "drop")
+    assert stage_case_folders(drop, [tmp / "CASE_A"]) == ["CASE_A"]
+    assert stage_case_folders(drop, [tmp / "CASE_A"]) == ["CASE_A"]     # byte-identical: reused
+    (tmp / "CASE_A" / "vol_00.tif").write_bytes((tmp / "CASE_B" / "vol_00.tif").read_bytes())
+    (other,) = stage_case_folders(drop, [tmp / "CASE_A"])
+    assert other.startswith("CASE_A-") and drop.list_keys(f"{other}/")
+    assert sorted(p.name for p in (tmp / "drop").iterdir()) == sorted(["CASE_A", other])
 
 
 def test_named_folders_run_once_refuse_links_and_version_other_content(home, tmp_path):
@@ -78,6 +105,7 @@ def test_named_folders_run_once_refuse_links_and_version_other_content(home, tmp
     assert "phantom-s5: ok" in res.stdout or "phantom-s5: qc_failed" in res.stdout, res.stdout
     again = _process(env, tmp / "CASE_A")                  # same content: done, not re-run
     assert "phantom-s5: skipped" in again.stdout and "already processed" in again.stdout
+    assert "removed the staged copy CASE_A/" in again.stdout and _drop_entries(tmp) == []
     linked = tmp_path / "LINKED"
     linked.mkdir()
     for f in (tmp / "CASE_A").iterdir():
