@@ -126,10 +126,12 @@ def _local_or_s3(value: str | None, default: Path) -> str:
 
 
 def deid_uid_key(env: Mapping[str, str] | None = None) -> bytes:
-    """The installation's secret for de-identified DICOM UIDs (``AOOCT_DEID_KEY`` or a key file).
+    """The installation's secret for de-identified DICOM UIDs and subject pseudonyms
+    (``AOOCT_DEID_KEY`` or a key file).
 
     The key file is created once, readable by its owner only; losing it only means that
-    a study received again later gets other UIDs (nothing stored depends on it otherwise).
+    a study received again later gets other UIDs (subjects already in the subject map keep
+    their pseudonym; nothing stored depends on the key otherwise).
     """
     import secrets
 

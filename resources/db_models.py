@@ -9,7 +9,7 @@ from sqlalchemy import (JSON, Boolean, Column, DateTime, Float, ForeignKey, Inte
                         String, Table, Text, UniqueConstraint)
 
 __all__ = ["metadata", "cases", "runs", "artifacts", "metrics", "qc_results", "labels",
-           "reviews", "users", "audit_log", "ui_sessions", "sign_in_failures", "ROLES",
+           "reviews", "users", "audit_log", "ui_sessions", "sign_in_failures", "subject_map", "ROLES",
            "REVIEW_DECISIONS", "SIGN_IN_SCOPES"]
 
 ROLES = ("Researcher", "Tech", "Labeler", "ML Engineer", "Admin")
@@ -173,4 +173,14 @@ sign_in_failures = Table(
     Column("failures", Integer, nullable=False),
     _ts("last_failure_at", nullable=False, index=True),
     _ts("locked_until"),
+)
+
+# The one place a subject's original identifier is kept: pseudonym (what every other table,
+# the object store and the reports hold) → subject_id as received. Read only through the
+# Admin-only lookup of the review app (audited); see aooct_core/io/deid.py.
+subject_map = Table(
+    "subject_map", metadata,
+    Column("pseudonym", String(32), primary_key=True),
+    Column("subject_id", String(128), nullable=False, unique=True),
+    _ts("first_seen_at", nullable=False),
 )

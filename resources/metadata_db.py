@@ -29,7 +29,7 @@ __all__ = ["MetadataDB", "SqlMetadataDB", "make_test_metadata_db", "upgrade", "h
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 #: Newest alembic revision; a DB already there skips the (slow to load) alembic machinery.
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003"
 CASE_STATUSES = ("new", "ingested", "processing", "processed", "failed", "qc_failed",
                  "approved", "rejected")
 _QC_LEVEL = {2: "fail", 1: "warn", 0: "pass"}
@@ -205,6 +205,10 @@ class MetadataDB(abc.ABC):
                                lock_seconds) -> dict: ...
     @abc.abstractmethod
     def clear_sign_in_failures(self, scope: str, key: str) -> None: ...
+    @abc.abstractmethod
+    def map_subject(self, subject_id: str, *, pseudonym: str) -> str: ...
+    @abc.abstractmethod
+    def subject_for(self, pseudonym: str) -> str | None: ...
 
 
 class SqlMetadataDB(PeopleRecords, MetadataDB):

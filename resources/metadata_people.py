@@ -1,5 +1,5 @@
 """People-side records of the metadata DB: labels, reviews, users and roles, the audit log,
-review-app sessions and sign-in failure counters.
+review-app sessions, sign-in failure counters and the subject map.
 
 A mixin of :class:`resources.metadata_db.SqlMetadataDB` (kept apart so that each module stays
 one idea): labels are versioned per annotator and never overwritten, the audit log is
@@ -258,6 +258,39 @@ class PeopleRecords:
         f = m.sign_in_failures.c
         with self.engine.begin() as conn:
             conn.execute(delete(m.sign_in_failures).where(and_(f.scope == scope, f.key == key[:128])))
+
+    # subject map ------------------------------------------------------------------
+    def map_subject(self, subject_id: str, *, pseudonym: str) -> str:
+        """Record that ``pseudonym`` stands for ``subject_id``; return the subject's pseudonym.
+
+        A subject already mapped keeps the pseudonym it has (so a changed de-identification
+        key never splits a subject in two); two ingests of one subject at once agree.
+        """
+        t = m.subject_map.c
+        for _attempt in range(3):
+            with self.engine.connect() as conn:
+                held = conn.execute(select(t.pseudonym).where(t.subject_id == subject_id)).scalar()
+            if held is not None:
+                return str(held)
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(insert(m.subject_map).values(
+                        pseudonym=pseudonym, subject_id=subject_id, first_seen_at=_now()))
+                return pseudonym
+            except IntegrityError as exc:  # the other ingest won; read its row
+                last_error = exc
+        raise RuntimeError(f"could not map subject pseudonym {pseudonym!r}: {last_error}") from last_error
+
+    def subject_for(self, pseudonym: str) -> str | None:
+        """The subject_id a pseudonym stands for, or None.
+
+        Only the review app's Admin lookup calls this (it authorizes and audits first);
+        nothing else in the platform reads original subject identifiers.
+        """
+        with self.engine.connect() as conn:
+            value = conn.execute(select(m.subject_map.c.subject_id)
+                                 .where(m.subject_map.c.pseudonym == pseudonym)).scalar()
+        return None if value is None else str(value)
 
 
 def _revoke(conn, where, reason: str) -> int:

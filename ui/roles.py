@@ -30,6 +30,7 @@ PERMISSIONS: dict[str, str] = {
     "view_models": "registered model versions, cards, metrics and aliases",
     "manage_users": "create users and change roles",
     "view_audit": "read the audit log",
+    "look_up_subject": "look up the subject_id a subject pseudonym stands for (audited)",
 }
 
 ROLE_PERMISSIONS: dict[str, frozenset[str]] = {

@@ -48,9 +48,25 @@ def _deidentified(drop, src: str, name: str, data: bytes, uid_key: bytes, deid: 
     return res.data
 
 
+def _pseudonymized_case(case_dict: dict, db, key: bytes) -> bytes:
+    """case.json as stored: ``subject_id`` replaced by the subject's pseudonym.
+
+    The original is recorded only in the metadata DB's Admin-only subject map
+    (:meth:`~resources.metadata_db.MetadataDB.map_subject`); a subject already mapped
+    keeps its pseudonym.
+    """
+    from aooct_core.io.deid import is_subject_pseudonym, pseudonymize_subject
+
+    subject = case_dict["subject_id"]
+    if not is_subject_pseudonym(subject):
+        subject = db.map_subject(subject, pseudonym=pseudonymize_subject(subject, key=key))
+    return json_bytes({**case_dict, "subject_id": subject})
+
+
 def _retire_drop(drop, src: str, dest: str, store, raw: str, deid: dict) -> None:
-    """Move the drop to ``dest``; DICOM originals are replaced by the stored de-identified copy."""
-    for name in deid:
+    """Move the drop to ``dest``; case.json and DICOM originals are replaced by the stored
+    de-identified copies (pseudonymized subject, stripped attributes)."""
+    for name in [*deid, "case.json"]:
         drop.put_bytes(f"{dest}/{name}", store.get_bytes(f"{raw}/{name}"))
         drop.delete(f"{src}/{name}")
     drop.move_prefix(src, dest)
@@ -96,6 +112,8 @@ def raw_volume(context: AssetExecutionContext, config: RawVolumeConfig) -> Mater
             if case_dict.get("case_id") != base_case_id(case_id):
                 raise Failure(f"drop {src!r} holds case {case_dict.get('case_id')!r}, not partition "
                               f"{case_id!r}", allow_retries=False)
+            # Checked as received, before its subject_id is mapped to a pseudonym.
+            validate_case_dict(case_dict, source=drop.uri(f"{src}/case.json"))
             _refuse_overwrite(store, db, case_id, raw, config.content_hash)
             uid_key = deid_uid_key()
 
@@ -107,6 +125,8 @@ def raw_volume(context: AssetExecutionContext, config: RawVolumeConfig) -> Mater
                 return len(data), [data]
 
             digest = content_hash_of_case(case_dict, ingest_volume)
+            case_bytes = _pseudonymized_case(case_dict, db, uid_key)
+            case_dict = json.loads(case_bytes)
             put(store, f"{raw}/case.json", case_bytes, written)
         elif store.exists(f"{raw}/case.json"):
             context.log.info(f"no drop given or it was already retired; using {store.uri(raw)}")
@@ -131,7 +151,8 @@ def raw_volume(context: AssetExecutionContext, config: RawVolumeConfig) -> Mater
                           f"{config.content_hash[:12]} → {digest[:12]}); it will be picked up again",
                           allow_retries=False)
         manifest = {"case_id": case_id, "content_hash": digest,
-                    "files": {k.rsplit("/", 1)[1]: v["sha256"] for k, v in written.items()}}
+                    "files": {k.rsplit("/", 1)[1]: v["sha256"] for k, v in written.items()},
+                    "subject_id": "pseudonym (the original is in the Admin-only subject map)"}
         if deid:
             manifest["deidentification"] = {"profile": DEID_PROFILE, "files": deid}
         put(store, f"{raw}/manifest.json", json_bytes(manifest), written)

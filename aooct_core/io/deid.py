@@ -20,12 +20,18 @@ the drop is retired). The profile:
   be removed by editing attributes).
 
 The result says which attribute keywords were removed, so the platform can record them.
+
+The case's ``subject_id`` (often a clinic number) is replaced at the same door by
+:func:`pseudonymize_subject`: a keyed HMAC of it, the same for every case of that subject
+within an installation (so per-subject statistics and splits still work); the platform keeps
+the original only in its Admin-only subject map.
 """
 from __future__ import annotations
 
 import hashlib
 import hmac
 import io
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,12 +42,13 @@ from aooct_core.io.dicom import PHI_KEYWORDS
 from aooct_core.io.errors import InputError
 
 __all__ = ["DEID_PROFILE", "DeidentifiedDicom", "deidentify_dicom_bytes", "strip_identifiers",
-           "looks_like_dicom"]
+           "looks_like_dicom", "pseudonymize_subject", "is_subject_pseudonym"]
 
 DEID_PROFILE = ("aooct-basic-1: PS3.15 E.1 basic profile subset (PHI_KEYWORDS removed), private "
                 "tags removed, UIDs replaced by keyed HMAC-SHA256")
 _UID_KEYWORDS = ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID", "FrameOfReferenceUID",
                  "ReferencedSOPInstanceUID", "MediaStorageSOPInstanceUID")
+_PSEUDONYM = re.compile(r"P-[0-9a-f]{16}")
 #: "2.25." + a UUID-sized integer is the PS3.5 B.2 form of a UID derived without an org root.
 _UID_ROOT = "2.25."
 
@@ -172,3 +179,42 @@ def deidentify_dicom_bytes(data: bytes, *, uid_key: bytes, source: str = "<dicom
                 raise InputError(source, exc.problem, problems=exc.problems) from exc
             raise
     return DeidentifiedDicom(out.getvalue(), removed, replaced)
+
+
+def pseudonymize_subject(subject_id: str, *, key: bytes) -> str:
+    """The installation's pseudonym of a study subject: ``"P-"`` + 16 hex digits.
+
+    Parameters
+    ----------
+    subject_id : str
+        The subject identifier as received (case.json's ``subject_id``).
+    key : bytes
+        The installation's secret (at least 16 bytes, :func:`resources.config.deid_uid_key`).
+
+    Returns
+    -------
+    str
+        A keyed HMAC-SHA256 of ``subject_id`` (64 bits): the same subject always gets the
+        same pseudonym with the same key, and it cannot be reversed or recomputed without
+        the key. A ``subject_id`` that already is a pseudonym is returned unchanged, so a
+        de-identified case dropped again keeps its subject.
+
+    Examples
+    --------
+    >>> p = pseudonymize_subject("MRN-5550123", key=bytes(16))
+    >>> p.startswith("P-") and len(p) == 18 and "5550123" not in p
+    True
+    >>> pseudonymize_subject(p, key=bytes(16)) == p
+    True
+    """
+    if len(key) < 16:
+        raise ValueError("key must be at least 16 bytes (one secret per installation)")
+    if is_subject_pseudonym(subject_id):
+        return subject_id
+    digest = hmac.new(key, b"aooct-subject\x00" + subject_id.encode("utf-8"), hashlib.sha256)
+    return "P-" + digest.hexdigest()[:16]
+
+
+def is_subject_pseudonym(subject_id: str) -> bool:
+    """True when ``subject_id`` has the form :func:`pseudonymize_subject` gives."""
+    return _PSEUDONYM.fullmatch(subject_id) is not None

@@ -64,8 +64,11 @@ def env(tmp_path_factory):
     from aooct_core.phantom import make_phantom, write_phantom
 
     weights = weights_for_tests(tmp_path_factory.mktemp("weights"))
-    old = os.environ.get("AOOCT_WEIGHTS_DIR")
+    old = {k: os.environ.get(k) for k in ("AOOCT_WEIGHTS_DIR", "AOOCT_DEID_KEY")}
     os.environ["AOOCT_WEIGHTS_DIR"] = str(weights)
+    # One installation's key for every deployment here, so that their subject pseudonyms
+    # (and so case.json and the manifest) are the same bytes.
+    os.environ["AOOCT_DEID_KEY"] = "5a" * 16
     case = tmp_path_factory.mktemp("phantom") / CASE_ID
     write_phantom(case, make_phantom(case_id=CASE_ID, **PHANTOM))
     res = make_test_resources(tmp_path_factory.mktemp("reference"))
@@ -73,10 +76,11 @@ def env(tmp_path_factory):
     clean = run_case(CASE_ID, res, drop_prefix=CASE_ID)
     assert clean.success, "the clean reference run must process the whole case"
     yield {"case": case, "ref": _artifacts(res["object_store"]), "weights": weights}
-    if old is None:
-        os.environ.pop("AOOCT_WEIGHTS_DIR", None)
-    else:
-        os.environ["AOOCT_WEIGHTS_DIR"] = old
+    for key, value in old.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 @pytest.fixture(scope="module")

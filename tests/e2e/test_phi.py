@@ -1,8 +1,10 @@
 """PHI: a DICOM case with planted identifiers leaves none of them anywhere (issue 17 finding 3).
 
 The case goes the platform's way in (drop → sensor → the production job); afterwards every
-byte of the object store, the drop (including ``_processed/``), the metadata DB and the
-Dagster instance (event logs, run storage) is searched for each planted identifier.
+byte of the object store, the drop (including ``_processed/``) and the Dagster instance (event
+logs, run storage), and every row of every metadata DB table but the Admin-only subject map,
+is searched for each planted identifier. The case's ``subject_id`` is planted too (a clinic
+number, as labs often use): it must survive only in the subject map.
 """
 from __future__ import annotations
 
@@ -69,20 +71,45 @@ def _dicom_case(folder: Path, *, burned_in: bool = False, case_id: str = "PHI1")
     for i, vol in enumerate(ph.volumes):
         names.append(f"vol_{i:02d}.dcm")
         _opt(folder / names[-1], vol, i, burned_in=burned_in and i == 1)
-    spec = {"schema_version": 1, "case_id": case_id, "subject_id": "SUBJ01", "eye": "OD",
+    spec = {"schema_version": 1, "case_id": case_id, "subject_id": PLANTED["PatientID"], "eye": "OD",
             "location_deg": {"horizontal": 2.0, "vertical": 0.0}, "axial_length_mm": 24.0,
             "scan_field_deg": {"bscan": 1.0, "aline": 1.0}, "depth_um_per_px": 1.5, "volumes": names}
     (folder / "case.json").write_text(json.dumps(spec))
     return folder
 
 
-def _hits(root: Path) -> dict[str, list[str]]:
-    needles = [*PLANTED.values(), "Nested^Secret", "PRIVATE-MRN", "1.2.826.0.1.3680043.99"]
+NEEDLES = [*PLANTED.values(), "Nested^Secret", "PRIVATE-MRN", "1.2.826.0.1.3680043.99"]
+
+
+def _db_hits(db) -> dict[str, list[str]]:
+    """Planted identifiers in any row of any table except the Admin-only subject map."""
+    from sqlalchemy import MetaData, select
+
+    tables = MetaData()
+    tables.reflect(db.engine)
+    hits: dict[str, list[str]] = {}
+    with db.engine.connect() as conn:
+        for name, table in tables.tables.items():
+            if name == "subject_map":
+                continue
+            for row in conn.execute(select(table)):
+                text = repr(tuple(row))
+                for needle in NEEDLES:
+                    if needle in text:
+                        hits.setdefault(needle, []).append(name)
+    return hits
+
+
+def _hits(root: Path, *, db_file: str = "") -> dict[str, list[str]]:
+    """Planted identifiers in any file under ``root`` but the metadata DB file ``db_file`` and
+    its journals (searched row by row by :func:`_db_hits`)."""
     hits: dict[str, list[str]] = {}
     for path in root.rglob("*"):
+        if db_file and path.name.startswith(Path(db_file).name):
+            continue
         if path.is_file() and not path.is_symlink():
             data = path.read_bytes()
-            for needle in needles:
+            for needle in NEEDLES:
                 if needle.encode() in data:
                     hits.setdefault(needle, []).append(str(path.relative_to(root)))
     return hits
@@ -133,7 +160,12 @@ def test_dicom_drop_keeps_no_planted_identifier_anywhere(platform, tmp_path):
     assert len({u.StudyInstanceUID for u in uids}) == 1 and len({u.SOPInstanceUID for u in uids}) == 3
     assert not res["drop_store"].list_keys("scanner-push/")
     assert res["drop_store"].list_keys("_processed/")
-    assert _hits(home) == {}, "planted identifiers found"
+    db = res["metadata_db"]
+    assert _hits(home, db_file=db.engine.url.database) == {}, "planted identifiers found"
+    assert _db_hits(db) == {}, "planted identifiers found in the metadata DB"
+    pseudonym = db.get_case("PHI1")["subject_id"]
+    assert pseudonym.startswith("P-") and db.subject_for(pseudonym) == PLANTED["PatientID"]
+    assert json.loads(store.get_bytes("cases/PHI1/raw/case.json"))["subject_id"] == pseudonym
 
 
 def test_burned_in_annotation_is_refused_and_nothing_is_stored(platform, tmp_path):
@@ -151,3 +183,27 @@ def test_burned_in_annotation_is_refused_and_nothing_is_stored(platform, tmp_pat
     reason = res["drop_store"].get_bytes("_quarantine/burned/REASON.txt").decode()
     assert "BurnedInAnnotation" in reason
     assert not [k for k in res["object_store"].list_keys("cases/PHI2/") if k.endswith("vol_01.dcm")]
+
+
+def test_dicom_upload_keeps_no_planted_identifier_anywhere(platform, tmp_path):
+    """The review app's upload path: zip → validated in the worker → drop → sensor → job."""
+    import zipfile
+
+    from ui.upload import drop_for_ingest
+    from ui.upload_worker import validate_in_worker
+
+    home, res, instance = platform
+    case = _dicom_case(tmp_path / "incoming", case_id="PHI3")
+    upload = tmp_path / "upload.zip"
+    with zipfile.ZipFile(upload, "w") as zf:
+        for f in sorted(case.iterdir()):
+            zf.write(f, f"PHI3/{f.name}")
+    validated = validate_in_worker(upload, kind="zip", work_dir=tmp_path / "work")
+    drop_for_ingest(validated, str(home / "drop"))
+    (req,) = _sensor_run(res, instance)
+    result = run_case(req.partition_key, res, drop_prefix="PHI3", instance=instance)
+    assert "metrics" in set(materialized(result))
+    db = res["metadata_db"]
+    assert _hits(home, db_file=db.engine.url.database) == {}, "planted identifiers found"
+    assert _db_hits(db) == {}, "planted identifiers found in the metadata DB"
+    assert db.subject_for(db.get_case("PHI3")["subject_id"]) == PLANTED["PatientID"]

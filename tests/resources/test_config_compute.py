@@ -42,3 +42,20 @@ def test_resolve_device():
     else:
         with pytest.raises(ValueError, match="no CUDA GPU"):
             resolve_device("cuda")
+
+
+def test_deid_key_file_is_made_once_owner_only_and_an_env_key_is_checked(tmp_path):
+    import stat
+
+    from resources.config import deid_uid_key
+
+    env = {"AOOCT_HOME": str(tmp_path)}
+    key = deid_uid_key(env)
+    path = tmp_path / "secrets" / "deid.key"
+    assert len(key) == 32 and stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert deid_uid_key(env) == key  # the same key on every later call
+    assert deid_uid_key({**env, "AOOCT_DEID_KEY": "ab" * 16}) == bytes.fromhex("ab" * 16)
+    with pytest.raises(ValueError, match="hexadecimal"):
+        deid_uid_key({**env, "AOOCT_DEID_KEY": "not hex"})
+    with pytest.raises(ValueError, match="32 hex digits"):
+        deid_uid_key({**env, "AOOCT_DEID_KEY": "abcd"})

@@ -148,3 +148,12 @@ def test_a_superseded_alembic_version_row_is_repaired(tmp_path):
     SqlMetadataDB(f"sqlite:///{path}").close()
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [(HEAD_REVISION,)]
+
+
+def test_subject_map_keeps_one_pseudonym_per_subject(tmp_path):
+    db = make_test_metadata_db(tmp_path)
+    assert db.map_subject("MRN-1", pseudonym="P-00000000000000a1") == "P-00000000000000a1"
+    # a later ingest with another key (another pseudonym) keeps the subject's first one
+    assert db.map_subject("MRN-1", pseudonym="P-00000000000000b2") == "P-00000000000000a1"
+    assert db.subject_for("P-00000000000000a1") == "MRN-1"
+    assert db.subject_for("P-00000000000000b2") is None

@@ -329,3 +329,18 @@ def test_admin_users_roles_and_audit_filters(ui_env):
     assert len(rows) >= 1 and not rows["allowed"].any()
     at.text_input(key="audit_actor").input("labeler").run()
     assert set(at.dataframe[-1].value["actor"]) == {"labeler"}
+
+
+def test_admin_looks_up_a_subject_pseudonym_and_the_lookup_is_audited(ui_env):
+    db = ui_env[0]
+    db.map_subject("MRN-5550123", pseudonym="P-0123456789abcdef")
+    at = open_page("admin", "Admin")
+    at.text_input(key="subject_pseudonym").input("P-0123456789abcdef")
+    _button(at, "Look up").click().run()
+    assert not at.exception
+    assert "MRN-5550123" in " ".join(s.value for s in at.success)
+    (row,) = db.list_audit(actor="admin", action="look_up_subject")
+    assert row["allowed"] and row["detail"] == {"pseudonym": "P-0123456789abcdef", "found": True}
+    # nobody else reaches the page, let alone the lookup
+    denied = open_page("admin", "Researcher")
+    assert not denied.text_input and "Access denied" in " ".join(e.value for e in denied.error)

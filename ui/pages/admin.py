@@ -1,4 +1,4 @@
-"""Admin: users and roles, and the audit log with filters."""
+"""Admin: users and roles, the subject map lookup, and the audit log with filters."""
 from __future__ import annotations
 
 import streamlit as st
@@ -59,6 +59,20 @@ if create and authorize("manage_users", action="create_user"):
         audit(user.username, "create_user", detail={"username": username.strip(), "role": new_role})
         flash(f"Created {username.strip()} ({new_role}).")
         st.rerun()
+
+st.subheader("Subject map")
+st.caption("Cases carry a pseudonym (P-…) for their subject; the subject_id received is kept only "
+           "here. Every lookup is written to the audit log.")
+with st.form("subject_form"):
+    pseudonym = st.text_input("Pseudonym", key="subject_pseudonym").strip()
+    look_up = st.form_submit_button("Look up")
+if look_up and pseudonym and authorize("look_up_subject", action="look_up_subject"):
+    original = db.subject_for(pseudonym)
+    audit(user.username, "look_up_subject", detail={"pseudonym": pseudonym, "found": original is not None})
+    if original is None:
+        st.warning(f"No subject is mapped to {pseudonym!r}.")
+    else:
+        st.success(f"{pseudonym} stands for subject_id {original!r}.")
 
 st.subheader("Audit log")
 if authorize("view_audit", action="view_audit"):
