@@ -16,4 +16,10 @@ if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = "0" ] && command -v a
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
     echo "test_services: chromium install failed; browser-marked tests will skip with a reason"
 fi
+# Debian's dcmtk: real DICOM peers (echoscu, storescu) for the DICOM receiver tests.
+if ! command -v storescu >/dev/null 2>&1 && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+  echo "test_services: installing Debian dcmtk for the DICOM receiver tests"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dcmtk >/dev/null) || \
+    echo "test_services: dcmtk install failed; the storescu tests will skip with a reason"
+fi
 exit 0

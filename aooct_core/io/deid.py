@@ -67,12 +67,16 @@ class DeidentifiedDicom:
         Keywords of the UIDs that were replaced.
     profile : str
         :data:`DEID_PROFILE`.
+    patient_id : str or None
+        The ``PatientID`` as received, for the caller's subject map (pseudonymize it with
+        :func:`pseudonymize_subject`; never store it anywhere else).
     """
 
     data: bytes
     removed: tuple[str, ...]
     replaced_uids: tuple[str, ...]
     profile: str = DEID_PROFILE
+    patient_id: str | None = None
 
 
 def looks_like_dicom(name: str, head: bytes) -> bool:
@@ -169,6 +173,7 @@ def deidentify_dicom_bytes(data: bytes, *, uid_key: bytes, source: str = "<dicom
                     raise InputError(source, "has BurnedInAnnotation = YES: its pixels carry text "
                                      "(often the patient's name) that cannot be removed by editing "
                                      "attributes — export the scan without annotations")
+                patient_id = str(ds.get("PatientID", "") or "").strip() or None
                 removed, replaced = strip_identifiers(ds, uid_key=uid_key)
                 ds.PatientIdentityRemoved = "YES"
                 ds.DeidentificationMethod = DEID_PROFILE[:64]
@@ -178,7 +183,7 @@ def deidentify_dicom_bytes(data: bytes, *, uid_key: bytes, source: str = "<dicom
             if exc.path == path:  # name the file as received, not the temporary copy
                 raise InputError(source, exc.problem, problems=exc.problems) from exc
             raise
-    return DeidentifiedDicom(out.getvalue(), removed, replaced)
+    return DeidentifiedDicom(out.getvalue(), removed, replaced, patient_id=patient_id)
 
 
 def pseudonymize_subject(subject_id: str, *, key: bytes) -> str:

@@ -12,14 +12,10 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import pydicom
 import pytest
 from dagster import DagsterInstance, build_sensor_context
 from dagster._core.test_utils import instance_for_test
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian
 
 _REPO = str(Path(__file__).resolve().parents[2])
 if sys.path[0] != _REPO:
@@ -27,92 +23,7 @@ if sys.path[0] != _REPO:
 
 from aooct_assets.sensors import make_drop_sensor  # noqa: E402
 from aooct_assets.testing import make_test_resources, materialized, run_case, weights_for_tests  # noqa: E402
-
-OPT = "1.2.840.10008.5.1.4.1.1.77.1.5.4"
-PLANTED = {"PatientName": "Doe^Jane", "PatientID": "MRN-5550123", "PatientBirthDate": "19610704",
-           "InstitutionName": "Springfield Eye Clinic", "OtherPatientIDs": "OLDMRN-42",
-           "ReferringPhysicianName": "Hibbert^Julius", "AccessionNumber": "ACC-777123",
-           "StudyInstanceUID": "1.2.826.0.1.3680043.99.111", "SeriesInstanceUID": "1.2.826.0.1.3680043.99.222"}
-
-
-def _opt(path: Path, volume: np.ndarray, index: int, *, burned_in: bool = False) -> None:
-    vol = np.clip(volume / volume.max() * 4000, 0, 65535).astype(np.uint16)
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = OPT
-    meta.MediaStorageSOPInstanceUID = f"1.2.826.0.1.3680043.99.333.{index}"
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = OPT, meta.MediaStorageSOPInstanceUID, "OPT"
-    for key, value in PLANTED.items():
-        setattr(ds, key, value)
-    nested = Dataset()
-    nested.PatientName = "Nested^Secret"
-    ds.ReferencedPatientSequence = Sequence([nested])
-    ds.add_new(0x00091010, "LO", "PRIVATE-MRN-5550123")         # a private tag
-    ds.private_block(0x0011, "ACME OCT", create=True).add_new(0x01, "LO", "Doe^Jane")
-    if burned_in:
-        ds.BurnedInAnnotation = "YES"
-    ds.NumberOfFrames = vol.shape[0]
-    ds.Rows, ds.Columns = vol.shape[1:]
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-    ds.PixelSpacing, ds.SliceThickness = ["0.0015", "0.001"], "0.001"
-    ds.Laterality = "R"
-    ds.PixelData = vol.tobytes()
-    ds.save_as(path, enforce_file_format=True)
-
-
-def _dicom_case(folder: Path, *, burned_in: bool = False, case_id: str = "PHI1") -> Path:
-    from aooct_core.phantom import make_phantom
-    ph = make_phantom(seed=21, shape_px=(32, 256, 48), case_id=case_id)
-    folder.mkdir(parents=True)
-    names = []
-    for i, vol in enumerate(ph.volumes):
-        names.append(f"vol_{i:02d}.dcm")
-        _opt(folder / names[-1], vol, i, burned_in=burned_in and i == 1)
-    spec = {"schema_version": 1, "case_id": case_id, "subject_id": PLANTED["PatientID"], "eye": "OD",
-            "location_deg": {"horizontal": 2.0, "vertical": 0.0}, "axial_length_mm": 24.0,
-            "scan_field_deg": {"bscan": 1.0, "aline": 1.0}, "depth_um_per_px": 1.5, "volumes": names}
-    (folder / "case.json").write_text(json.dumps(spec))
-    return folder
-
-
-NEEDLES = [*PLANTED.values(), "Nested^Secret", "PRIVATE-MRN", "1.2.826.0.1.3680043.99"]
-
-
-def _db_hits(db) -> dict[str, list[str]]:
-    """Planted identifiers in any row of any table except the Admin-only subject map."""
-    from sqlalchemy import MetaData, select
-
-    tables = MetaData()
-    tables.reflect(db.engine)
-    hits: dict[str, list[str]] = {}
-    with db.engine.connect() as conn:
-        for name, table in tables.tables.items():
-            if name == "subject_map":
-                continue
-            for row in conn.execute(select(table)):
-                text = repr(tuple(row))
-                for needle in NEEDLES:
-                    if needle in text:
-                        hits.setdefault(needle, []).append(name)
-    return hits
-
-
-def _hits(root: Path, *, db_file: str = "") -> dict[str, list[str]]:
-    """Planted identifiers in any file under ``root`` but the metadata DB file ``db_file`` and
-    its journals (searched row by row by :func:`_db_hits`)."""
-    hits: dict[str, list[str]] = {}
-    for path in root.rglob("*"):
-        if db_file and path.name.startswith(Path(db_file).name):
-            continue
-        if path.is_file() and not path.is_symlink():
-            data = path.read_bytes()
-            for needle in NEEDLES:
-                if needle.encode() in data:
-                    hits.setdefault(needle, []).append(str(path.relative_to(root)))
-    return hits
+from phi_planted import PLANTED, db_hits, dicom_case, file_hits  # noqa: E402
 
 
 @pytest.fixture
@@ -137,7 +48,7 @@ def _sensor_run(res, instance: DagsterInstance):
 
 def test_dicom_drop_keeps_no_planted_identifier_anywhere(platform, tmp_path):
     home, res, instance = platform
-    case = _dicom_case(tmp_path / "incoming")
+    case = dicom_case(tmp_path / "incoming")
     for f in case.iterdir():
         res["drop_store"].put_file(f"scanner-push/{f.name}", f)
     (req,) = _sensor_run(res, instance)
@@ -154,15 +65,15 @@ def test_dicom_drop_keeps_no_planted_identifier_anywhere(platform, tmp_path):
     assert {"StudyInstanceUID", "SOPInstanceUID"} <= set(files["vol_00.dcm"]["replaced_uids"])
     stored = pydicom.dcmread(store.local_path("cases/PHI1/raw/vol_00.dcm"))
     assert stored.PatientIdentityRemoved == "YES" and stored.Laterality == "R"
-    assert [float(v) for v in stored.PixelSpacing] == [0.0015, 0.001]
+    assert [round(float(v) * 1000, 3) for v in stored.PixelSpacing] == [2.0, 6.035]  # depth, aline µm
     # the three volumes keep one study (consistent UID mapping) and their own instances
     uids = [pydicom.dcmread(store.local_path(f"cases/PHI1/raw/vol_0{i}.dcm")) for i in range(3)]
     assert len({u.StudyInstanceUID for u in uids}) == 1 and len({u.SOPInstanceUID for u in uids}) == 3
     assert not res["drop_store"].list_keys("scanner-push/")
     assert res["drop_store"].list_keys("_processed/")
     db = res["metadata_db"]
-    assert _hits(home, db_file=db.engine.url.database) == {}, "planted identifiers found"
-    assert _db_hits(db) == {}, "planted identifiers found in the metadata DB"
+    assert file_hits(home, db_file=db.engine.url.database) == {}, "planted identifiers found"
+    assert db_hits(db) == {}, "planted identifiers found in the metadata DB"
     pseudonym = db.get_case("PHI1")["subject_id"]
     assert pseudonym.startswith("P-") and db.subject_for(pseudonym) == PLANTED["PatientID"]
     assert json.loads(store.get_bytes("cases/PHI1/raw/case.json"))["subject_id"] == pseudonym
@@ -170,7 +81,7 @@ def test_dicom_drop_keeps_no_planted_identifier_anywhere(platform, tmp_path):
 
 def test_burned_in_annotation_is_refused_and_nothing_is_stored(platform, tmp_path):
     home, res, instance = platform
-    case = _dicom_case(tmp_path / "incoming", burned_in=True, case_id="PHI2")
+    case = dicom_case(tmp_path / "incoming", burned_in=True, case_id="PHI2")
     for f in case.iterdir():
         res["drop_store"].put_file(f"burned/{f.name}", f)
     (req,) = _sensor_run(res, instance)
@@ -193,7 +104,7 @@ def test_dicom_upload_keeps_no_planted_identifier_anywhere(platform, tmp_path):
     from ui.upload_worker import validate_in_worker
 
     home, res, instance = platform
-    case = _dicom_case(tmp_path / "incoming", case_id="PHI3")
+    case = dicom_case(tmp_path / "incoming", case_id="PHI3")
     upload = tmp_path / "upload.zip"
     with zipfile.ZipFile(upload, "w") as zf:
         for f in sorted(case.iterdir()):
@@ -204,6 +115,64 @@ def test_dicom_upload_keeps_no_planted_identifier_anywhere(platform, tmp_path):
     result = run_case(req.partition_key, res, drop_prefix="PHI3", instance=instance)
     assert "metrics" in set(materialized(result))
     db = res["metadata_db"]
-    assert _hits(home, db_file=db.engine.url.database) == {}, "planted identifiers found"
-    assert _db_hits(db) == {}, "planted identifiers found in the metadata DB"
+    assert file_hits(home, db_file=db.engine.url.database) == {}, "planted identifiers found"
+    assert db_hits(db) == {}, "planted identifiers found in the metadata DB"
     assert db.subject_for(db.get_case("PHI3")["subject_id"]) == PLANTED["PatientID"]
+
+
+def test_dicom_pushed_by_storescu_keeps_no_planted_identifier_anywhere(platform, tmp_path, caplog):
+    """The DICOM receiver's path: dcmtk's storescu → receiver → drop → sensor → job; logs too."""
+    import logging
+    import shutil
+    import subprocess
+    import time
+
+    from api.dicom_cases import SeriesAssembler
+    from api.dicom_scp import ReceiverConfig, serve
+    from resources.config import deid_uid_key
+
+    if shutil.which("storescu") is None:
+        pytest.skip("dcmtk's storescu is not installed (apt-get install dcmtk)")
+    home, res, instance = platform
+    case = dicom_case(tmp_path / "incoming", case_id="PHI4")
+    db, drop = res["metadata_db"], res["drop_store"]
+    cfg = ReceiverConfig(port=_free_port(), peers=(("SCANNER", "127.0.0.1"),), idle_s=0.5)
+    assembler = SeriesAssembler(
+        home / "dicom-staging", drop, uid_key=deid_uid_key(), idle_s=cfg.idle_s,
+        map_subject=lambda subject, pseudonym: db.map_subject(subject, pseudonym=pseudonym),
+        defaults={"location_deg": {"horizontal": 2.0, "vertical": 0.0}, "axial_length_mm": 24.0},
+        max_instance_bytes=1 << 30)
+    caplog.set_level(logging.DEBUG)
+    server, stop = serve(cfg, assembler, block=False)
+    try:
+        sent = subprocess.run(["storescu", "-aet", "SCANNER", "-aec", "AOOCT", "127.0.0.1", str(cfg.port),
+                               *sorted(str(p) for p in case.glob("*.dcm"))],
+                              capture_output=True, text=True, timeout=60)
+        assert sent.returncode == 0, sent.stderr
+        deadline = time.monotonic() + 30
+        while not [k for k in drop.list_keys("") if k.endswith("/case.json")] and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        server.shutdown()
+    (key,) = [k for k in drop.list_keys("") if k.endswith("/case.json")]
+    name = key.split("/")[0]
+    spec = json.loads(drop.get_bytes(key))
+    assert spec["eye"] == "OD" and spec["depth_um_per_px"] == 2.0 and len(spec["volumes"]) == 3
+    assert spec["um_per_px"] == pytest.approx({"bscan": 9.0522, "aline": 6.0348}, abs=1e-3)
+    assert not list((home / "dicom-staging").iterdir())
+    (req,) = _sensor_run(res, instance)
+    result = run_case(req.partition_key, res, drop_prefix=name, instance=instance)
+    assert "metrics" in set(materialized(result))
+    assert file_hits(home, db_file=db.engine.url.database) == {}, "planted identifiers found"
+    assert db_hits(db) == {}, "planted identifiers found in the metadata DB"
+    assert not [n for n in PLANTED.values() if n in caplog.text], "planted identifiers logged"
+    assert db.subject_for(db.get_case(spec["case_id"])["subject_id"]) == PLANTED["PatientID"]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
