@@ -34,10 +34,10 @@ from aooct_core.atomicfile import write_atomic
 from aooct_core.casefile import validate_case_dict
 from aooct_core.geometry import retinal_mm_per_deg
 from aooct_core.io import InputError
-from aooct_core.io.deid import deidentify_dicom_bytes, pseudonymize_subject
+from aooct_core.io.deid import DEID_PROFILE, DEID_RECORD, deidentify_dicom_bytes, pseudonymize_subject
 from aooct_core.io.dicom import OPT_SOP_CLASS_UID, probe_dicom
 
-__all__ = ["SeriesAssembler", "ReceivedInstance", "QUARANTINE"]
+__all__ = ["SeriesAssembler", "ReceivedInstance", "QUARANTINE", "DEID_RECORD"]
 
 LOG = logging.getLogger("aooct.dicom")
 QUARANTINE = "_quarantine"
@@ -122,7 +122,8 @@ class SeriesAssembler:
             _write_atomic(folder / name, res.data)
             info = _read_json(folder / "series.json") or {"subject_id": subject, "instances": {},
                                                          "calling_ae": calling_ae}
-            info["instances"][name] = _instance_facts(ds, folder / name)
+            info["instances"][name] = {**_instance_facts(ds, folder / name),
+                                       "removed": list(res.removed), "replaced_uids": list(res.replaced_uids)}
             if info["subject_id"] != subject:
                 info.setdefault("problems", []).append(
                     "the series holds instances of more than one patient")
@@ -174,6 +175,11 @@ class SeriesAssembler:
                 "(or set AOOCT_DICOM_CASE_DEFAULTS for the receiver)\n").encode())
         for n, i in enumerate(order):
             self.drop.put_file(f"{prefix}/{spec['volumes'][n]}", files[i])
+        # What was removed at the door (names only), for the case's manifest (raw_volume).
+        self.drop.put_bytes(f"{prefix}/{DEID_RECORD}", json.dumps({
+            "profile": DEID_PROFILE, "where": "DICOM receiver", "files": {
+                spec["volumes"][n]: {k: facts[i].get(k, []) for k in ("removed", "replaced_uids")}
+                for n, i in enumerate(order)}}, indent=1).encode())
         self.drop.put_bytes(f"{prefix}/case.json", json.dumps(spec, indent=2).encode())
         for f in files:
             f.unlink()

@@ -14,7 +14,7 @@ from aooct_assets.partitions import cases_partitions
 from aooct_assets.sensors import content_hash_of_drop, quarantine
 from aooct_core.io import content_hash_of_case
 from aooct_core.io.jsonsafe import loads_bounded
-from aooct_core.io.deid import DEID_PROFILE
+from aooct_core.io.deid import DEID_PROFILE, DEID_RECORD
 from resources.config import deid_uid_key
 from resources.dagster_resources import unwrap
 
@@ -63,6 +63,22 @@ def _pseudonymized_case(case_dict: dict, db, key: bytes) -> bytes:
     return json_bytes({**case_dict, "subject_id": subject})
 
 
+def _merge_earlier_deid(deid: dict, record: dict, source: str) -> dict:
+    """Add the attributes removed before the drop was written (``DEID_RECORD``, by the DICOM
+    receiver) to ``deid``; returns where and with which profile that happened."""
+    files = record.get("files") if isinstance(record, dict) else None
+    if not isinstance(files, dict) or not all(
+            isinstance(r, dict) and all(isinstance(r.get(k, []), list) for k in ("removed", "replaced_uids"))
+            for r in files.values()):
+        raise Failure(f"{source} must be {{\"files\": {{volume: {{\"removed\": [...], "
+                      "\"replaced_uids\": [...]}}}}; remove it or write it again", allow_retries=False)
+    for name, rec in files.items():
+        if name in deid:
+            for k in ("removed", "replaced_uids"):
+                deid[name][k] = sorted(set(deid[name][k]) | {str(v) for v in rec.get(k, [])})
+    return {"where": str(record.get("where", "")), "profile": str(record.get("profile", ""))}
+
+
 def _retire_drop(drop, src: str, dest: str, store, raw: str, deid: dict) -> None:
     """Move the drop to ``dest``; case.json and DICOM originals are replaced by the stored
     de-identified copies (pseudonymized subject, stripped attributes)."""
@@ -102,6 +118,7 @@ def raw_volume(context: AssetExecutionContext, config: RawVolumeConfig) -> Mater
     raw = f"{case_prefix(case_id)}/raw"
     written: dict = {}
     deid: dict[str, dict] = {}
+    earlier: dict = {}
     with step_errors(f"ingest of case {case_id}"):
         drop = unwrap(context.resources.drop_store)
         src = config.drop_prefix.strip("/")
@@ -125,6 +142,11 @@ def raw_volume(context: AssetExecutionContext, config: RawVolumeConfig) -> Mater
                 return len(data), [data]
 
             digest = content_hash_of_case(case_dict, ingest_volume)
+            if drop.exists(f"{src}/{DEID_RECORD}"):
+                record_uri = drop.uri(f"{src}/{DEID_RECORD}")
+                earlier = _merge_earlier_deid(
+                    deid, loads_bounded(drop.get_bytes(f"{src}/{DEID_RECORD}"), source=record_uri),
+                    record_uri)
             case_bytes = _pseudonymized_case(case_dict, db, uid_key)
             case_dict = json.loads(case_bytes)
             put(store, f"{raw}/case.json", case_bytes, written)
@@ -139,6 +161,7 @@ def raw_volume(context: AssetExecutionContext, config: RawVolumeConfig) -> Mater
             old = (json.loads(store.get_bytes(f"{raw}/manifest.json"))
                    if store.exists(f"{raw}/manifest.json") else {})
             deid = old.get("deidentification", {}).get("files", {})
+            earlier = old.get("deidentification", {}).get("before_drop", {})
             # The content hash is of the case as received; stored DICOM is de-identified.
             digest = old.get("content_hash") or content_hash_of_drop(store, raw, case_dict)
         else:
@@ -155,6 +178,8 @@ def raw_volume(context: AssetExecutionContext, config: RawVolumeConfig) -> Mater
                     "subject_id": "pseudonym (the original is in the Admin-only subject map)"}
         if deid:
             manifest["deidentification"] = {"profile": DEID_PROFILE, "files": deid}
+            if earlier:
+                manifest["deidentification"]["before_drop"] = earlier
         put(store, f"{raw}/manifest.json", json_bytes(manifest), written)
         if from_drop:
             # Only now, with every byte committed in the store, is the drop retired, its

@@ -42,12 +42,16 @@ from aooct_core.io.dicom import PHI_KEYWORDS
 from aooct_core.io.errors import InputError
 
 __all__ = ["DEID_PROFILE", "DeidentifiedDicom", "deidentify_dicom_bytes", "strip_identifiers",
-           "looks_like_dicom", "pseudonymize_subject", "is_subject_pseudonym"]
+           "looks_like_dicom", "pseudonymize_subject", "is_subject_pseudonym", "DEID_RECORD"]
 
 DEID_PROFILE = ("aooct-basic-1: PS3.15 E.1 basic profile subset (PHI_KEYWORDS removed), private "
                 "tags removed, UIDs replaced by keyed HMAC-SHA256")
 _UID_KEYWORDS = ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID", "FrameOfReferenceUID",
                  "ReferencedSOPInstanceUID", "MediaStorageSOPInstanceUID")
+#: A file a case folder may hold beside its volumes: per volume, the attribute names removed
+#: before the folder was written (by the DICOM receiver), ``{"profile", "where", "files":
+#: {name: {"removed": [...], "replaced_uids": [...]}}}``; the platform adds them to the manifest.
+DEID_RECORD = "deidentification.json"
 _PSEUDONYM = re.compile(r"P-[0-9a-f]{16}")
 #: "2.25." + a UUID-sized integer is the PS3.5 B.2 form of a UID derived without an org root.
 _UID_ROOT = "2.25."

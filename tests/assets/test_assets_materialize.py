@@ -126,3 +126,17 @@ def test_preprocess_config_turns_the_denoiser_on(dropped):
     assert meta["denoise"] == "nl_means" and "denoise" in meta["timings_s"]
     summary = json.loads(dropped["object_store"].get_bytes("cases/PH1/corrected/summary.json"))
     assert summary["denoise"] == "nl_means"
+
+
+def test_a_malformed_deidentification_record_is_refused_with_the_fix():
+    from dagster import Failure
+
+    from aooct_assets.assets.ingest import _merge_earlier_deid
+
+    deid = {"vol_00.dcm": {"removed": ["PatientName"], "replaced_uids": []}}
+    where = _merge_earlier_deid(deid, {"where": "DICOM receiver", "profile": "p", "files": {
+        "vol_00.dcm": {"removed": ["PatientID"], "replaced_uids": ["SOPInstanceUID"]}}}, "d.json")
+    assert where == {"where": "DICOM receiver", "profile": "p"}
+    assert deid["vol_00.dcm"] == {"removed": ["PatientID", "PatientName"], "replaced_uids": ["SOPInstanceUID"]}
+    with pytest.raises(Failure, match="d.json must be"):
+        _merge_earlier_deid(deid, {"files": {"vol_00.dcm": {"removed": "PatientID"}}}, "d.json")

@@ -168,6 +168,10 @@ def test_dicom_pushed_by_storescu_keeps_no_planted_identifier_anywhere(platform,
     assert db_hits(db) == {}, "planted identifiers found in the metadata DB"
     assert not [n for n in PLANTED.values() if n in caplog.text], "planted identifiers logged"
     assert db.subject_for(db.get_case(spec["case_id"])["subject_id"]) == PLANTED["PatientID"]
+    manifest = json.loads(res["object_store"].get_bytes(f"cases/{spec['case_id']}/raw/manifest.json"))
+    removed = manifest["deidentification"]["files"]["vol_00.dcm"]["removed"]
+    assert {"PatientName", "PatientID", "InstitutionName", "<private tags>"} <= set(removed)
+    assert manifest["deidentification"]["before_drop"]["where"] == "DICOM receiver"
 
 
 def _free_port() -> int:
