@@ -30,6 +30,7 @@ import time
 import numpy as np
 
 from aooct_core.preprocessing.backend import get_backend, synchronize, to_device, to_host
+from aooct_core.preprocessing.band_fit import debias_surfaces
 from aooct_core.preprocessing.bands import identify_bands
 
 __all__ = ["segment_layers", "flatten_volume", "dp_surface"]
@@ -265,7 +266,8 @@ def segment_layers(volume, *, depth_um_per_px: float, device: str = "cpu", colum
         "bands", "search" and "refine" — for profiling on the GPU.
     report : dict or None
         If given, receives ``band_model`` (:class:`~aooct_core.preprocessing.bands.BandModel`:
-        which ridge was taken for which band, and how confidently) and ``windows_px``.
+        which ridge was taken for which band, and how confidently), ``windows_px`` and
+        ``band_fit`` (:func:`~aooct_core.preprocessing.band_fit.debias_surfaces`).
 
     Raises
     ------
@@ -375,6 +377,10 @@ def segment_layers(volume, *, depth_um_per_px: float, device: str = "cpu", colum
         if name != strongest:
             off = nd.median_filter(out[name] - out[strongest], size=(5, 9), mode="nearest")
             out[name] = out[strongest] + nd.gaussian_filter(off, (2.0, 4.0), mode="nearest")
+    # Neighbouring bands pull each other's maxima together: fit the bands (band_fit.py).
+    out, fit = debias_surfaces(vol, out, strongest, bands, depth_um_per_px=depth_um_per_px, xp=xp)
+    if report is not None:
+        report["band_fit"] = fit
     clock("refine")
     return out
 

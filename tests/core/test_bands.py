@@ -51,3 +51,23 @@ def test_a_volume_without_an_outer_retina_is_refused_with_the_reason():
     db = np.zeros((4, 60, 8), np.float32)
     with pytest.raises(ValueError, match="outer retina"):
         identify_bands(db, db, depth_um_per_px=2.0)
+
+
+def test_band_fit_undoes_the_pull_of_a_close_bright_neighbour():
+    # A dim thin COST 10 µm above a bright thick RPE at 3.5 µm/px: the COST maximum of the
+    # profile is pulled towards the RPE; the fitted band model puts it back.
+    from aooct_core.preprocessing.band_fit import fit_outer_bands
+
+    um = 3.5
+    x = np.arange(-6.0, 20.0, 0.25)
+    g = lambda mu, s: np.exp(-0.5 * ((x - mu) / s) ** 2)  # noqa: E731
+    truth = {"ISOS": 0.0, "COST": 25.0 / um, "RPE": 35.0 / um}
+    thin, thick = 1.3 / um, 4.5 / um
+    prof = 0.02 + 0.6 * g(truth["ISOS"], thin) + 0.3 * g(truth["COST"], thin) + 1.0 * g(truth["RPE"], thick) \
+        + 0.3 * g(truth["RPE"] + 9.0 / um, thin)
+    near = np.abs(x - truth["COST"]) < 1.5
+    peak = x[near][np.argmax(prof[near])]
+    biased = {**truth, "COST": float(peak)}
+    fit = fit_outer_bands(x, prof, np.ones_like(x), biased, depth_um_per_px=um)
+    for band in ("ISOS", "COST", "RPE"):
+        assert abs(fit[band] - truth[band]) < 0.2, (band, fit[band], truth[band])
