@@ -11,9 +11,9 @@ case in process, as ``aooct process`` does, and its RSS is sampled after each ca
 
 * S3 faults: none, random 500/503 (3 % of requests), a burst of 5 consecutive 503s (more
   than botocore's 4 attempts: Dagster's RetryPolicy reruns the step), or two dropped
-  connections. Timeouts are left out: the platform's S3 client keeps botocore's 60 s read
-  timeout, which a soak cannot wait for (tests/e2e/test_fault_injection.py covers them
-  with a 1 s client);
+  connections. Timeouts are left out: the soak runs the default S3 timeouts, which it cannot
+  wait for (tests/e2e/test_fault_injection.py covers them with a 1 s client,
+  ``AOOCT_S3_READ_TIMEOUT_S``);
 * ``kill``: the case is first given to an ``aooct process CASE_DIR`` child, killed with
   SIGKILL at a random moment, then processed again here (the watchdog fails the dead run);
 * ``partial``: copied into the drop without its last volume (it must wait), completed later;
