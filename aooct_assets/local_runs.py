@@ -147,14 +147,11 @@ def stage_case_folders(drop_store, folders: list[Path]) -> list[str]:
 
 def _holds_exactly(drop_store, name: str, folder: Path, files: list[Path]) -> bool:
     """Whether drop ``name`` holds exactly ``folder``'s files, byte for byte."""
-    import hashlib
-
     held = drop_store.list_objects(f"{name}/")
     wanted = {f"{name}/{p.relative_to(folder).as_posix()}": p for p in files}
     if not held or set(held) != set(wanted) or any(held[k] != wanted[k].stat().st_size for k in held):
         return False
-    return all(hashlib.sha256(drop_store.get_bytes(k)).digest() ==
-               hashlib.sha256(wanted[k].read_bytes()).digest() for k in held)
+    return all(drop_store.get_bytes(k) == wanted[k].read_bytes() for k in held)
 
 
 def _remove_staged(drop_store, names, log) -> None:
@@ -162,10 +159,7 @@ def _remove_staged(drop_store, names, log) -> None:
     before ingest, interrupted): the case folders themselves are untouched, and a staged
     DICOM copy, not yet de-identified, must not stay in the drop."""
     for name in names:
-        keys = drop_store.list_keys(f"{name}/")
-        for key in sorted(keys, key=lambda k: k.endswith("/case.json"), reverse=True):
-            drop_store.delete(key)   # case.json first: never a half-removed complete-looking drop
-        drop_store.remove_empty_folders(name)
+        keys = drop_store.delete_prefix(name)
         if keys:
             log(f"  drop: removed the staged copy {name}/ ({len(keys)} files; the folder itself is kept)")
 

@@ -31,14 +31,12 @@ from dagster import (DefaultSensorStatus, RunRequest, SensorEvaluationContext, S
 
 from aooct_assets.partitions import cases_partitions
 from aooct_core.io import content_hash_of_case
+from aooct_core.io.drop_layout import DUPLICATES, QUARANTINE, RESERVED_PREFIXES
 from resources.object_store import ObjectStore, make_object_store
 
 __all__ = ["make_drop_sensor", "mark_case_failed", "scan_drop", "run_requests_for", "content_hash_of_drop",
-           "quarantine", "RESERVED_PREFIXES"]
+           "quarantine"]
 
-RESERVED_PREFIXES = ("_", ".")
-QUARANTINE = "_quarantine"
-DUPLICATES = "_duplicates"
 
 
 def content_hash_of_drop(store: ObjectStore, name: str, case_dict: dict) -> str:
@@ -81,9 +79,7 @@ def _retire_duplicate(store: ObjectStore, name: str, dest: str, listing: dict, w
         lines.append(f"  {key[len(name) + 1:]}  {listing[key]} bytes  "
                      f"sha256 {hashlib.sha256(store.get_bytes(key)).hexdigest()}")
     store.put_bytes(f"{dest}/REASON.txt", ("\n".join(lines) + "\n").encode())
-    for key in sorted(listing, key=lambda k: k.endswith("/case.json"), reverse=True):
-        store.delete(key)   # case.json first: never a half-removed complete-looking drop
-    store.remove_empty_folders(name)
+    store.delete_prefix(name, keys=listing)
 
 
 def _read_case_json(store: ObjectStore, name: str, size: int) -> dict:

@@ -2,7 +2,7 @@
 
 The receiver (:mod:`api.dicom_scp`) hands every instance it receives to
 :meth:`SeriesAssembler.receive`, which de-identifies it before anything is kept
-(:func:`aooct_core.io.deid.deidentify_dicom_bytes`: the same profile as the drop path), maps
+(:func:`aooct_core.io.deid.deidentify_dicom_file`: the same profile as the drop path), maps
 the ``PatientID`` to the subject's pseudonym (the original goes only to the Admin-only
 subject map) and stages the de-identified file under ``staging/<series>/``. A series that has
 received nothing for ``idle_s`` seconds becomes one case: its instances (repeats of one
@@ -34,13 +34,13 @@ from aooct_core.atomicfile import write_atomic
 from aooct_core.casefile import validate_case_dict
 from aooct_core.geometry import retinal_mm_per_deg
 from aooct_core.io import InputError
-from aooct_core.io.deid import DEID_PROFILE, DEID_RECORD, deidentify_dicom_bytes, pseudonymize_subject
+from aooct_core.io.deid import DEID_PROFILE, deidentify_dicom_file, pseudonymize_subject
+from aooct_core.io.drop_layout import DEID_RECORD, QUARANTINE
 from aooct_core.io.dicom import OPT_SOP_CLASS_UID, probe_dicom
 
-__all__ = ["SeriesAssembler", "ReceivedInstance", "QUARANTINE", "DEID_RECORD"]
+__all__ = ["SeriesAssembler", "ReceivedInstance"]
 
 LOG = logging.getLogger("aooct.dicom")
-QUARANTINE = "_quarantine"
 _EYES = {"R": "OD", "L": "OS"}
 
 
@@ -101,7 +101,7 @@ class SeriesAssembler:
         if size > self.max_instance_bytes:
             raise InputError(source, f"is {size} bytes; this receiver takes instances up to "
                              f"{self.max_instance_bytes} bytes (AOOCT_DICOM_MAX_INSTANCE_BYTES)")
-        res = deidentify_dicom_bytes(Path(path).read_bytes(), uid_key=self.uid_key, source=source)
+        res = deidentify_dicom_file(path, uid_key=self.uid_key, source=source)
         ds = pydicom.dcmread(io.BytesIO(res.data), stop_before_pixels=True)
         if str(ds.get("SOPClassUID", "")) != OPT_SOP_CLASS_UID:
             raise InputError(source, f"is SOP class {ds.get('SOPClassUID', 'unknown')}; only "

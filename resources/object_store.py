@@ -131,6 +131,24 @@ class ObjectStore(abc.ABC):
         self.remove_empty_folders(src_prefix)
         return moved
 
+    def delete_prefix(self, prefix: str, *, keys=None, first: tuple[str, ...] = ("case.json",)
+                      ) -> list[str]:
+        """Delete every object under ``prefix/`` (or only ``keys``, all under it); returns
+        the deleted keys.
+
+        Objects named in ``first`` go first, so an interrupted delete of a case folder never
+        leaves a complete-looking drop (``case.json`` beside only some of its volumes).
+        """
+        prefix = prefix.rstrip("/") + "/"
+        found = self.list_keys(prefix) if keys is None else list(keys)
+        if any(not k.startswith(prefix) for k in found):
+            raise ValueError(f"delete_prefix({prefix!r}) was given keys outside it")
+        keys = sorted(found, key=lambda k: (k.rsplit("/", 1)[-1] not in first, k))
+        for key in keys:
+            self.delete(key)
+        self.remove_empty_folders(prefix)
+        return keys
+
     def remove_empty_folders(self, prefix: str) -> None:
         """Remove the folders left empty under ``prefix/`` (and ``prefix`` itself) once its
         objects are moved or deleted; object stores without folders (S3) have none."""

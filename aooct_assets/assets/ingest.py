@@ -14,7 +14,8 @@ from aooct_assets.partitions import cases_partitions
 from aooct_assets.sensors import content_hash_of_drop, quarantine
 from aooct_core.io import content_hash_of_case
 from aooct_core.io.jsonsafe import loads_bounded
-from aooct_core.io.deid import DEID_PROFILE, DEID_RECORD
+from aooct_core.io.deid import DEID_PROFILE
+from aooct_core.io.drop_layout import DEID_RECORD, PROCESSED
 from resources.config import deid_uid_key
 from resources.dagster_resources import unwrap
 
@@ -184,7 +185,7 @@ def raw_volume(context: AssetExecutionContext, config: RawVolumeConfig) -> Mater
         if from_drop:
             # Only now, with every byte committed in the store, is the drop retired, its
             # DICOM files replaced by their de-identified copies (no PHI is kept anywhere).
-            _retire_drop(drop, src, f"_processed/{src}-{digest[:8]}", store, raw, deid)
+            _retire_drop(drop, src, f"{PROCESSED}/{src}-{digest[:8]}", store, raw, deid)
         ecc = eccentricity_deg(spec.location_deg)
         db.upsert_case(case_id=case_id, subject_id=spec.subject_id, eye=spec.eye,
                        location_h_deg=spec.location_deg[0], location_v_deg=spec.location_deg[1],

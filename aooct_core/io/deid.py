@@ -1,9 +1,10 @@
 """De-identification of DICOM bytes at the door: what the platform stores instead of the file received.
 
-Every path into the platform (the drop sensor's ingest, ``aooct process``, uploads) passes a
-DICOM volume through :func:`deidentify_dicom_bytes` before anything is written to the object
-store; the original is never kept (its drop copy is replaced by the de-identified bytes when
-the drop is retired). The profile:
+Every path into the platform (the drop sensor's ingest, ``aooct process``, uploads, the DICOM
+receiver) passes a DICOM volume through :func:`deidentify_dicom_bytes` or
+:func:`deidentify_dicom_file` before anything is written to the object store; the original is
+never kept (its drop copy is replaced by the de-identified bytes when the drop is retired).
+The profile:
 
 * every attribute named in :data:`aooct_core.io.dicom.PHI_KEYWORDS` (the patient, people,
   places, visit identifiers and dates: the subset of PS3.15 Annex E's Basic Application
@@ -41,17 +42,14 @@ import pydicom
 from aooct_core.io.dicom import PHI_KEYWORDS
 from aooct_core.io.errors import InputError
 
-__all__ = ["DEID_PROFILE", "DeidentifiedDicom", "deidentify_dicom_bytes", "strip_identifiers",
-           "looks_like_dicom", "pseudonymize_subject", "is_subject_pseudonym", "DEID_RECORD"]
+__all__ = ["DEID_PROFILE", "DeidentifiedDicom", "deidentify_dicom_bytes", "deidentify_dicom_file",
+           "strip_identifiers",
+           "looks_like_dicom", "pseudonymize_subject", "is_subject_pseudonym"]
 
 DEID_PROFILE = ("aooct-basic-1: PS3.15 E.1 basic profile subset (PHI_KEYWORDS removed), private "
                 "tags removed, UIDs replaced by keyed HMAC-SHA256")
 _UID_KEYWORDS = ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID", "FrameOfReferenceUID",
                  "ReferencedSOPInstanceUID", "MediaStorageSOPInstanceUID")
-#: A file a case folder may hold beside its volumes: per volume, the attribute names removed
-#: before the folder was written (by the DICOM receiver), ``{"profile", "where", "files":
-#: {name: {"removed": [...], "replaced_uids": [...]}}}``; the platform adds them to the manifest.
-DEID_RECORD = "deidentification.json"
 _PSEUDONYM = re.compile(r"P-[0-9a-f]{16}")
 #: "2.25." + a UUID-sized integer is the PS3.5 B.2 form of a UID derived without an org root.
 _UID_ROOT = "2.25."
@@ -136,11 +134,8 @@ def strip_identifiers(ds: pydicom.Dataset, *, uid_key: bytes | None = None
 
 
 def deidentify_dicom_bytes(data: bytes, *, uid_key: bytes, source: str = "<dicom>") -> DeidentifiedDicom:
-    """De-identify one DICOM file held in memory.
-
-    The bytes are parsed through the readers' bounded opener
-    (:func:`aooct_core.io.dicom_open.open_deferred`: lengths, deflate and pixel sizes are
-    checked against the read budget before anything is allocated).
+    """De-identify one DICOM file held in memory (:func:`deidentify_dicom_file` on a
+    private temporary copy).
 
     Parameters
     ----------
@@ -161,32 +156,65 @@ def deidentify_dicom_bytes(data: bytes, *, uid_key: bytes, source: str = "<dicom
         When the bytes are not DICOM within the read budget, or the image has burned-in
         annotation.
     """
+    with tempfile.TemporaryDirectory(prefix="aooct-deid-") as tmp:
+        path = Path(tmp) / "in.dcm"
+        path.write_bytes(data)
+        return deidentify_dicom_file(path, uid_key=uid_key, source=source)
+
+
+def deidentify_dicom_file(path: str | Path, *, uid_key: bytes, source: str | None = None
+                          ) -> DeidentifiedDicom:
+    """De-identify the DICOM file at ``path`` (left as it is); the result is in memory.
+
+    The file is parsed through the readers' bounded opener
+    (:func:`aooct_core.io.dicom_open.open_deferred`: lengths, deflate and pixel sizes are
+    checked against the read budget before anything is allocated); pixel data is read from
+    the file only while the de-identified copy is written.
+
+    Parameters
+    ----------
+    path : path-like
+        The file as received (e.g. the DICOM receiver's streamed copy).
+    uid_key : bytes
+        Secret key of the UID mapping (at least 16 bytes; one per installation).
+    source : str, optional
+        Name used in error messages instead of ``path``.
+
+    Returns
+    -------
+    DeidentifiedDicom
+
+    Raises
+    ------
+    InputError
+        When the file is not DICOM within the read budget, or the image has burned-in
+        annotation.
+    """
     from aooct_core.io.budget import default_budget
     from aooct_core.io.dicom_open import dicom_errors, open_deferred
 
     if len(uid_key) < 16:
         raise ValueError("uid_key must be at least 16 bytes (one secret per installation)")
-    with tempfile.TemporaryDirectory(prefix="aooct-deid-") as tmp:
-        path = Path(tmp) / "in.dcm"
-        path.write_bytes(data)
-        try:
-            ds, _ = open_deferred(path, default_budget())
-            with dicom_errors(path):
-                burned = str(ds.get("BurnedInAnnotation", "")).strip().upper()
-                if burned == "YES":
-                    raise InputError(source, "has BurnedInAnnotation = YES: its pixels carry text "
-                                     "(often the patient's name) that cannot be removed by editing "
-                                     "attributes — export the scan without annotations")
-                patient_id = str(ds.get("PatientID", "") or "").strip() or None
-                removed, replaced = strip_identifiers(ds, uid_key=uid_key)
-                ds.PatientIdentityRemoved = "YES"
-                ds.DeidentificationMethod = DEID_PROFILE[:64]
-                out = io.BytesIO()
-                ds.save_as(out, enforce_file_format=True)  # deferred values read from ``path``
-        except InputError as exc:
-            if exc.path == path:  # name the file as received, not the temporary copy
-                raise InputError(source, exc.problem, problems=exc.problems) from exc
-            raise
+    path = Path(path)
+    name = source or path
+    try:
+        ds, _ = open_deferred(path, default_budget())
+        with dicom_errors(path):
+            burned = str(ds.get("BurnedInAnnotation", "")).strip().upper()
+            if burned == "YES":
+                raise InputError(name, "has BurnedInAnnotation = YES: its pixels carry text "
+                                 "(often the patient's name) that cannot be removed by editing "
+                                 "attributes — export the scan without annotations")
+            patient_id = str(ds.get("PatientID", "") or "").strip() or None
+            removed, replaced = strip_identifiers(ds, uid_key=uid_key)
+            ds.PatientIdentityRemoved = "YES"
+            ds.DeidentificationMethod = DEID_PROFILE[:64]
+            out = io.BytesIO()
+            ds.save_as(out, enforce_file_format=True)  # deferred values read from ``path``
+    except InputError as exc:
+        if source is not None and exc.path == path:  # name the file as the caller knows it
+            raise InputError(source, exc.problem, problems=exc.problems) from exc
+        raise
     return DeidentifiedDicom(out.getvalue(), removed, replaced, patient_id=patient_id)
 
 

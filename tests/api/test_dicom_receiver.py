@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -23,18 +22,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
 
 from api.dicom_cases import SeriesAssembler  # noqa: E402
 from api.dicom_scp import ReceiverConfig, serve  # noqa: E402
-from phi_planted import PLANTED, write_opt  # noqa: E402
+from phi_planted import PLANTED, free_port as _port, write_opt  # noqa: E402
 from resources.object_store import LocalObjectStore  # noqa: E402
 
 KEY = bytes(range(32))
 DCMTK = pytest.mark.skipif(shutil.which("storescu") is None,
                            reason="dcmtk is not installed (apt-get install dcmtk)")
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian
 
-__all__ = ["OPT", "PLANTED", "NEEDLES", "write_opt", "dicom_case", "db_hits", "file_hits"]
+__all__ = ["OPT", "PLANTED", "NEEDLES", "write_opt", "dicom_case", "db_hits", "file_hits", "free_port"]
 
 OPT = "1.2.840.10008.5.1.4.1.1.77.1.5.4"
 PLANTED = {"PatientName": "Doe^Jane", "PatientID": "MRN-5550123", "PatientBirthDate": "19610704",
@@ -105,3 +105,12 @@ def file_hits(root: Path, *, db_file: str = "") -> dict[str, list[str]]:
                 if needle.encode() in data:
                     hits.setdefault(needle, []).append(str(path.relative_to(root)))
     return hits
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback address (for a receiver under test)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

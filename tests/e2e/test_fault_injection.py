@@ -64,23 +64,18 @@ def env(tmp_path_factory):
     from aooct_core.phantom import make_phantom, write_phantom
 
     weights = weights_for_tests(tmp_path_factory.mktemp("weights"))
-    old = {k: os.environ.get(k) for k in ("AOOCT_WEIGHTS_DIR", "AOOCT_DEID_KEY")}
-    os.environ["AOOCT_WEIGHTS_DIR"] = str(weights)
-    # One installation's key for every deployment here, so that their subject pseudonyms
-    # (and so case.json and the manifest) are the same bytes.
-    os.environ["AOOCT_DEID_KEY"] = "5a" * 16
-    case = tmp_path_factory.mktemp("phantom") / CASE_ID
-    write_phantom(case, make_phantom(case_id=CASE_ID, **PHANTOM))
-    res = make_test_resources(tmp_path_factory.mktemp("reference"))
-    copy_case_files(case, res["drop_store"], CASE_ID)
-    clean = run_case(CASE_ID, res, drop_prefix=CASE_ID)
-    assert clean.success, "the clean reference run must process the whole case"
-    yield {"case": case, "ref": _artifacts(res["object_store"]), "weights": weights}
-    for key, value in old.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AOOCT_WEIGHTS_DIR", str(weights))
+        # One installation's key for every deployment here, so that their subject pseudonyms
+        # (and so case.json and the manifest) are the same bytes.
+        mp.setenv("AOOCT_DEID_KEY", "5a" * 16)
+        case = tmp_path_factory.mktemp("phantom") / CASE_ID
+        write_phantom(case, make_phantom(case_id=CASE_ID, **PHANTOM))
+        res = make_test_resources(tmp_path_factory.mktemp("reference"))
+        copy_case_files(case, res["drop_store"], CASE_ID)
+        clean = run_case(CASE_ID, res, drop_prefix=CASE_ID)
+        assert clean.success, "the clean reference run must process the whole case"
+        yield {"case": case, "ref": _artifacts(res["object_store"]), "weights": weights}
 
 
 @pytest.fixture(scope="module")

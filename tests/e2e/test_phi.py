@@ -23,7 +23,7 @@ if sys.path[0] != _REPO:
 
 from aooct_assets.sensors import make_drop_sensor  # noqa: E402
 from aooct_assets.testing import make_test_resources, materialized, run_case, weights_for_tests  # noqa: E402
-from phi_planted import PLANTED, db_hits, dicom_case, file_hits  # noqa: E402
+from phi_planted import PLANTED, db_hits, dicom_case, file_hits, free_port  # noqa: E402
 
 
 @pytest.fixture
@@ -136,7 +136,7 @@ def test_dicom_pushed_by_storescu_keeps_no_planted_identifier_anywhere(platform,
     home, res, instance = platform
     case = dicom_case(tmp_path / "incoming", case_id="PHI4")
     db, drop = res["metadata_db"], res["drop_store"]
-    cfg = ReceiverConfig(port=_free_port(), peers=(("SCANNER", "127.0.0.1"),), idle_s=0.5)
+    cfg = ReceiverConfig(port=free_port(), peers=(("SCANNER", "127.0.0.1"),), idle_s=0.5)
     assembler = SeriesAssembler(
         home / "dicom-staging", drop, uid_key=deid_uid_key(), idle_s=cfg.idle_s,
         map_subject=lambda subject, pseudonym: db.map_subject(subject, pseudonym=pseudonym),
@@ -172,11 +172,3 @@ def test_dicom_pushed_by_storescu_keeps_no_planted_identifier_anywhere(platform,
     removed = manifest["deidentification"]["files"]["vol_00.dcm"]["removed"]
     assert {"PatientName", "PatientID", "InstitutionName", "<private tags>"} <= set(removed)
     assert manifest["deidentification"]["before_drop"]["where"] == "DICOM receiver"
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

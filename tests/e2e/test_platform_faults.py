@@ -39,21 +39,16 @@ def env(tmp_path_factory):
     from aooct_core.phantom import make_phantom, write_phantom
 
     weights = weights_for_tests(tmp_path_factory.mktemp("weights"))
-    old = {k: os.environ.get(k) for k in ("AOOCT_WEIGHTS_DIR", "AOOCT_DEID_KEY")}
-    os.environ["AOOCT_WEIGHTS_DIR"] = str(weights)
-    os.environ["AOOCT_DEID_KEY"] = "5a" * 16  # one installation: the same subject pseudonyms
-    case = tmp_path_factory.mktemp("phantom") / "KILL1"
-    write_phantom(case, make_phantom(seed=11, shape_px=SHAPE_PX, case_id="KILL1"))
-    ref = tmp_path_factory.mktemp("reference")
-    res = make_test_resources(ref)
-    copy_case_files(case, res["drop_store"], "KILL1")
-    assert run_case("KILL1", res, drop_prefix="KILL1", checks=False).success
-    yield {"case": case, "ref": res["object_store"], "weights": weights}
-    for key, value in old.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AOOCT_WEIGHTS_DIR", str(weights))
+        mp.setenv("AOOCT_DEID_KEY", "5a" * 16)  # one installation: the same subject pseudonyms
+        case = tmp_path_factory.mktemp("phantom") / "KILL1"
+        write_phantom(case, make_phantom(seed=11, shape_px=SHAPE_PX, case_id="KILL1"))
+        ref = tmp_path_factory.mktemp("reference")
+        res = make_test_resources(ref)
+        copy_case_files(case, res["drop_store"], "KILL1")
+        assert run_case("KILL1", res, drop_prefix="KILL1", checks=False).success
+        yield {"case": case, "ref": res["object_store"], "weights": weights}
 
 
 def _artifacts(store) -> dict[str, bytes]:

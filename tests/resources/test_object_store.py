@@ -31,6 +31,20 @@ def test_roundtrip_list_move_delete(any_store, tmp_path):
     assert "cases/b/report/report.html" in s.uri("cases/b/report/report.html")
 
 
+def test_delete_prefix_removes_case_json_first_and_only_what_it_is_given(any_store):
+    s = any_store
+    for name in ("case.json", "vol_00.tif", "vol_01.tif"):
+        s.put_bytes(f"drop/c/{name}", b"x")
+    s.put_bytes("drop/cc/case.json", b"{}")   # a neighbour sharing the name's start
+    assert s.delete_prefix("drop/c", keys=["drop/c/vol_01.tif", "drop/c/case.json"]) == \
+        ["drop/c/case.json", "drop/c/vol_01.tif"]
+    assert s.list_keys("drop/") == ["drop/c/vol_00.tif", "drop/cc/case.json"]
+    assert s.delete_prefix("drop/c") == ["drop/c/vol_00.tif"]
+    assert s.list_keys("drop/") == ["drop/cc/case.json"]
+    with pytest.raises(ValueError, match="outside"):
+        s.delete_prefix("drop/c", keys=["drop/cc/case.json"])
+
+
 def test_overwrite_replaces_whole_object(any_store):
     any_store.put_bytes("k/v.bin", b"1" * 100)
     any_store.put_bytes("k/v.bin", b"2")
