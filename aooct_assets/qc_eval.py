@@ -39,7 +39,8 @@ def _inputs(store, case_id: str, check: str) -> dict:
     if check in ("registration_residual", "snr"):
         s = load_json(store, f"{base}/corrected/summary.json")
         if check == "snr":
-            return {"snr_db": s["snr_db"]}
+            # Summaries written before the field have none: the SNR was over the vitreous.
+            return {"snr_db": s["snr_db"], "snr_is_lower_bound": bool(s.get("snr_is_lower_bound", False))}
         out = {"residual_motion_um": s["residual_motion_um"], "registration_ok": s["registration_ok"]}
         if "saccade_ambiguity_um" in s:   # summaries written before this field have none
             out["saccade_ambiguity_um"] = s["saccade_ambiguity_um"]

@@ -10,9 +10,12 @@ Defaults and why
 ================================  ======  ======  ==========================================
 check (input)                     warn    fail    rationale
 ================================  ======  ======  ==========================================
-low_snr (snr_db)                  < 15    < 10    ``preprocessing.snr_db`` (IS/OS over vitreous
+low_snr (snr_db)                  < 15    < 10    ``preprocessing.snr_db`` (RPE over vitreous
                                                   floor, intensity dB); below ~10 dB cones are
-                                                  not resolved from speckle.
+                                                  not resolved from speckle. Without vitreous
+                                                  in view, a lower bound over the darkest
+                                                  retinal rows: passes at >= 15, else warns
+                                                  "not measured" (a bound cannot fail).
 residual_motion (µm RMS)          > 1.5   > 3.0   half a cone spacing at 2° (6.5 µm, Legras
                                                   2018) smears neighbouring cones together.
 high_uncertainty (fraction)       > 0.2   > 0.4   share of detections / pixels the model is
@@ -148,6 +151,7 @@ def qc_checks(
     cone_spacing_px: float | None = None,
     saccade_ambiguity_um: float | None = None,
     mosaic_ring_strength: float | None = None,
+    snr_is_lower_bound: bool = False,
     thresholds: QCThresholds = QCThresholds(),
 ) -> list[QCCheck]:
     """Evaluate every check whose input is given; see ``qc_flags`` for the parameters."""
@@ -164,7 +168,19 @@ def qc_checks(
         if v is not None and not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)):
             raise ValueError(f"{key} must be a finite number or None; got {v!r}")
     if snr_db is not None:
-        out.append(_grade("low_snr", snr_db, t.snr_warn_db, t.snr_fail_db, higher_is_worse=False, what="SNR", unit=" dB"))
+        c = _grade("low_snr", snr_db, t.snr_warn_db, t.snr_fail_db, higher_is_worse=False, what="SNR", unit=" dB")
+        if snr_is_lower_bound:
+            # Only a bound at or above the warn limit is conclusive; below it the true SNR
+            # may still be fine (an outer-retina crop: the darkest rows are the ONL), so the
+            # check warns that it could not be measured instead of failing.
+            why = "no vitreous found above the ILM, so the noise floor was taken from the darkest rows"
+            c = QCCheck(c.name, True, None, c.value, c.threshold,
+                        f"SNR at least {snr_db:.3g} dB, within limits ({why})") if c.passed else \
+                QCCheck(c.name, False, "warn", c.value, t.snr_warn_db,
+                        f"SNR could not be measured: at least {snr_db:.3g} dB, below the warn limit "
+                        f"{t.snr_warn_db:g} dB ({why}: the depth window starts below the ILM, or the "
+                        "inner retina is lost in noise)")
+        out.append(c)
     if residual_motion_um is not None:
         out.append(_grade("residual_motion", residual_motion_um, t.residual_motion_warn_um, t.residual_motion_fail_um,
                           higher_is_worse=True, what="residual motion", unit=" µm RMS"))
@@ -238,6 +254,7 @@ def qc_flags(
     cone_spacing_px: float | None = None,
     saccade_ambiguity_um: float | None = None,
     mosaic_ring_strength: float | None = None,
+    snr_is_lower_bound: bool = False,
     thresholds: QCThresholds = QCThresholds(),
 ) -> list[QCFlag]:
     """Raised QC flags (warn or fail) for the inputs that are given.
@@ -246,6 +263,10 @@ def qc_flags(
     ----------
     snr_db : float, optional
         ``Preprocessed.snr_db``.
+    snr_is_lower_bound : bool
+        ``Preprocessed.snr_is_lower_bound``: ``snr_db`` is a lower bound (no vitreous in
+        view): at or above the warn limit it passes; below, the check warns that the SNR
+        could not be measured (it never fails on a bound).
     residual_motion_um : float, optional
         ``Preprocessed.motion.residual_lateral_um_rms``.
     uncertainty_fraction : float, optional
@@ -285,6 +306,7 @@ def qc_flags(
         cell_count=cell_count, density_cells_per_mm2=density_cells_per_mm2, eccentricity_deg=eccentricity_deg,
         registration_ok=registration_ok, vessel_fragment_count=vessel_fragment_count,
         cone_spacing_px=cone_spacing_px, saccade_ambiguity_um=saccade_ambiguity_um,
-        mosaic_ring_strength=mosaic_ring_strength, thresholds=thresholds,
+        mosaic_ring_strength=mosaic_ring_strength, snr_is_lower_bound=snr_is_lower_bound,
+        thresholds=thresholds,
     )
     return [QCFlag(c.name, c.severity, c.value, c.threshold, c.message) for c in checks if not c.passed]

@@ -24,6 +24,11 @@ Choices (the two copies had drifted; one was kept, for the reason given)
   detected (or no vessel pixel segmented). The fraction of unsure detections among none is
   undefined, and 0.0 would report "perfectly sure" — passing the blocking uncertainty QC
   check — for a model that found nothing at all.
+* **A slab that is not there is not analysed**: an all-NaN slab (the inner-retina slabs of a
+  volume whose ILM is above the depth window, :mod:`aooct_core.preprocessing.ilm`) gives a
+  result with ``not_analysed`` set, empty outputs, an unmeasured (NaN) uncertainty and
+  metrics whose values are NaN with the reason as their method — never numbers measured on
+  tissue that is not the structure.
 * **Eccentricity** from :func:`aooct_core.geometry.eccentricity_deg` only.
 * **Metrics** from :mod:`aooct_core.metrics` with bootstrap seed :data:`METRICS_SEED`, on
   the float32 arrays exactly as the platform stores them.
@@ -142,6 +147,8 @@ class StructureResult:
         Cells: ``count``, ``expected_spacing_um``, ``mean_confidence``. Vessels:
         ``mask_fraction`` (and ``fragment_count`` for capillaries).
     model_version : str
+    not_analysed : str
+        Why the structure was not analysed (its slab is undefined); empty when it was.
     """
 
     structure: str
@@ -150,6 +157,7 @@ class StructureResult:
     uncertainty: dict
     numbers: dict
     model_version: str
+    not_analysed: str = ""
 
     @property
     def points_rc(self) -> np.ndarray | None:
@@ -219,6 +227,9 @@ def analyze_structure(structure: str, image: np.ndarray, *, um_per_px=None,
     device = check_device(device)
     um = as_um_pair(um_per_px)
     image = np.asarray(image, np.float32)
+    if not np.isfinite(image).any():
+        return _not_analysed(structure, image.shape, f"its '{SLAB_OF[structure]}' slab is not in the "
+                             "volume (the inner-retina slabs need the ILM in the depth window)")
     common = {"target": structure, "um_per_px": um, "backend": backend, "device": device,
               "uncertainty": UNCERTAINTY_METHOD, "n_samples": n_samples, "weights": weights}
     if _KIND[structure] == "cells":
@@ -254,8 +265,22 @@ def analyze_structure(structure: str, image: np.ndarray, *, um_per_px=None,
                            uncertainty=summary, numbers=numbers, model_version=str(version))
 
 
+def _not_analysed(structure: str, shape: tuple, reason: str) -> StructureResult:
+    nan = np.full(shape, np.nan, np.float32)
+    if _KIND[structure] == "cells":
+        arrays = {"points_rc": np.zeros((0, 2), np.float32), "confidence": np.zeros(0, np.float32),
+                  "heatmap_mean": nan, "heatmap_var": nan}
+        numbers = {"count": 0, "expected_spacing_um": None, "mean_confidence": float("nan")}
+    else:
+        arrays = {"mask": np.zeros(shape, bool), "probability_mean": nan, "probability_var": nan}
+        numbers = {"mask_fraction": float("nan")}
+    return StructureResult(structure=structure, slab=SLAB_OF[structure], arrays=arrays,
+                           uncertainty={"uncertainty_fraction": float("nan")}, numbers=numbers,
+                           model_version="none", not_analysed=reason)
+
+
 def measure_structure(structure: str, arrays: Mapping[str, np.ndarray], *,
-                      image_shape: tuple[int, int], um_per_px) -> dict:
+                      image_shape: tuple[int, int], um_per_px, not_analysed: str = "") -> dict:
     """Metrics with 95 % CIs of one structure from its (stored) arrays.
 
     Parameters
@@ -268,6 +293,9 @@ def measure_structure(structure: str, arrays: Mapping[str, np.ndarray], *,
         ``(rows, cols)`` of the slab (the counting window of the cells).
     um_per_px : float or (float, float)
         En face ``(row, col)`` pixel size, µm.
+    not_analysed : str
+        :attr:`StructureResult.not_analysed`: when set, the same metrics are returned with
+        NaN values and ``"not measured: <reason>"`` as their method.
 
     Returns
     -------
@@ -275,11 +303,17 @@ def measure_structure(structure: str, arrays: Mapping[str, np.ndarray], *,
         :func:`~aooct_core.metrics.mosaic_metrics`, :func:`~aooct_core.metrics.capillary_metrics`
         or :func:`~aooct_core.metrics.nerve_fiber_metrics`, bootstrap seed :data:`METRICS_SEED`.
     """
-    from aooct_core.metrics import capillary_metrics, mosaic_metrics, nerve_fiber_metrics
+    from aooct_core.metrics import MetricValue, capillary_metrics, mosaic_metrics, nerve_fiber_metrics
 
     um = as_um_pair(um_per_px)
     if um is None:
         raise ValueError("metrics need the en face pixel size (um_per_px); none was given")
+    if not_analysed:
+        # The names and units come from the metric function itself, on an empty input.
+        empty = _not_analysed(structure, (16, 16), not_analysed).arrays
+        names = measure_structure(structure, empty, image_shape=(16, 16), um_per_px=um)
+        return {k: MetricValue(float("nan"), v.unit, None, None, f"not measured: {not_analysed}")
+                for k, v in names.items()}
     if structure in ("cones", "rpe"):
         return mosaic_metrics(np.asarray(arrays["points_rc"], np.float32),
                               image_shape=tuple(int(n) for n in image_shape), um_per_px=um,
@@ -350,10 +384,12 @@ def analyze_case(slabs: Mapping[str, np.ndarray], *, um_per_px=None,
         results[t] = analyze_structure(t, image, um_per_px=um, eccentricity_deg=eccentricity_deg,
                                        backend=backend, device=device,
                                        weights=(weights or {}).get(t))
+        if results[t].not_analysed:
+            notes.append(f"{t} not analysed: {results[t].not_analysed}")
         if um is not None:
             metrics[t] = measure_structure(t, results[t].arrays, image_shape=np.shape(image),
-                                           um_per_px=um)
-    if "cones" in results:
+                                           um_per_px=um, not_analysed=results[t].not_analysed)
+    if "cones" in results and not results["cones"].not_analysed:
         n = results["cones"].numbers["count"]
         qc["cell_count"] = n
         qc["uncertainty_fraction"] = results["cones"].uncertainty["uncertainty_fraction"]

@@ -139,7 +139,8 @@ def _enface_for_volume(volumes: np.ndarray, geometry, denoise: str | None,
     from aooct_core.preprocessing import preprocess_case
     pre = preprocess_case(volumes, geometry, reference=0, denoise=denoise, scale=scale)
     surfaces = {k: np.asarray(pre.surfaces_px[k], np.float32) for k in SURFACES_NPZ}
-    qc = {"snr_db": float(pre.snr_db), "registration_ok": bool(pre.registration_ok),
+    qc = {"snr_db": float(pre.snr_db), "snr_is_lower_bound": bool(pre.snr_is_lower_bound),
+          "registration_ok": bool(pre.registration_ok),
           "residual_motion_um": float(pre.motion.residual_lateral_um_rms),
           "saccade_ambiguity_um": float(pre.motion.saccade_ambiguity_um)}
     # NaN = not measurable (e.g. residual motion of a single volume): leave the check out.
@@ -149,10 +150,14 @@ def _enface_for_volume(volumes: np.ndarray, geometry, denoise: str | None,
 
 def _unmeasured_notes(qc: dict) -> list[str]:
     # Unmeasured is not the same as good: say so, as the pipeline's QC does.
-    if "residual_motion_um" in qc:
-        return []
-    return ["residual lateral motion not measurable (a single volume has no repeat to compare with): "
-            "the residual_motion QC check was not run"]
+    notes = []
+    if "residual_motion_um" not in qc:
+        notes.append("residual lateral motion not measurable (a single volume has no repeat to compare "
+                     "with): the residual_motion QC check was not run")
+    if qc.get("snr_is_lower_bound"):
+        notes.append("no vitreous above the ILM in the depth window: the SNR is a lower bound (the "
+                     "noise floor taken from the darkest retinal rows) and the ILM is not reported")
+    return notes
 
 
 def _load_input(path: Path, kind: str, um_per_px: float | None, denoise: str | None = None) -> dict:

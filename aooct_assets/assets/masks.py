@@ -58,7 +58,7 @@ def _make(structure: str):
     # corrected_volume is a dependency too so that its blocking QC checks (registration,
     # SNR) stop segmentation: en face slabs come out of the same step and are not checked.
     @asset(name=asset_name, deps=[AssetKey("enface_projections"), AssetKey("corrected_volume")], partitions_def=cases_partitions,
-           group_name="masks", code_version=f"{asset_name}-3", retry_policy=RETRY, pool=GPU_POOL,
+           group_name="masks", code_version=f"{asset_name}-4", retry_policy=RETRY, pool=GPU_POOL,
            op_tags=GPU_OP_TAGS, kinds={"pytorch"},
            required_resource_keys={"object_store", "metadata_db", "compute", "model_registry"},
            description=f"{structure}: {'cell centres' if kind == 'cells' else 'mask'} with "
@@ -88,6 +88,8 @@ def _make(structure: str):
                        "model_name": model["model_name"], "model_version": res.model_version,
                        "registry_version": model["registry_version"],
                        "um_per_px": float(np.mean(enface["um_per_px"])), **res.numbers}
+            if res.not_analysed:
+                summary["not_analysed"] = res.not_analysed
             put(store, f"{out}/summary.json", json_bytes(summary), written)
             record_artifacts(db, case_id, asset_name, store, written, context.run.run_id)
         meta = artifact_metadata(store, written)

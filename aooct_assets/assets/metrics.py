@@ -37,11 +37,12 @@ def compute_case_metrics(store, case_id: str) -> tuple[dict, dict, dict]:
         keys = [f"{base}/masks/{s}/{name}.npy" for name in _MEASURED_FROM[s]]
         arrays = {k.rsplit("/", 1)[1][:-4]: load_npy(store, k) for k in keys if store.exists(k)}
         by_structure[s] = measure_structure(s, arrays, image_shape=enface["shape_px"],
-                                            um_per_px=enface["um_per_px"])
+                                            um_per_px=enface["um_per_px"],
+                                            not_analysed=summaries[s].get("not_analysed", ""))
     return by_structure, summaries, enface
 
 
-@asset(partitions_def=cases_partitions, group_name="metrics", code_version="metrics-1",
+@asset(partitions_def=cases_partitions, group_name="metrics", code_version="metrics-2",
        retry_policy=RETRY, kinds={"polars", "parquet"},
        deps=[AssetKey(v[0]) for v in STRUCTURES.values()] + [AssetKey("enface_projections")],
        required_resource_keys={"object_store", "metadata_db"},

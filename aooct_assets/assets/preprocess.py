@@ -42,11 +42,11 @@ class PreprocessConfig(Config):
 @multi_asset(
     specs=[
         AssetSpec(CORRECTED, deps=["raw_volume"], partitions_def=cases_partitions,
-                  group_name="preprocess", code_version="corrected-1", kinds={"numpy"},
+                  group_name="preprocess", code_version="corrected-2", kinds={"numpy"},
                   description="Motion-corrected, repeat-averaged, normalized volume (float32 "
                               "(bscan, depth, aline)) with layer surfaces and motion report."),
         AssetSpec(ENFACE, deps=[CORRECTED], partitions_def=cases_partitions,
-                  group_name="preprocess", code_version="enface-1", kinds={"numpy"},
+                  group_name="preprocess", code_version="enface-2", kinds={"numpy"},
                   description="En face slabs isos/cost/rpe/nfl/svp/dvp and OCTA svp/dvp, "
                               "float32 (row, col) = (bscan, aline)."),
     ],
@@ -100,7 +100,8 @@ def preprocessed(context: AssetExecutionContext, config: PreprocessConfig):
             "residual_axial_um": _f(motion.residual_axial_px_rms * geometry.depth_um_per_px),
             "rejected_bscans": [list(map(int, rb)) for rb in motion.rejected_bscans],
             "reference_repeat": int(motion.reference), "registration_ok": bool(pre.registration_ok),
-            "snr_db": _f(pre.snr_db), "speckle_contrast": _f(pre.speckle_contrast),
+            "snr_db": _f(pre.snr_db), "snr_is_lower_bound": bool(pre.snr_is_lower_bound),
+            "speckle_contrast": _f(pre.speckle_contrast),
             "surfaces": sorted(pre.surfaces_px), "denoise": denoise, "input_scale": pre.input_scale,
         }
         put(store, f"{base}/corrected/summary.json", json_bytes(summary), corrected)

@@ -151,7 +151,7 @@ td,th{{border:1px solid #ccc;padding:2px 6px}}td.m{{font-size:11px;color:#555}}t
 tr.warn{{background:#ffe9b3}}tr.ok{{background:#e4f7e4}}</style></head><body>
 <h1>Case {esc(case_id)}</h1>
 <p>Eccentricity {msum['eccentricity_deg']:.2f}° · residual motion {corrected['residual_motion_um']:.3g} µm RMS ·
-SNR {corrected['snr_db']:.3g} dB · cone density percentile {msum['cone_density_percentile']:.1f}</p>
+SNR {'≥ ' if corrected.get('snr_is_lower_bound') else ''}{corrected['snr_db']:.3g} dB · cone density percentile {msum['cone_density_percentile']:.1f}</p>
 <p>Code {esc(CODE_VERSION)} · models {models} · input sha256 {esc(manifest['content_hash'])}</p>
 <h2>Quality control</h2><table><tr><th>check</th><th>result</th><th>value</th><th>threshold</th><th>message</th></tr>{qc_rows}</table>
 <h2>Overlays and plots</h2>{imgs}
@@ -160,7 +160,7 @@ SNR {corrected['snr_db']:.3g} dB · cone density percentile {msum['cone_density_
 """
 
 
-@asset(partitions_def=cases_partitions, group_name="report", code_version="report-3",
+@asset(partitions_def=cases_partitions, group_name="report", code_version="report-4",
        retry_policy=RETRY, kinds={"html"}, deps=[AssetKey("metrics")],
        required_resource_keys={"object_store", "metadata_db"},
        description="Self-contained HTML report: overlays, uncertainty, plots, metrics and QC.")

@@ -14,6 +14,7 @@ from aooct_core.preprocessing.normalization import (
     from_db,
     normalize_volume,
     snr_db,
+    snr_lower_bound_db,
     speckle_contrast,
     to_db,
 )
@@ -23,7 +24,7 @@ from aooct_core.preprocessing.registration import MotionReport, estimate_motion,
 __all__ = [
     "Preprocessed", "preprocess_case", "MotionReport", "estimate_motion", "pick_reference",
     "ShiftEstimate", "phase_correlate", "shift_bscans", "dim_bscans", "average_repeats",
-    "normalize_volume", "to_db", "from_db", "speckle_contrast", "snr_db",
+    "normalize_volume", "to_db", "from_db", "speckle_contrast", "snr_db", "snr_lower_bound_db",
     "segment_layers", "flatten_volume", "SLABS_UM", "enface_slabs", "slab_projection",
     "get_backend", "to_device", "to_host", "denoise_volume", "estimate_noise_sigma_db",
 ]

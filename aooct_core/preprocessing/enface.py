@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from aooct_core.preprocessing.backend import get_backend, to_device
+from aooct_core.preprocessing.backend import get_backend, to_device, to_host
 
 __all__ = ["SLABS_UM", "slab_projection", "slab_bounds_px", "enface_slabs"]
 
@@ -99,7 +99,9 @@ def enface_slabs(volume, surfaces: dict, *, depth_um_per_px: float, decorrelatio
     depth_um_per_px : float
     decorrelation : array like ``volume`` or None
         OCTA decorrelation; gives "octa_svp" and "octa_dvp". Without it (a single
-        repeat) those two images are all-NaN: motion contrast is undefined.
+        repeat) those two images are all-NaN: motion contrast is undefined. With an
+        all-NaN ILM (above the depth window) "nfl", "svp", "dvp" and both OCTA slabs are
+        all-NaN: the inner retina is not in the volume.
 
     Returns
     -------
@@ -108,13 +110,19 @@ def enface_slabs(volume, surfaces: dict, *, depth_um_per_px: float, decorrelatio
     """
     xp = get_backend(device).xp
     surfaces = {k: to_device(v, device).astype(xp.float32) for k, v in surfaces.items()}
+    # An ILM above the depth window (all-NaN, see segment_layers) leaves the inner-retina
+    # slabs undefined: all-NaN, like OCTA of a single volume.
+    ilm_in_view = bool(to_host(xp.isfinite(surfaces["ILM"]).all()))
     out = {}
     for name in SLABS_UM:
         top, bottom = slab_bounds_px(name, surfaces, depth_um_per_px=depth_um_per_px)
+        if SLABS_UM[name][0] == "ILM" and not ilm_in_view:
+            out[name] = xp.full(top.shape, np.nan, dtype=xp.float32)
+            continue
         out[name] = slab_projection(volume, top, bottom, device=device)
     for plexus in ("svp", "dvp"):
         top, bottom = slab_bounds_px(plexus, surfaces, depth_um_per_px=depth_um_per_px)
-        if decorrelation is None:
+        if decorrelation is None or not ilm_in_view:
             out[f"octa_{plexus}"] = xp.full(top.shape, np.nan, dtype=xp.float32)
         else:
             out[f"octa_{plexus}"] = slab_projection(decorrelation, top, bottom, device=device)

@@ -8,9 +8,11 @@ at once), with the depth allowed to change by at most ``max_slope`` px per A-lin
   :func:`~aooct_core.preprocessing.bands.identify_bands` from the order and spacing of
   the bands (priors in µm), never from which is brightest; each surface is the ridge
   path inside a window around its band that follows the retina's tilt and curvature.
-* **ILM**: the strongest dark-to-bright transition (positive vertical gradient of the
-  linear intensity) within 10 µm above / 20 µm below the first depth brighter than
-  -10 dB of the mean intensity, and more than 100 µm above IS/OS.
+* **ILM**: only when the vitreous is in view (:func:`~aooct_core.preprocessing.ilm.find_vitreous`;
+  AO-OCT windows often start below it): the strongest dark-to-bright transition (positive
+  vertical gradient of the linear intensity) within 10 µm above / 20 µm below the first
+  depth above the mid-level between this volume's vitreous floor and its inner retina,
+  and more than 60 µm above IS/OS. Otherwise the ILM surface is NaN (not in view).
 
 The search runs on block means of ``column_step`` A-lines (all 3-D filtering happens on
 that smaller array); each surface is then refined on every A-line, in a thin window of
@@ -32,6 +34,7 @@ import numpy as np
 from aooct_core.preprocessing.backend import get_backend, synchronize, to_device, to_host
 from aooct_core.preprocessing.band_fit import debias_surfaces
 from aooct_core.preprocessing.bands import identify_bands
+from aooct_core.preprocessing.ilm import MIN_ILM_TO_ISOS_UM, find_vitreous
 
 __all__ = ["segment_layers", "flatten_volume", "dp_surface"]
 
@@ -267,7 +270,8 @@ def segment_layers(volume, *, depth_um_per_px: float, device: str = "cpu", colum
     report : dict or None
         If given, receives ``band_model`` (:class:`~aooct_core.preprocessing.bands.BandModel`:
         which ridge was taken for which band, and how confidently), ``windows_px`` and
-        ``band_fit`` (:func:`~aooct_core.preprocessing.band_fit.debias_surfaces`).
+        ``band_fit`` (:func:`~aooct_core.preprocessing.band_fit.debias_surfaces`) and
+        ``vitreous`` (:class:`~aooct_core.preprocessing.ilm.Vitreous`: is the ILM in view).
 
     Raises
     ------
@@ -277,7 +281,8 @@ def segment_layers(volume, *, depth_um_per_px: float, device: str = "cpu", colum
     Returns
     -------
     dict str → float32 (n_bscans, n_alines) on ``device``
-        Keys "ILM", "ISOS", "COST", "RPE"; depth in px from the top of the volume.
+        Keys "ILM", "ISOS", "COST", "RPE"; depth in px from the top of the volume. The ILM
+        is all-NaN when it is above the depth window (no vitreous in view).
     """
     if not depth_um_per_px > 0:
         raise ValueError(f"depth_um_per_px must be > 0; got {depth_um_per_px!r}")
@@ -344,11 +349,17 @@ def segment_layers(volume, *, depth_um_per_px: float, device: str = "cpu", colum
     # dim and deeper edges (INL/OPL) can be stronger, so the search starts at the first
     # depth brighter than 10 % of the mean intensity (-10 dB) and looks only 10 µm above
     # to 20 µm below it.
-    above = db_b > np.float32(-10.0)
-    first = xp.argmax(above, axis=1).astype(xp.float32)
-    first = xp.where(above.any(axis=1), first, isos_b - um(100))
-    ilm_hi = xp.minimum(first + um(20), isos_b - um(100))
-    ilm_b = search(edge_b, xp.minimum(xp.maximum(first - um(10), 0), ilm_hi), ilm_hi).astype(xp.float32)
+    vitreous = find_vitreous(to_host(db_b.mean(axis=(0, 2))), float(to_host(xp.median(isos_b))),
+                             depth_um_per_px=depth_um_per_px)
+    if report is not None:
+        report["vitreous"] = vitreous
+    ilm_b = None
+    if vitreous.in_view:
+        above = db_b >= np.float32(vitreous.level_db)
+        first = xp.argmax(above, axis=1).astype(xp.float32)
+        first = xp.where(above.any(axis=1), first, np.float32(vitreous.crossing_px))
+        ilm_hi = xp.minimum(first + um(20), isos_b - um(MIN_ILM_TO_ISOS_UM))
+        ilm_b = search(edge_b, xp.minimum(xp.maximum(first - um(10), 0), ilm_hi), ilm_hi).astype(xp.float32)
 
     if timings is not None:
         timings["search"] = timings["search.cost"] + timings["search.dp"]
@@ -356,6 +367,9 @@ def segment_layers(volume, *, depth_um_per_px: float, device: str = "cpu", colum
     merged = bands.merged_cost_rpe
     for name, surf_b in (("ILM", ilm_b), ("ISOS", isos_b), ("COST", cost_b), ("RPE", rpe_b)):
         if merged and name == "COST":
+            continue
+        if surf_b is None:      # the ILM, above the depth window
+            out[name] = xp.full((n_b, n_a), np.nan, dtype=xp.float32)
             continue
         guess = _to_full_columns(surf_b, step, n_a, xp)
         # The refinement stays inside the band's own window (never reaches a neighbour).

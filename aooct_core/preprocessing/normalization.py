@@ -19,7 +19,8 @@ import numpy as np
 
 from aooct_core.preprocessing.backend import get_backend, to_device, to_host
 
-__all__ = ["to_db", "from_db", "normalize_volume", "speckle_contrast", "snr_db", "robust_percentile"]
+__all__ = ["to_db", "from_db", "normalize_volume", "speckle_contrast", "snr_db", "snr_lower_bound_db",
+           "robust_percentile"]
 
 _DB_FLOOR = 1e-6
 
@@ -146,3 +147,44 @@ def snr_db(volume, signal_surface_px, top_surface_px, *, margin_px: int = 4, dev
                          f"at least {margin_px + 2} px above the retina")
     noise = (vol * vitreous).sum() / count
     return float(to_host(10 * xp.log10(xp.maximum(signal, 1e-30) / xp.maximum(noise, 1e-30))))
+
+
+def snr_lower_bound_db(volume, signal_surface_px, bottom_px: float, *, window_px: int = 3,
+                       device: str = "cpu") -> float:
+    """A lower bound of the SNR, in dB, for a volume without vitreous in view.
+
+    ``10·log10(mean I at signal_surface_px / mean I of the darkest run of window_px depth
+    rows above bottom_px)``. Every row holds noise plus tissue signal, so its mean is at
+    least the noise floor and the ratio is at most the SNR :func:`snr_db` would measure
+    over the vitreous: the true SNR is at least this. With no vitreous in view (an
+    outer-retina crop) the darkest rows are the ONL or INL; in a volume buried in noise
+    they are the vitreous itself and the bound is the SNR.
+
+    Parameters
+    ----------
+    volume : array (n_bscans, n_depth, n_alines), linear intensity
+    signal_surface_px : array (n_bscans, n_alines), e.g. the RPE surface
+    bottom_px : float
+        Rows at or below this depth are not searched (e.g. 20 µm above the IS/OS).
+    window_px : int
+        Rows averaged together (the darkest single row of a short profile is biased low).
+
+    Raises
+    ------
+    ValueError
+        When fewer than ``window_px`` rows lie above ``bottom_px``.
+    """
+    backend = get_backend(device)
+    xp = backend.xp
+    vol = to_device(volume, device).astype(xp.float32, copy=False)
+    n_b, n_z, n_a = vol.shape
+    stop = int(min(n_z, max(0.0, float(bottom_px))))
+    if stop < window_px:
+        raise ValueError(f"snr_lower_bound_db: only {stop} rows above depth {bottom_px:.1f} px; need at "
+                         f"least {window_px}")
+    sig = xp.clip(xp.rint(to_device(signal_surface_px, device)).astype(xp.int64), 0, n_z - 1)
+    signal = vol[xp.arange(n_b)[:, None], sig, xp.arange(n_a)[None, :]].mean()
+    profile = to_host(vol[:, :stop].mean(axis=(0, 2))).astype(np.float64)
+    runs = np.convolve(profile, np.ones(window_px) / window_px, mode="valid")
+    floor = float(runs.min())
+    return float(10 * np.log10(max(float(to_host(signal)), 1e-30) / max(floor, 1e-30)))

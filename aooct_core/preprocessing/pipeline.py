@@ -33,14 +33,19 @@ from aooct_core.preprocessing.backend import get_backend, synchronize, to_host
 from aooct_core.preprocessing.averaging import average_repeats
 from aooct_core.preprocessing.denoise import DENOISE_METHODS, DENOISED_SLABS, denoise_volume
 from aooct_core.preprocessing.enface import enface_slabs, slab_bounds_px, slab_projection
+from aooct_core.preprocessing.ilm import MAX_ILM_TO_ISOS_UM, MIN_VITREOUS_PX
 from aooct_core.preprocessing.lattice import (ROW_PHASE_SIGMA_ROWS, dejitter_rows, lattice_row_shifts,
                                                lattice_shear)
 from aooct_core.preprocessing.layers import segment_layers
-from aooct_core.preprocessing.normalization import normalize_volume, snr_db, speckle_contrast
+from aooct_core.preprocessing.normalization import (normalize_volume, snr_db, snr_lower_bound_db,
+                                                     speckle_contrast)
 from aooct_core.preprocessing.registration import MotionReport, _estimate_motion, estimate_motion
 from aooct_core.preprocessing.tracking import fast_residual
 
 __all__ = ["Preprocessed", "preprocess_case", "speckle_mask"]
+
+#: Rows left between the vitreous noise rows and the surface below them (snr_db's margin).
+SNR_MARGIN_PX = 4
 
 
 @dataclass
@@ -52,21 +57,27 @@ class Preprocessed:
     volume : float32 (n_bscans, n_depth, n_alines)
         Motion-corrected, repeat-averaged, normalized linear intensity (not flattened).
     surfaces_px : dict str → float32 (n_bscans, n_alines)
-        "ILM", "ISOS", "COST", "RPE" depth in px.
+        "ILM", "ISOS", "COST", "RPE" depth in px (ILM all-NaN when it is above the depth
+        window: no vitreous in view, see :mod:`~aooct_core.preprocessing.ilm`).
     enface : dict str → float32 (n_bscans, n_alines)
         "isos", "cost", "rpe", "nfl", "svp", "dvp", "octa_svp", "octa_dvp" (OCTA all-NaN
-        for a single repeat).
+        for a single repeat; the inner-retina slabs all-NaN without the ILM).
     motion : MotionReport
     speckle_contrast : float
-        Median local SD/mean in the inner-retina slab (see :func:`speckle_mask`).
+        Median local SD/mean in the inner-retina slab (see :func:`speckle_mask`); NaN
+        without the ILM.
     snr_db : float
-        Mean RPE intensity over the vitreous noise floor, dB.
+        Mean RPE intensity over the vitreous noise floor, dB. Without the ILM and the
+        vitreous in view, a lower bound (:func:`~aooct_core.preprocessing.normalization.snr_lower_bound_db`;
+        ``snr_is_lower_bound``).
     registration_ok : bool
     timings_s : dict str → float
         Wall time of each step (device synchronised), s.
     input_scale : str
         The scale the volumes were stored in ("intensity", "amplitude" or "db"), declared or
         detected; they were converted to intensity.
+    snr_is_lower_bound : bool
+        ``snr_db`` is a lower bound (no vitreous in view).
     """
 
     volume: np.ndarray
@@ -78,6 +89,7 @@ class Preprocessed:
     registration_ok: bool
     timings_s: dict = field(default_factory=dict)
     input_scale: str = "intensity"
+    snr_is_lower_bound: bool = False
 
 
 def speckle_mask(surfaces: dict, shape: tuple[int, int, int], *, device: str = "cpu"):
@@ -244,8 +256,23 @@ def preprocess_case(volumes, geometry: Geometry, *, device: str = "cpu", referen
                                              device=device)
                        for name in DENOISED_SLABS})
         tick("denoise")
-    contrast = _band_speckle_contrast(volume, surfaces, device=device)
-    snr = snr_db(volume, surfaces["RPE"], surfaces["ILM"], device=device)
+    # Both rest on the ILM. Without it (all-NaN) the speckle band is not measured (NaN).
+    # The SNR is then measured over the rows too far above the IS/OS to be retina, when
+    # the window reaches them (the ILM lost in noise), else only bounded from below by the
+    # darkest rows (snr_is_lower_bound) — never measured on tissue as if it were vitreous.
+    xp = get_backend(device).xp
+    ilm_in_view = bool(to_host(xp.isfinite(surfaces["ILM"]).all()))
+    contrast = _band_speckle_contrast(volume, surfaces, device=device) if ilm_in_view else float("nan")
+    retina_top = surfaces["ISOS"] - np.float32(MAX_ILM_TO_ISOS_UM / geometry.depth_um_per_px)
+    snr_bound = False
+    if ilm_in_view:
+        snr = snr_db(volume, surfaces["RPE"], surfaces["ILM"], margin_px=SNR_MARGIN_PX, device=device)
+    elif float(to_host(retina_top.min())) >= SNR_MARGIN_PX + MIN_VITREOUS_PX:
+        snr = snr_db(volume, surfaces["RPE"], retina_top, margin_px=SNR_MARGIN_PX, device=device)
+    else:
+        above_isos = float(to_host(xp.median(surfaces["ISOS"]))) - 20.0 / geometry.depth_um_per_px
+        snr = snr_lower_bound_db(volume, surfaces["RPE"], above_isos, device=device)
+        snr_bound = True
     tick("quality")
     if not return_on_device:
         volume = to_host(volume)
@@ -254,5 +281,5 @@ def preprocess_case(volumes, geometry: Geometry, *, device: str = "cpu", referen
         tick("download")
     return Preprocessed(volume=volume, surfaces_px=surfaces, enface=enface, motion=report,
                         speckle_contrast=contrast, snr_db=snr, registration_ok=report.registration_ok,
-                        timings_s=timings, input_scale=scale)
+                        timings_s=timings, input_scale=scale, snr_is_lower_bound=snr_bound)
 

@@ -52,7 +52,9 @@ def test_every_asset_materializes_with_numbers_hashes_and_db_records(dropped, tm
 def test_low_snr_blocks_segmentation_and_is_recorded(tmp_path):
     from aooct_core.phantom import make_phantom, write_phantom
 
-    write_phantom(tmp_path / "drop" / "NOISY", make_phantom(seed=5, shape_px=(32, 256, 48), snr_db=2.0,
+    # 800 µm deep: the inner retina is lost in the noise (no ILM found), but the top rows are
+    # more than 350 µm above the IS/OS, vitreous by anatomy, and the SNR is measured on them.
+    write_phantom(tmp_path / "drop" / "NOISY", make_phantom(seed=5, shape_px=(32, 400, 48), snr_db=2.0,
                                                             case_id="NOISY"))
     res = make_test_resources(tmp_path)
     result = run_case("NOISY", res, drop_prefix="NOISY")

@@ -100,7 +100,13 @@ def test_phantom_case(tmp_path):
         assert npz["ISOS"].shape == (64, 64) and npz["ISOS"].dtype == np.float32
         true = ph.surfaces_px["ISOS"]
         assert float(np.median(np.abs(npz["ISOS"] - true))) < 1.5
-        assert np.all(npz["ILM"] < npz["ISOS"]) and np.all(npz["ISOS"] < npz["COST"])
+        assert np.all(npz["ISOS"] < npz["COST"])
+        # This 160-px window starts below the phantom's ILM (true depth about -19 px): the ILM
+        # is NaN, the SNR a lower bound, and capillaries and NFL are not measured.
+        assert float(ph.surfaces_px["ILM"].max()) < 0 and np.isnan(npz["ILM"]).all()
+    assert m["capillary_area_density"] is None
+    assert any("the SNR is a lower bound" in n for n in m["notes"])
+    assert any(n.startswith("capillaries not analysed") for n in m["notes"])
     # a single volume file of the case: same en face frame (B-scan, A-line), own output folder
     vol = sorted(case.glob("vol_*.tif"))[0]
     res = CliRunner().invoke(app, ["analyze", str(vol), "--out", str(out), "--target", "cones",

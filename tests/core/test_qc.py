@@ -83,3 +83,16 @@ def test_unattributed_saccade_warns_above_the_residual_motion_fail_limit():
     assert flag.name == "unattributed_saccade" and flag.severity == "warn" and flag.threshold == 3.0
     check, = qc_checks(saccade_ambiguity_um=1.0)
     assert check.passed and check.name == "unattributed_saccade"
+
+
+def test_a_lower_bound_snr_passes_or_warns_but_never_fails():
+    # No vitreous in view: the SNR is only bounded from below (issue 16), so a low bound
+    # says "could not be measured" (warn) and a high one is conclusive (pass).
+    from aooct_core.qc import qc_checks
+
+    (low,) = qc_checks(snr_db=3.0, snr_is_lower_bound=True)
+    assert not low.passed and low.severity == "warn" and "could not be measured" in low.message
+    (high,) = qc_checks(snr_db=21.0, snr_is_lower_bound=True)
+    assert high.passed and "at least 21" in high.message
+    (exact,) = qc_checks(snr_db=3.0)
+    assert exact.severity == "fail"
