@@ -19,7 +19,10 @@ the volume's own mean axial profile and labelled by what they are:
    * the outer segments and the inner segment are dark: a ridge between IS/OS and COST,
      or just above IS/OS, that is nearly as strong as the bands costs the triple;
    * the RPE is the last band: below it only Bruch's membrane (one thin band within
-     ``rpe_to_bm``) and the diffuse choroid — a strong ridge deeper costs the triple.
+     ``rpe_to_bm``) and the diffuse choroid — a strong ridge deeper costs the triple;
+   * the ELM (``elm_to_isos`` above IS/OS) is a dim band (Spaide & Curcio 2011): a ridge
+     there more than :data:`ELM_OVER_ISOS_MAX` times as strong as the IS/OS is not counted
+     as the ELM.
 
    The score is the three strengths minus those penalties. When COST and the RPE are too
    close to resolve (a few µm at 2–4 µm/px) the best (IS/OS, COST+RPE) pair is used.
@@ -50,6 +53,11 @@ PRIORS_UM = {
     "elm_to_isos": (12.0, 45.0),
 }
 
+
+#: Strongest ELM, relative to the IS/OS ridge, that a labelling may explain as the ELM. The
+#: ELM is usually far dimmer than the IS/OS; the phantom family's bright-ELM members reach
+#: 1.1-1.3 x, a labelling one band too deep takes the IS/OS (1.75-2 x its "IS/OS") for it.
+ELM_OVER_ISOS_MAX = 1.5
 
 #: Height (dB above the local axial background, mean profile) below which a ridge is no band.
 MIN_BAND_DB = 0.5
@@ -206,7 +214,10 @@ def _score(cands, i_isos, i_cost, i_rpe, um_per_px) -> float | None:
         return None
     explained = {i_isos, i_cost, i_rpe}
     lo, hi = PRIORS_UM["elm_to_isos"]
-    elm = [j for j in range(len(z)) if j not in explained and lo <= z[i_isos] - z[j] <= hi]
+    # The ELM is a dim band: a ridge above the IS/OS that clearly outshines it is not the
+    # ELM (it is the IS/OS itself, and this labelling one band too deep).
+    elm = [j for j in range(len(z)) if j not in explained and lo <= z[i_isos] - z[j] <= hi
+           and s[j] <= ELM_OVER_ISOS_MAX * s[i_isos]]
     lo, hi = PRIORS_UM["rpe_to_bm"]
     if merged:  # the complex's peak may be its COST part: Bruch's membrane lies further below
         hi += 10.0
@@ -308,7 +319,8 @@ def identify_bands(db_b: np.ndarray, ridge_b: np.ndarray, *, depth_um_per_px: fl
         cost_z, rpe_z = _split_complex(depth["RPE"], width["ISOS"], width["RPE"])
         offsets = (depth["RPE"] - cost_z, rpe_z - depth["RPE"])
     lo, hi = PRIORS_UM["elm_to_isos"]
-    elm = [c for c in cands if lo <= (depth["ISOS"] - c[0]) * um <= hi]
+    elm = [c for c in cands if lo <= (depth["ISOS"] - c[0]) * um <= hi
+           and c[1] <= ELM_OVER_ISOS_MAX * strength["ISOS"]]
     if elm:
         depth["ELM"], strength["ELM"], width["ELM"] = max(elm, key=lambda c: c[1])
     lo, hi = PRIORS_UM["rpe_to_bm"]
