@@ -239,8 +239,10 @@ def _check_um_per_px(um_per_px) -> None:
         raise ValueError(f"um_per_px must be a positive number of µm; got {um_per_px!r}")
 
 
-def _zoom_factors(image, um_per_px, expected_spacing_um) -> tuple[float, float]:
-    """Per-axis resampling so that cells end up ~8 px apart when they are < 5 px apart.
+def _zoom_factors(image, um_per_px, expected_spacing_um,
+                  resample_below_px: float = _MIN_SPACING_PX) -> tuple[float, float]:
+    """Per-axis resampling so that cells end up ~8 px apart when they are closer than
+    ``resample_below_px`` (5 px by default).
 
     The spacing comes from ``expected_spacing_um / um_per_px`` when both are known, else
     from the image's own power spectrum (Yellott's ring, :func:`estimate_spacing_px`).
@@ -257,7 +259,7 @@ def _zoom_factors(image, um_per_px, expected_spacing_um) -> tuple[float, float]:
         if prominence < _MIN_RING_PROMINENCE:  # no mosaic ring (noise, vessels): leave as is
             return (1.0, 1.0)
         spacing_px = np.full(2, spacing)
-    if spacing_px.min() >= _MIN_SPACING_PX:
+    if spacing_px.min() >= resample_below_px:
         return (1.0, 1.0)
     return tuple(float(max(1.0, _TARGET_SPACING_PX / s)) for s in spacing_px)
 
@@ -266,7 +268,8 @@ def detect_cells(image: np.ndarray, *, target: str = "cones",
                  um_per_px: float | tuple[float, float] | None = None,
                  backend: str = "torch", device: str = "cpu", uncertainty: str | None = "tta",
                  n_samples: int = 4, weights: Path | None = None,
-                 expected_spacing_um: float | None = None) -> CellDetections:
+                 expected_spacing_um: float | None = None, peak_threshold: float | None = None,
+                 resample_below_px: float | None = None) -> CellDetections:
     """Detect cone or RPE cell centres in an en face image.
 
     Parameters
@@ -290,6 +293,11 @@ def detect_cells(image: np.ndarray, *, target: str = "cones",
     expected_spacing_um : float, optional
         Expected centre-to-centre spacing (e.g. from normative density at the retinal
         eccentricity); only used for the resampling described under ``um_per_px``.
+    peak_threshold : float, optional
+        Heat-map level a cell centre must exceed; None: the checkpoint's calibrated
+        ``peak_threshold`` (0.3 for the committed cone weights, fitted on AOSLO images).
+    resample_below_px : float, optional
+        Images whose cells are closer than this are resampled to ~8 px spacing; None: 5 px.
 
     Returns
     -------
@@ -306,15 +314,20 @@ def detect_cells(image: np.ndarray, *, target: str = "cones",
     if target not in ("cones", "rpe"):
         raise ValueError(f"target must be 'cones' or 'rpe' for detect_cells; got {target!r}")
     _check_um_per_px(um_per_px)
+    if peak_threshold is not None and not 0.0 < float(peak_threshold) < 1.0:
+        raise ValueError(f"peak_threshold must be a heat-map level in (0, 1); got {peak_threshold!r}")
+    if resample_below_px is not None and not 0.0 < float(resample_below_px) <= 40.0:
+        raise ValueError(f"resample_below_px must be a spacing in (0, 40] px; got {resample_below_px!r}")
     norm = normalize_image(image)
     _, runner, meta = load_task_model(target, backend=backend, device=device, weights=weights)
-    zoom = _zoom_factors(norm, um_per_px, expected_spacing_um)
+    zoom = _zoom_factors(norm, um_per_px, expected_spacing_um,
+                         _MIN_SPACING_PX if resample_below_px is None else float(resample_below_px))
     if zoom != (1.0, 1.0):  # refuse before allocating: a wrong um_per_px can ask for GiBs
         check_resample(norm.shape, zoom, what=f"image for {target} detection")
     work = ndi.zoom(norm, zoom, order=3, mode="reflect") if zoom != (1.0, 1.0) else norm
     mean, var, _ = predict_maps(work, runner, kind="cells", uncertainty=uncertainty,
                                 n_samples=n_samples)
-    threshold = float(meta.get("peak_threshold", 0.5))
+    threshold = float(meta.get("peak_threshold", 0.5) if peak_threshold is None else peak_threshold)
     pts = find_peaks(mean, threshold=threshold,
                      min_distance_factor=float(meta.get("min_distance_factor", 0.5)))
     ir = np.clip(np.rint(pts[:, 0]).astype(int), 0, mean.shape[0] - 1)

@@ -8,10 +8,17 @@ which is nothing but those two functions in a loop plus the QC flags.
 
 Choices (the two copies had drifted; one was kept, for the reason given)
 -----------------------------------------------------------------------
-* **Cones on the IS/OS slab** (not COST). The detector's AO-OCT validation is on the
-  IS/OS en face (bench/results_ml.md "Phantom cones": density −0.1 % motion-free, −1.5 %
-  end to end through ``preprocess_case`` → IS/OS; detection Dice 0.98); nothing was ever
-  measured on COST. COST still feeds the ``cone_mosaic`` QC check, which judges both slabs.
+* **Cones on the IS/OS·COST slab of a volume** (``isos_cost``, the geometric mean of the
+  IS/OS and COST en face images, :func:`aooct_core.preprocessing.enface_slabs`). A cone
+  reflects at both depths; the speckle and noise of two depths 15-45 µm apart are
+  independent, so the geometric mean keeps the cones and damps a bright speckle grain of
+  one slab (an AND, where a sum would keep it). On a volume slab the detector resamples
+  cells closer than 7 px to ~8 px (not 5 px) and takes peaks above 0.5, the heat map's
+  own "more likely a cell than not" (:data:`VOLUME_CELL_DETECTION`, where the expected
+  spacing is ≥ 3 px), not the 0.3 fitted on AOSLO images: both measured on the phantom family's tuning seeds, reported on its
+  held-out ones (bench/RESULTS.md "Issue 16", ``bench/accuracy/cones_family.py``). An AOSLO
+  image, which has one reflection per cone, is analysed as given with the AOSLO calibration.
+  COST and IS/OS still feed the ``cone_mosaic`` QC check separately.
 * **Vessel scale from the pixel size.** ``segment_vessels`` gets the ``(row, col)`` µm/px,
   so a slab sampled outside the pixel sizes the model was trained at (model card: ROSSA
   ≈ 9.4 µm/px, phantom AO-OCT slabs ≈ 1.1–3.4 µm/px) is resampled to the nearest trained
@@ -41,7 +48,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["STRUCTURES", "SLAB_OF", "RPE_SPACING_UM", "METRICS_SEED", "MIN_CELLS_FOR_METRICS",
+__all__ = ["STRUCTURES", "SLAB_OF", "VOLUME_CELL_DETECTION", "RPE_SPACING_UM", "METRICS_SEED", "MIN_CELLS_FOR_METRICS",
            "UNCERTAINTY_METHOD", "StructureResult", "CaseAnalysis", "check_device",
            "as_um_pair", "expected_spacing_um", "analyze_structure", "measure_structure",
            "analyze_case"]
@@ -51,8 +58,16 @@ STRUCTURES = ("cones", "rpe", "capillaries", "nfl")
 #: The en face slab each structure is analysed on. Capillaries use the structural SVP slab:
 #: with the few repeats of a typical case the OCTA decorrelation slab is too noisy
 #: (phantom: correlation with the true vessels 0.13–0.15 for octa_svp vs 0.59–0.64 for svp;
-#: bench/results_ml.md). Cones: IS/OS, see the module docstring.
-SLAB_OF = {"cones": "isos", "rpe": "rpe", "capillaries": "svp", "nfl": "nfl"}
+#: bench/results_ml.md). Cones: IS/OS·COST, see the module docstring.
+SLAB_OF = {"cones": "isos_cost", "rpe": "rpe", "capillaries": "svp", "nfl": "nfl"}
+#: Detector options for cells on a volume's en face slab (``from_volume=True``), by
+#: structure: see the module docstring. Others use the checkpoint's AOSLO calibration.
+VOLUME_CELL_DETECTION = {"cones": {"peak_threshold": 0.5, "resample_below_px": 7.0}}
+#: ... used only where the expected spacing is known and at least this many px (the range
+#: they were measured over); below, the mosaic is near the sampling limit and the heat
+#: peaks of a 3x-resampled image are lower (DEMO-000, 2.4 px: density -14 % at 0.5,
+#: -7 % with the AOSLO calibration).
+VOLUME_DETECTION_MIN_SPACING_PX = 3.0
 #: Slabs the ``cone_mosaic`` QC check looks for a mosaic in.
 CONE_MOSAIC_SLABS = ("isos", "cost")
 #: Typical centre-to-centre RPE cell spacing in the parafovea, µm (density ~5,000 cells/mm²
@@ -199,7 +214,7 @@ def _fraction_unsure_pixels(mean: np.ndarray, var: np.ndarray, mask: np.ndarray)
 def analyze_structure(structure: str, image: np.ndarray, *, um_per_px=None,
                       eccentricity_deg: float | None = None, backend: str = "torch",
                       device: str = "cpu", weights: Path | None = None,
-                      n_samples: int = 4) -> StructureResult:
+                      n_samples: int = 4, from_volume: bool = False) -> StructureResult:
     """Detect (cones, RPE) or segment (capillaries, NFL) one structure on its slab.
 
     Parameters
@@ -214,6 +229,10 @@ def analyze_structure(structure: str, image: np.ndarray, *, um_per_px=None,
         Retinal eccentricity (for the normative cone spacing).
     backend, device, weights, n_samples
         As in :func:`ml.inference.detect_cells`; uncertainty is always TTA.
+    from_volume : bool
+        The image is a volume's en face slab (not an AOSLO image): cells are detected with
+        :data:`VOLUME_CELL_DETECTION` where the expected spacing is at least
+        :data:`VOLUME_DETECTION_MIN_SPACING_PX`.
 
     Returns
     -------
@@ -234,7 +253,10 @@ def analyze_structure(structure: str, image: np.ndarray, *, um_per_px=None,
               "uncertainty": UNCERTAINTY_METHOD, "n_samples": n_samples, "weights": weights}
     if _KIND[structure] == "cells":
         spacing = expected_spacing_um(structure, eccentricity_deg)
-        det = detect_cells(image, expected_spacing_um=spacing, **common)
+        spacing_px = None if spacing is None or um is None else spacing / max(um)
+        measured = spacing_px is not None and spacing_px >= VOLUME_DETECTION_MIN_SPACING_PX
+        options = VOLUME_CELL_DETECTION.get(structure, {}) if from_volume and measured else {}
+        det = detect_cells(image, expected_spacing_um=spacing, **options, **common)
         arrays = {"points_rc": det.points_rc, "confidence": det.confidence,
                   "heatmap_mean": det.heatmap_mean, "heatmap_var": det.heatmap_var}
         count = int(len(det.points_rc))
@@ -330,7 +352,8 @@ def measure_structure(structure: str, arrays: Mapping[str, np.ndarray], *,
 def analyze_case(slabs: Mapping[str, np.ndarray], *, um_per_px=None,
                  eccentricity_deg: float | None = None, qc_inputs: Mapping | None = None,
                  targets: Sequence[str] = STRUCTURES, backend: str = "torch",
-                 device: str = "cpu", weights: Mapping[str, Path] | None = None) -> CaseAnalysis:
+                 device: str = "cpu", weights: Mapping[str, Path] | None = None,
+                 from_volume: bool = False) -> CaseAnalysis:
     """The whole recipe for one preprocessed case.
 
     Parameters
@@ -351,6 +374,8 @@ def analyze_case(slabs: Mapping[str, np.ndarray], *, um_per_px=None,
     backend, device
         As in :func:`ml.inference.detect_cells`.
     weights : mapping structure → checkpoint path, optional
+    from_volume : bool
+        The slabs come from a volume (:func:`analyze_structure`).
 
     Returns
     -------
@@ -383,7 +408,7 @@ def analyze_case(slabs: Mapping[str, np.ndarray], *, um_per_px=None,
         image = slabs[SLAB_OF[t]]
         results[t] = analyze_structure(t, image, um_per_px=um, eccentricity_deg=eccentricity_deg,
                                        backend=backend, device=device,
-                                       weights=(weights or {}).get(t))
+                                       weights=(weights or {}).get(t), from_volume=from_volume)
         if results[t].not_analysed:
             notes.append(f"{t} not analysed: {results[t].not_analysed}")
         if um is not None:

@@ -174,7 +174,7 @@ def _load_input(path: Path, kind: str, um_per_px: float | None, denoise: str | N
             from aooct_core.preprocessing import denoise_volume
             smooth = denoise_volume(img, method=denoise)
         # Cones are never denoised: the filter smooths away a mosaic near Nyquist sampling.
-        slabs = {"isos": img, **{SLAB_OF[t]: smooth for t in ("rpe", "capillaries", "nfl")}}
+        slabs = {SLAB_OF["cones"]: img, **{SLAB_OF[t]: smooth for t in ("rpe", "capillaries", "nfl")}}
         return {"slabs": slabs, "surfaces": None, "um_per_px": enf.um_per_px, "qc": {},
                 "notes": notes, "eccentricity_deg": None}
     if kind == "case":
@@ -232,7 +232,8 @@ def analyze_one(path: Path, kind: str, out_dir: Path, *, target: str | None,
     um = data["um_per_px"]
     targets = _targets_for(target, kind)
     res = analyze_case(data["slabs"], um_per_px=um, eccentricity_deg=data["eccentricity_deg"],
-                       qc_inputs=data["qc"], targets=targets, backend=backend, device=device)
+                       qc_inputs=data["qc"], targets=targets, backend=backend, device=device,
+                       from_volume=kind != "image")
     metrics: dict = {"input": str(path), "kind": kind,
                      "um_per_px": list(um) if um else None,
                      "model_versions": {t: r.model_version for t, r in res.structures.items()},

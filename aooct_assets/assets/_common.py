@@ -47,7 +47,7 @@ GPU_OP_TAGS = {
 
 #: Bump ASSETS_REVISION when asset code changes the artifacts; per-asset ``code_version``s
 #: (which make changed assets show as stale in the UI) are derived from it.
-ASSETS_REVISION = "2"
+ASSETS_REVISION = "3"
 CODE_VERSION = f"{aooct_core.__version__}+assets.{ASSETS_REVISION}"
 
 

@@ -58,7 +58,7 @@ def _make(structure: str):
     # corrected_volume is a dependency too so that its blocking QC checks (registration,
     # SNR) stop segmentation: en face slabs come out of the same step and are not checked.
     @asset(name=asset_name, deps=[AssetKey("enface_projections"), AssetKey("corrected_volume")], partitions_def=cases_partitions,
-           group_name="masks", code_version=f"{asset_name}-4", retry_policy=RETRY, pool=GPU_POOL,
+           group_name="masks", code_version=f"{asset_name}-5", retry_policy=RETRY, pool=GPU_POOL,
            op_tags=GPU_OP_TAGS, kinds={"pytorch"},
            required_resource_keys={"object_store", "metadata_db", "compute", "model_registry"},
            description=f"{structure}: {'cell centres' if kind == 'cells' else 'mask'} with "
@@ -78,7 +78,7 @@ def _make(structure: str):
             t0 = time.perf_counter()
             res = analyze_structure(structure, load_npy(store, f"{base}/enface/{slab}.npy"),
                                     um_per_px=enface["um_per_px"], device=device, weights=weights,
-                                    eccentricity_deg=enface["eccentricity_deg"])
+                                    eccentricity_deg=enface["eccentricity_deg"], from_volume=True)
             compute_s = time.perf_counter() - t0
             for name in sorted(res.arrays):
                 put(store, f"{out}/{name}.npy", npy_bytes(res.arrays[name]), written)

@@ -42,12 +42,12 @@ class PreprocessConfig(Config):
 @multi_asset(
     specs=[
         AssetSpec(CORRECTED, deps=["raw_volume"], partitions_def=cases_partitions,
-                  group_name="preprocess", code_version="corrected-2", kinds={"numpy"},
+                  group_name="preprocess", code_version="corrected-3", kinds={"numpy"},
                   description="Motion-corrected, repeat-averaged, normalized volume (float32 "
                               "(bscan, depth, aline)) with layer surfaces and motion report."),
         AssetSpec(ENFACE, deps=[CORRECTED], partitions_def=cases_partitions,
-                  group_name="preprocess", code_version="enface-2", kinds={"numpy"},
-                  description="En face slabs isos/cost/rpe/nfl/svp/dvp and OCTA svp/dvp, "
+                  group_name="preprocess", code_version="enface-3", kinds={"numpy"},
+                  description="En face slabs isos/cost/isos_cost/rpe/nfl/svp/dvp and OCTA svp/dvp, "
                               "float32 (row, col) = (bscan, aline)."),
     ],
     name="preprocess_case", partitions_def=cases_partitions, retry_policy=RETRY, pool=GPU_POOL,

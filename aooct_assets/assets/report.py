@@ -28,7 +28,7 @@ __all__ = ["report", "render_report"]
 _DISPLAY_PX = 384
 #: Detections the model is unsure of (confidence < 0.5) are drawn in this colour.
 _UNSURE_RGB = (255, 150, 0)
-_SLAB_NAMES = {"isos": "IS/OS", "cost": "COST", "rpe": "RPE", "svp": "SVP", "nfl": "NFL"}
+_SLAB_NAMES = {"isos": "IS/OS", "cost": "COST", "isos_cost": "IS/OS·COST", "rpe": "RPE", "svp": "SVP", "nfl": "NFL"}
 
 
 def _png(rgb: np.ndarray) -> str:

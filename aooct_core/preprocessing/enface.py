@@ -10,6 +10,9 @@ Slab definitions (:data:`SLABS_UM`), chosen to follow the usual AO-OCT practice:
 * ``isos``, ``cost``, ``rpe``: ±3 µm (±4 µm for the thicker RPE) around the band centre;
   cones are imaged at IS/OS and COST, RPE cells at the RPE [1]_.
 * ``nfl``: ILM to ILM + 20 µm (nerve fibre bundles).
+* ``isos_cost``: the geometric mean of ``isos`` and ``cost``, for the cone detector: a
+  cone reflects at both depths, while the speckle of the two is independent, so a bright
+  grain of one slab alone is damped (``ml.recipe``).
 * ``svp`` / ``dvp``: fractions of the inner retina ``T = ISOS − ILM`` measured from the
   ILM — superficial plexus 8-26 % (ganglion cell layer), deep plexus 52-66 % (around the
   INL/OPL border) — because the plexuses scale with retinal thickness [2]_.
@@ -105,8 +108,8 @@ def enface_slabs(volume, surfaces: dict, *, depth_um_per_px: float, decorrelatio
 
     Returns
     -------
-    dict str → float32 (n_bscans, n_alines) on ``device``; keys "isos", "cost", "rpe",
-    "nfl", "svp", "dvp", "octa_svp", "octa_dvp".
+    dict str → float32 (n_bscans, n_alines) on ``device``; keys "isos", "cost", "isos_cost",
+    "rpe", "nfl", "svp", "dvp", "octa_svp", "octa_dvp".
     """
     xp = get_backend(device).xp
     surfaces = {k: to_device(v, device).astype(xp.float32) for k, v in surfaces.items()}
@@ -120,6 +123,7 @@ def enface_slabs(volume, surfaces: dict, *, depth_um_per_px: float, decorrelatio
             out[name] = xp.full(top.shape, np.nan, dtype=xp.float32)
             continue
         out[name] = slab_projection(volume, top, bottom, device=device)
+    out["isos_cost"] = xp.sqrt(xp.maximum(out["isos"], 0) * xp.maximum(out["cost"], 0)).astype(xp.float32)
     for plexus in ("svp", "dvp"):
         top, bottom = slab_bounds_px(plexus, surfaces, depth_um_per_px=depth_um_per_px)
         if decorrelation is None or not ilm_in_view:

@@ -128,6 +128,31 @@ def _whitened_surface(spec_m, spec_f, window, inverse, full_shape, backend: Back
     return surface, ideal.astype(xp.float32, copy=False)
 
 
+#: Half-width, in B-scans, of the running median that centres each B-scan's lateral search.
+RECENTER_HALF_WINDOW = 4
+
+
+def _host(a):
+    return a.get() if hasattr(a, "get") else a
+
+
+def running_median(values, use, *, half_window: int, fallback: float):
+    """Median of ``values[i - half_window : i + half_window + 1]`` over the entries where
+    ``use`` is True; ``fallback`` where a window holds none.
+
+    >>> running_median(np.array([0., 0, 9, 0, 0, 5, 5, 5, 5]), np.ones(9, bool), half_window=2, fallback=0.)
+    array([0., 0., 0., 0., 5., 5., 5., 5., 5.])
+    """
+    n = len(values)
+    out = np.full(n, float(fallback))
+    for i in range(n):
+        lo, hi = max(0, i - half_window), min(n, i + half_window + 1)
+        w = values[lo:hi][use[lo:hi]]
+        if len(w):
+            out[i] = np.median(w)
+    return out
+
+
 def _peak_1d(surface, ideal, center, radius, backend: Backend):
     """Sub-pixel peak of periodic 1-D surfaces (n, depth) within ``center ± radius``."""
     xp = backend.xp
@@ -168,15 +193,17 @@ def match_spectra(moving: Spectra, fixed: Spectra, shape, backend: Backend, *, c
     ``mean_over`` (bool (n,)) averages the selected cross-power spectra first and returns a
     single rigid match. ``lateral=False`` skips the lateral correlation (lateral shift 0,
     quality of the axial match). ``recenter_lateral_px``: first find each B-scan's lateral
-    peak within ``center ± recenter_lateral_px``, take the median over the B-scans selected
-    by ``recenter_over`` (bool (n,), default all) whose peak is not at the window edge, and
-    search ``± search_px[1]`` around it — a rigid lateral shift from the same correlation
-    surfaces, robust to cone-lattice aliases of single B-scans.
+    peak within ``center ± recenter_lateral_px``, take the running median (±
+    :data:`RECENTER_HALF_WINDOW` B-scans) over the B-scans selected by ``recenter_over``
+    (bool (n,), default all) whose peak is not at the window edge, and search
+    ``± search_px[1]`` around it — a lateral centre that follows a saccade of the moving
+    repeat, from the same correlation surfaces, robust to cone-lattice aliases of runs of
+    fewer than :data:`RECENTER_HALF_WINDOW` B-scans.
 
     Returns
     -------
     shifts (m, 2) float32, quality (m,) float32 (of the lateral match), at_edge (m,) bool;
-    plus the lateral centre used (0-d int array) when ``recenter_lateral_px`` is given.
+    plus the median lateral centre (0-d int array) when ``recenter_lateral_px`` is given.
     """
     xp = backend.xp
     fft, kw = backend.fft, backend.fft_kwargs()
@@ -213,7 +240,14 @@ def match_spectra(moving: Spectra, fixed: Spectra, shape, backend: Backend, *, c
         use = ~wide_edge if recenter_over is None else (~wide_edge & recenter_over)
         pick = wide[use] if bool(use.any()) else wide
         lat0 = xp.rint(xp.median(pick)).astype(xp.int64)
-        center_lat = xp.broadcast_to(lat0, center_lat.shape)
+        # Each B-scan's centre is the median of the wide peaks of its neighbours: a step (a
+        # saccade of the moving repeat) is kept, runs of aliases shorter than half the window
+        # are not. One centre for all would leave the B-scans on the far side of a saccade
+        # larger than search_px to a cone-lattice alias (family member 172: 8-13 px off).
+        wide_h, use_h = np.asarray(_host(wide), np.float64), np.asarray(_host(use), bool)
+        local = running_median(wide_h, use_h, half_window=RECENTER_HALF_WINDOW,
+                               fallback=float(_host(lat0)))
+        center_lat = xp.asarray(np.rint(local).astype(np.int64))
     lateral_px, quality, edge2 = _peak_1d(surf2, ideal2, center_lat, search_px[1], backend)
     shifts = xp.stack([axial, lateral_px], axis=1)
     if recenter_lateral_px is not None:

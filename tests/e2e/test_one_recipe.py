@@ -67,7 +67,7 @@ def test_same_frame_and_slabs(both):
     assert _summary(store, "corrected/summary.json")["reference_repeat"] == 0, (
         "the platform registered to another repeat than aooct analyze (repeat 0): pick a "
         "phantom seed whose least-moving repeat is 0")
-    assert _summary(store, "masks/cones/summary.json")["slab"] == "isos"
+    assert _summary(store, "masks/cones/summary.json")["slab"] == "isos_cost"
     assert _summary(store, "masks/capillaries/summary.json")["slab"] == "svp"
 
 
