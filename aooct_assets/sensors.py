@@ -35,7 +35,7 @@ from aooct_core.io.drop_layout import DUPLICATES, QUARANTINE, RESERVED_PREFIXES
 from resources.object_store import ObjectStore, make_object_store
 
 __all__ = ["make_drop_sensor", "mark_case_failed", "scan_drop", "run_requests_for", "content_hash_of_drop",
-           "quarantine"]
+           "quarantine", "scrub_quarantined"]
 
 
 
@@ -57,7 +57,13 @@ def _signature(listing: dict[str, str]) -> str:
 
 
 def quarantine(store: ObjectStore, name: str, reason: str, sig: str) -> str:
-    """Move drop ``name`` under ``_quarantine/`` with ``REASON.txt``; returns the new prefix."""
+    """Move drop ``name`` under ``_quarantine/`` with ``REASON.txt``; returns the new prefix.
+
+    Its DICOM files are then de-identified in place and case.json's ``subject_id`` replaced by
+    its pseudonym (:func:`scrub_quarantined`); a DICOM that cannot be de-identified is removed,
+    listed in ``REASON.txt`` by size and sha256. A refused drop is kept for the lab to fix,
+    never as a copy of the patient's identifiers.
+    """
     dest = f"{QUARANTINE}/{name}"
     if store.list_keys(dest + "/"):
         dest = f"{dest}-{sig[:8]}"
@@ -67,7 +73,80 @@ def quarantine(store: ObjectStore, name: str, reason: str, sig: str) -> str:
     store.move_prefix(name, dest)
     if name in store.refused_entries(name):  # the drop itself is a link or a FIFO
         store.move(name, f"{dest}/{name}")
+    scrubbed = scrub_quarantined(store, dest)
+    if scrubbed:
+        store.put_bytes(f"{dest}/REASON.txt", (reason.rstrip() + "\n\n" + "\n".join(scrubbed) + "\n").encode())
     return dest
+
+
+def scrub_quarantined(store: ObjectStore, prefix: str, *, uid_key: bytes | None = None) -> list[str]:
+    """Take the identifiers out of a quarantined drop, in place.
+
+    Every DICOM file is de-identified with the ingest's
+    :func:`aooct_core.io.deid.deidentify_dicom_file`; one that cannot be (burned-in
+    annotation, unreadable, over the read budget) is deleted. A ``case.json`` that parses
+    to an object with a string ``subject_id`` gets the subject's pseudonym instead
+    (:func:`aooct_core.io.deid.pseudonymize_subject`; the original is not kept: it is the
+    lab's own, and the subject map only holds subjects of stored cases).
+
+    Returns
+    -------
+    list of str
+        One line per file changed: what was removed from it, or that it was deleted, with
+        its size and sha256 as received (so the lab can match it to its own copy).
+    """
+    from aooct_core.io.deid import pseudonymize_subject
+    from aooct_core.io.jsonsafe import loads_bounded
+    import tempfile
+    from pathlib import Path
+
+    from aooct_core.io import InputError
+    from aooct_core.io.deid import deidentify_dicom_file, looks_like_dicom
+    from resources.config import deid_uid_key
+
+    lines: list[str] = []
+    key_bytes = uid_key
+    for key, size in sorted(store.list_objects(prefix + "/").items()):
+        name = key[len(prefix) + 1:]
+        if name == "REASON.txt":
+            continue
+        if name == "case.json":
+            data = store.get_bytes(key)
+            try:
+                spec = loads_bounded(data, source=store.uri(key))
+            except InputError:
+                continue      # unreadable: kept as is, the reason above says why
+            if isinstance(spec, dict) and isinstance(spec.get("subject_id"), str):
+                key_bytes = key_bytes if key_bytes is not None else deid_uid_key()
+                pseudonym = pseudonymize_subject(spec["subject_id"], key=key_bytes)
+                if pseudonym != spec["subject_id"]:
+                    store.put_bytes(key, json.dumps({**spec, "subject_id": pseudonym}, indent=2).encode())
+                    lines.append(f"case.json: subject_id replaced by its pseudonym {pseudonym}; "
+                                 f"as received {size} bytes, sha256 {hashlib.sha256(data).hexdigest()}")
+            continue
+        with tempfile.TemporaryDirectory(prefix="aooct-scrub-") as tmp:
+            path = store.get_file(key, Path(tmp) / "file")
+            with open(path, "rb") as fh:
+                head = fh.read(132)
+            if not looks_like_dicom(name, head):
+                continue
+            sha = hashlib.sha256()
+            with open(path, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    sha.update(block)
+            digest = sha.hexdigest()
+            key_bytes = key_bytes if key_bytes is not None else deid_uid_key()
+            try:
+                res = deidentify_dicom_file(path, uid_key=key_bytes, source=store.uri(key))
+            except InputError as exc:
+                store.delete(key)
+                lines.append(f"{name}: deleted, it could not be de-identified ({exc.problem}); "
+                             f"{size} bytes, sha256 {digest}")
+                continue
+        store.put_bytes(key, res.data)
+        lines.append(f"{name}: de-identified in place ({', '.join(res.removed) or 'nothing to remove'}); "
+                     f"as received {size} bytes, sha256 {digest}")
+    return lines
 
 
 def _retire_duplicate(store: ObjectStore, name: str, dest: str, listing: dict, why: str) -> None:

@@ -94,6 +94,30 @@ def test_burned_in_annotation_is_refused_and_nothing_is_stored(platform, tmp_pat
     reason = res["drop_store"].get_bytes("_quarantine/burned/REASON.txt").decode()
     assert "BurnedInAnnotation" in reason
     assert not [k for k in res["object_store"].list_keys("cases/PHI2/") if k.endswith("vol_01.dcm")]
+    # The refused drop is kept for the lab, without the patient's identifiers: the burned-in
+    # file deleted (listed by sha256), the others de-identified, the subject pseudonymized.
+    assert "vol_01.dcm: deleted" in reason and "sha256" in reason
+    assert "vol_00.dcm: de-identified in place" in reason and "subject_id replaced" in reason
+    assert not res["drop_store"].exists("_quarantine/burned/vol_01.dcm")
+    assert file_hits(home, db_file=res["metadata_db"].engine.url.database) == {}, "planted identifiers found"
+
+
+def test_dicom_drop_quarantined_by_the_sensor_keeps_no_planted_identifier(platform, tmp_path):
+    home, res, instance = platform
+    case = dicom_case(tmp_path / "incoming", case_id="PHI3")
+    spec = json.loads((case / "case.json").read_text())
+    del spec["eye"]                                    # invalid: the sensor refuses the drop
+    (case / "case.json").write_text(json.dumps(spec))
+    for f in case.iterdir():
+        res["drop_store"].put_file(f"no-eye/{f.name}", f)
+    assert _sensor_run(res, instance) == []
+    drop = res["drop_store"]
+    reason = drop.get_bytes("_quarantine/no-eye/REASON.txt").decode()
+    assert "case.json is invalid" in reason and "vol_02.dcm: de-identified in place" in reason
+    kept = pydicom.dcmread(drop.local_path("_quarantine/no-eye/vol_02.dcm"))
+    assert kept.PatientIdentityRemoved == "YES" and "PatientName" not in kept
+    assert json.loads(drop.get_bytes("_quarantine/no-eye/case.json"))["subject_id"].startswith("P-")
+    assert file_hits(home, db_file=res["metadata_db"].engine.url.database) == {}, "planted identifiers found"
 
 
 def test_dicom_upload_keeps_no_planted_identifier_anywhere(platform, tmp_path):
