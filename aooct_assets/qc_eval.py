@@ -21,8 +21,8 @@ __all__ = ["CHECKS", "evaluate", "evaluate_all"]
 #: withhold the case's cone and RPE metrics; their rows are still written and the failed
 #: check (ERROR in Dagster, "fail" in the DB and the report) flags the case for review.
 CHECKS = {
-    "registration_residual": ("corrected_volume", "residual motion after registration and "
-                              "registration success", True),
+    "registration_residual": ("corrected_volume", "residual motion after registration, "
+                              "registration success and edge-padded columns", True),
     "snr": ("corrected_volume", "signal-to-noise ratio of the RPE over the vitreous", True),
     **{f"{s}_uncertainty": (STRUCTURES[s][0], f"share of uncertain {s} outputs",
                             STRUCTURES[s][2] == "cells") for s in STRUCTURES},
@@ -42,8 +42,9 @@ def _inputs(store, case_id: str, check: str) -> dict:
             # Summaries written before the field have none: the SNR was over the vitreous.
             return {"snr_db": s["snr_db"], "snr_is_lower_bound": bool(s.get("snr_is_lower_bound", False))}
         out = {"residual_motion_um": s["residual_motion_um"], "registration_ok": s["registration_ok"]}
-        if "saccade_ambiguity_um" in s:   # summaries written before this field have none
-            out["saccade_ambiguity_um"] = s["saccade_ambiguity_um"]
+        for later in ("saccade_ambiguity_um", "padded_fraction"):   # not in older summaries
+            if later in s:
+                out[later] = s[later]
         return out
     if check.endswith("_uncertainty"):
         structure = check[: -len("_uncertainty")]

@@ -29,6 +29,13 @@ implausible_density (|z|)         > 3     > 6     z against ``normative_cone_den
                                                   (~34° at 24 mm axial length).
 registration_failure (bool)       —       False   repeats could not be aligned: averaged
                                                   volume is not one retina.
+padded_columns (fraction)         > 0.10  > 0.30  share of the en face image in columns the
+                                                  motion correction filled by repeating the
+                                                  border (``Preprocessed.padded_fraction``):
+                                                  cells there are invented. Phantom family,
+                                                  tuning seeds 0–119: median 0.08, max 0.25
+                                                  (repeats up to 40 µm apart); the demo
+                                                  0.02–0.03.
 fragmented_vessels (components)   > 15    > 40    a perfused capillary plexus in a 1–2° field
                                                   is nearly one network; many pieces mean a
                                                   broken segmentation.
@@ -78,6 +85,8 @@ class QCThresholds:
     cone_sampling_fail_px: float = 2.3
     mosaic_ring_warn: float = 6.0
     mosaic_ring_fail: float = 4.5
+    padded_warn_fraction: float = 0.10
+    padded_fail_fraction: float = 0.30
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -90,6 +99,7 @@ class QCThresholds:
                      ("mosaic_ring_fail", "mosaic_ring_warn")]
         pairs_high = [
             ("residual_motion_warn_um", "residual_motion_fail_um"),
+            ("padded_warn_fraction", "padded_fail_fraction"),
             ("uncertainty_warn_fraction", "uncertainty_fail_fraction"),
             ("density_z_warn", "density_z_fail"),
             ("vessel_fragments_warn", "vessel_fragments_fail"),
@@ -152,6 +162,7 @@ def qc_checks(
     saccade_ambiguity_um: float | None = None,
     mosaic_ring_strength: float | None = None,
     snr_is_lower_bound: bool = False,
+    padded_fraction: float | None = None,
     thresholds: QCThresholds = QCThresholds(),
 ) -> list[QCCheck]:
     """Evaluate every check whose input is given; see ``qc_flags`` for the parameters."""
@@ -163,6 +174,7 @@ def qc_checks(
         "density_cells_per_mm2": density_cells_per_mm2, "eccentricity_deg": eccentricity_deg,
         "vessel_fragment_count": vessel_fragment_count, "cone_spacing_px": cone_spacing_px,
         "saccade_ambiguity_um": saccade_ambiguity_um, "mosaic_ring_strength": mosaic_ring_strength,
+        "padded_fraction": padded_fraction,
     }
     for key, v in numeric.items():
         if v is not None and not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)):
@@ -208,6 +220,17 @@ def qc_checks(
         out.append(QCCheck("registration_failure", ok, None if ok else "fail", float(ok), 1.0,
                            "repeat registration succeeded" if ok else
                            "repeat registration failed: the averaged volume is not one aligned retina"))
+    if padded_fraction is not None:
+        if not 0 <= padded_fraction <= 1:
+            raise ValueError(f"padded_fraction must be in [0, 1]; got {padded_fraction!r}")
+        c = _grade("padded_columns", padded_fraction, t.padded_warn_fraction, t.padded_fail_fraction,
+                   higher_is_worse=True, what="edge-padded share of the en face image", unit="")
+        if not c.passed:
+            c = QCCheck(c.name, c.passed, c.severity, c.value, c.threshold, (
+                f"{c.message}: the repeats moved further than the field they were imaged in, so "
+                "the motion correction repeated border columns; cells and vessels near the lateral "
+                "edges there are not tissue"))
+        out.append(c)
     if vessel_fragment_count is not None:
         out.append(_grade("fragmented_vessels", vessel_fragment_count, t.vessel_fragments_warn,
                           t.vessel_fragments_fail, higher_is_worse=True, what="vessel mask components", unit=""))
@@ -255,6 +278,7 @@ def qc_flags(
     saccade_ambiguity_um: float | None = None,
     mosaic_ring_strength: float | None = None,
     snr_is_lower_bound: bool = False,
+    padded_fraction: float | None = None,
     thresholds: QCThresholds = QCThresholds(),
 ) -> list[QCFlag]:
     """Raised QC flags (warn or fail) for the inputs that are given.
@@ -288,6 +312,8 @@ def qc_flags(
     mosaic_ring_strength : float, optional
         ``aooct_core.metrics.mosaic_spectrum.mosaic_ring_strength`` of the cone slab at the
         normative spacing: a cone mosaic's Yellott ring over its spectral background.
+    padded_fraction : float, optional
+        ``Preprocessed.padded_fraction``: share of the en face image in edge-padded columns.
     thresholds : QCThresholds
         Warn/fail limits.
 
@@ -307,6 +333,6 @@ def qc_flags(
         registration_ok=registration_ok, vessel_fragment_count=vessel_fragment_count,
         cone_spacing_px=cone_spacing_px, saccade_ambiguity_um=saccade_ambiguity_um,
         mosaic_ring_strength=mosaic_ring_strength, snr_is_lower_bound=snr_is_lower_bound,
-        thresholds=thresholds,
+        padded_fraction=padded_fraction, thresholds=thresholds,
     )
     return [QCFlag(c.name, c.severity, c.value, c.threshold, c.message) for c in checks if not c.passed]

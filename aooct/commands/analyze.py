@@ -142,7 +142,8 @@ def _enface_for_volume(volumes: np.ndarray, geometry, denoise: str | None,
     qc = {"snr_db": float(pre.snr_db), "snr_is_lower_bound": bool(pre.snr_is_lower_bound),
           "registration_ok": bool(pre.registration_ok),
           "residual_motion_um": float(pre.motion.residual_lateral_um_rms),
-          "saccade_ambiguity_um": float(pre.motion.saccade_ambiguity_um)}
+          "saccade_ambiguity_um": float(pre.motion.saccade_ambiguity_um),
+          "padded_fraction": float(pre.padded_fraction)}
     # NaN = not measurable (e.g. residual motion of a single volume): leave the check out.
     qc = {k: v for k, v in qc.items() if not (isinstance(v, float) and not np.isfinite(v))}
     return dict(pre.enface), surfaces, qc

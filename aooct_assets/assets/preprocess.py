@@ -100,6 +100,7 @@ def preprocessed(context: AssetExecutionContext, config: PreprocessConfig):
             "residual_axial_um": _f(motion.residual_axial_px_rms * geometry.depth_um_per_px),
             "rejected_bscans": [list(map(int, rb)) for rb in motion.rejected_bscans],
             "reference_repeat": int(motion.reference), "registration_ok": bool(pre.registration_ok),
+            "padded_fraction": _f(pre.padded_fraction),
             "snr_db": _f(pre.snr_db), "snr_is_lower_bound": bool(pre.snr_is_lower_bound),
             "speckle_contrast": _f(pre.speckle_contrast),
             "surfaces": sorted(pre.surfaces_px), "denoise": denoise, "input_scale": pre.input_scale,

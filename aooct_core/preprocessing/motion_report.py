@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["MotionReport"]
+__all__ = ["MotionReport", "padded_columns"]
 
 
 @dataclass(frozen=True)
@@ -76,3 +76,40 @@ class MotionReport:
     registration_ok: bool = True
     lattice_agreement: float = float("nan")
     saccade_ambiguity_um: float = 0.0
+
+
+def padded_columns(shifts_px, weights, n_alines: int) -> np.ndarray:
+    """Columns of each averaged B-scan that hold edge-replicated (invented) pixels.
+
+    Undoing a lateral displacement ``s`` shifts a B-scan by ``-s`` with edge replication
+    (:func:`~aooct_core.preprocessing.resample.shift_bscans`): ``ceil(s)`` columns at the
+    right edge (``ceil(-s)`` at the left for ``s < 0``) repeat the border column. A column of
+    the average is counted when any repeat that contributes to it (weight > 0; all of them
+    where none does) is padded there.
+
+    Parameters
+    ----------
+    shifts_px : array (n_repeats, n_bscans, 2)
+        ``MotionReport.shifts_px``.
+    weights : array (n_repeats, n_bscans)
+        ``MotionReport.weights``.
+    n_alines : int
+        Columns per B-scan.
+
+    Returns
+    -------
+    ndarray int32 (n_bscans, 2)
+        ``(left, right)`` padded columns of each B-scan, each at most ``n_alines``.
+
+    Examples
+    --------
+    >>> shifts = np.zeros((2, 3, 2), np.float32); shifts[1, 0, 1] = 2.5; shifts[0, 2, 1] = -1.0
+    >>> padded_columns(shifts, np.ones((2, 3)), 10).tolist()
+    [[0, 3], [0, 0], [1, 0]]
+    """
+    s = np.asarray(shifts_px, np.float64)[..., 1]
+    w = np.asarray(weights) > 0
+    w = np.where(w.any(axis=0)[None], w, True)
+    left = np.where(w, np.ceil(np.maximum(-s, 0) - 1e-6), 0).max(axis=0)
+    right = np.where(w, np.ceil(np.maximum(s, 0) - 1e-6), 0).max(axis=0)
+    return np.minimum(np.stack([left, right], axis=1), int(n_alines)).astype(np.int32)

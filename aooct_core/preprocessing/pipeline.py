@@ -78,6 +78,11 @@ class Preprocessed:
         detected; they were converted to intensity.
     snr_is_lower_bound : bool
         ``snr_db`` is a lower bound (no vitreous in view).
+    padded_fraction : float
+        Share of en face pixels in columns that hold edge-replicated pixels of at least one
+        averaged repeat (:func:`~aooct_core.preprocessing.motion_report.padded_columns` of
+        the final shifts): the motion there is larger than the field it was imaged in.
+        Judged by the ``padded_columns`` QC check.
     """
 
     volume: np.ndarray
@@ -90,6 +95,7 @@ class Preprocessed:
     timings_s: dict = field(default_factory=dict)
     input_scale: str = "intensity"
     snr_is_lower_bound: bool = False
+    padded_fraction: float = 0.0
 
 
 def speckle_mask(surfaces: dict, shape: tuple[int, int, int], *, device: str = "cpu"):
@@ -279,7 +285,11 @@ def preprocess_case(volumes, geometry: Geometry, *, device: str = "cpu", referen
         surfaces = {k: to_host(v) for k, v in surfaces.items()}
         enface = {k: to_host(v) for k, v in enface.items()}
         tick("download")
+    from aooct_core.preprocessing.motion_report import padded_columns
+
+    padded = padded_columns(report.shifts_px, report.weights, volumes.shape[3])
     return Preprocessed(volume=volume, surfaces_px=surfaces, enface=enface, motion=report,
                         speckle_contrast=contrast, snr_db=snr, registration_ok=report.registration_ok,
-                        timings_s=timings, input_scale=scale, snr_is_lower_bound=snr_bound)
+                        timings_s=timings, input_scale=scale, snr_is_lower_bound=snr_bound,
+                        padded_fraction=float(padded.sum() / (padded.shape[0] * volumes.shape[3])))
 

@@ -315,6 +315,7 @@ def test_preprocess_case_contract():
     assert set(out.surfaces_px) >= {"ILM", "ISOS", "COST", "RPE"}
     assert set(out.enface) == {"isos", "cost", "isos_cost", "rpe", "nfl", "svp", "dvp", "octa_svp", "octa_dvp"}
     np.testing.assert_allclose(out.enface["isos_cost"], np.sqrt(out.enface["isos"] * out.enface["cost"]), rtol=1e-5)
+    assert 0.0 <= out.padded_fraction <= 1.0
     for img in out.enface.values():
         assert img.shape == (vols.shape[1], vols.shape[3]) and img.dtype == np.float32
     assert np.isfinite(out.enface["octa_svp"]).all()

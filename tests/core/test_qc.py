@@ -29,6 +29,8 @@ def only(flags):
         ({"vessel_fragment_count": 100}, "fragmented_vessels", "fail"),
         ({"cone_spacing_px": 2.4}, "undersampled_mosaic", "warn"),
         ({"cone_spacing_px": 2.0}, "undersampled_mosaic", "fail"),
+        ({"padded_fraction": 0.15}, "padded_columns", "warn"),
+        ({"padded_fraction": 0.4}, "padded_columns", "fail"),
     ],
 )
 def test_each_check_raises_its_flag(kwargs, name, severity):
@@ -67,6 +69,16 @@ def test_bad_thresholds_and_inputs_raise():
         qc_flags(snr_db=float("nan"))
     with pytest.raises(ValueError, match="uncertainty_fraction"):
         qc_flags(uncertainty_fraction=1.5)
+    with pytest.raises(ValueError, match="padded_fraction"):
+        qc_flags(padded_fraction=1.5)
+    with pytest.raises(ValueError, match="padded_warn_fraction must be ≤ padded_fail_fraction"):
+        QCThresholds(padded_warn_fraction=0.5, padded_fail_fraction=0.3)
+
+
+def test_padded_columns_says_why():
+    flag = only(qc_flags(padded_fraction=0.35))
+    assert "repeated border columns" in flag.message and flag.threshold == 0.30
+    assert qc_flags(padded_fraction=0.05) == []
 
 
 def test_flag_serialises():
