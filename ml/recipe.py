@@ -36,6 +36,11 @@ Choices (the two copies had drifted; one was kept, for the reason given)
   result with ``not_analysed`` set, empty outputs, an unmeasured (NaN) uncertainty and
   metrics whose values are NaN with the reason as their method — never numbers measured on
   tissue that is not the structure.
+* **Capillaries only where there are vessels**: a segmentation covering less than
+  :data:`MIN_CAPILLARY_MASK_FRACTION` of the slab is kept for review but not measured
+  (``not_analysed``, NaN metrics, a note). Calibrated on the phantom family's tuning seeds
+  0–79: every SVP slab segmented ≥ 0.023 of its area (46 / 46), slabs without capillaries
+  (IS/OS, RPE) 0.00–0.11 (28 / 160 above the floor: vessel shadows), speckle noise 0.
 * **Eccentricity** from :func:`aooct_core.geometry.eccentricity_deg` only.
 * **Metrics** from :mod:`aooct_core.metrics` with bootstrap seed :data:`METRICS_SEED`, on
   the float32 arrays exactly as the platform stores them.
@@ -48,7 +53,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["STRUCTURES", "SLAB_OF", "VOLUME_CELL_DETECTION", "RPE_SPACING_UM", "METRICS_SEED", "MIN_CELLS_FOR_METRICS",
+__all__ = ["STRUCTURES", "SLAB_OF", "VOLUME_CELL_DETECTION", "MIN_CAPILLARY_MASK_FRACTION", "RPE_SPACING_UM", "METRICS_SEED", "MIN_CELLS_FOR_METRICS",
            "UNCERTAINTY_METHOD", "StructureResult", "CaseAnalysis", "check_device",
            "as_um_pair", "expected_spacing_um", "analyze_structure", "measure_structure",
            "analyze_case"]
@@ -68,6 +73,8 @@ VOLUME_CELL_DETECTION = {"cones": {"peak_threshold": 0.5, "resample_below_px": 7
 #: peaks of a 3x-resampled image are lower (DEMO-000, 2.4 px: density -14 % at 0.5,
 #: -7 % with the AOSLO calibration).
 VOLUME_DETECTION_MIN_SPACING_PX = 3.0
+#: Below this segmented area fraction a capillary slab shows no vessels to measure.
+MIN_CAPILLARY_MASK_FRACTION = 0.02
 #: Slabs the ``cone_mosaic`` QC check looks for a mosaic in.
 CONE_MOSAIC_SLABS = ("isos", "cost")
 #: Typical centre-to-centre RPE cell spacing in the parafovea, µm (density ~5,000 cells/mm²
@@ -163,7 +170,9 @@ class StructureResult:
         ``mask_fraction`` (and ``fragment_count`` for capillaries).
     model_version : str
     not_analysed : str
-        Why the structure was not analysed (its slab is undefined); empty when it was.
+        Why the structure was not analysed or measured (its slab is undefined: empty
+        arrays; or a capillary slab shows no vessels: its arrays are kept for review);
+        empty when it was.
     """
 
     structure: str
@@ -249,6 +258,7 @@ def analyze_structure(structure: str, image: np.ndarray, *, um_per_px=None,
     if not np.isfinite(image).any():
         return _not_analysed(structure, image.shape, f"its '{SLAB_OF[structure]}' slab is not in the "
                              "volume (the inner-retina slabs need the ILM in the depth window)")
+    not_analysed = ""
     common = {"target": structure, "um_per_px": um, "backend": backend, "device": device,
               "uncertainty": UNCERTAINTY_METHOD, "n_samples": n_samples, "weights": weights}
     if _KIND[structure] == "cells":
@@ -281,10 +291,16 @@ def analyze_structure(structure: str, image: np.ndarray, *, um_per_px=None,
             from scipy import ndimage
 
             numbers["fragment_count"] = int(ndimage.label(mask, structure=np.ones((3, 3)))[1])
+            if numbers["mask_fraction"] < MIN_CAPILLARY_MASK_FRACTION:
+                not_analysed = (f"no vessels to measure: {100 * numbers['mask_fraction']:.1f} % of the "
+                                f"'{SLAB_OF[structure]}' slab segmented, under the "
+                                f"{100 * MIN_CAPILLARY_MASK_FRACTION:g} % floor (is the slab at the "
+                                "capillary plexus? check the ILM and the B-scan overlay)")
         version = seg.model_version
     arrays = {k: v if v.dtype == bool else np.asarray(v, np.float32) for k, v in arrays.items()}
     return StructureResult(structure=structure, slab=SLAB_OF[structure], arrays=arrays,
-                           uncertainty=summary, numbers=numbers, model_version=str(version))
+                           uncertainty=summary, numbers=numbers, model_version=str(version),
+                           not_analysed=not_analysed)
 
 
 def _not_analysed(structure: str, shape: tuple, reason: str) -> StructureResult:

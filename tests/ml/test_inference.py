@@ -152,3 +152,19 @@ def test_segment_vessels_and_nfl():
 def test_committed_weights_are_small():
     total = sum(p.stat().st_size for p in WEIGHTS_DIR.iterdir() if p.is_file())
     assert total < 10 * 1024 * 1024
+
+
+def test_capillaries_are_not_measured_on_a_slab_without_vessels():
+    # Speckle without vessels: the network segments (almost) nothing, so the recipe keeps the
+    # maps for review and reports the metrics as not measured, with the reason.
+    from ml.recipe import MIN_CAPILLARY_MASK_FRACTION, analyze_case
+
+    _weights("capillaries")
+    noise = np.random.default_rng(3).exponential(1.0, (64, 96)).astype(np.float32)
+    res = analyze_case({"svp": noise}, um_per_px=1.5, targets=("capillaries",))
+    cap = res.structures["capillaries"]
+    assert cap.numbers["mask_fraction"] < MIN_CAPILLARY_MASK_FRACTION
+    assert "no vessels to measure" in cap.not_analysed and cap.arrays["probability_mean"].shape == (64, 96)
+    area = res.metrics["capillaries"]["area_density"]
+    assert np.isnan(area.value) and area.method.startswith("not measured: no vessels")
+    assert any(n.startswith("capillaries not analysed: no vessels") for n in res.notes)
