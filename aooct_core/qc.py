@@ -148,6 +148,11 @@ def _grade(name, value, warn, fail, *, higher_is_worse, what, unit) -> QCCheck:
     return QCCheck(name, True, None, float(value), float(warn), f"{what} {value:.3g}{unit} within limits")
 
 
+def _explained(c: QCCheck, why: str) -> QCCheck:
+    """``c`` with ``why`` added to its message when it did not pass."""
+    return c if c.passed else QCCheck(c.name, c.passed, c.severity, c.value, c.threshold, f"{c.message}: {why}")
+
+
 def qc_checks(
     *,
     snr_db: float | None = None,
@@ -241,13 +246,10 @@ def qc_checks(
     if mosaic_ring_strength is not None:
         c = _grade("missing_mosaic", mosaic_ring_strength, t.mosaic_ring_warn, t.mosaic_ring_fail,
                    higher_is_worse=False, what="cone-mosaic ring strength", unit="")
-        if not c.passed:
-            c = QCCheck(c.name, c.passed, c.severity, c.value, c.threshold, (
-                f"{c.message}: the cone slab shows no mosaic at the spacing expected for this "
-                "location. Likely causes: layers (the IS/OS or COST surface is on another band — "
-                "check the B-scan overlay), registration (misaligned repeats blur the cones) or "
-                "focus (far from the photoreceptors)"))
-        out.append(c)
+        out.append(_explained(c, "the cone slab shows no mosaic at the spacing expected for this "
+                              "location. Likely causes: layers (the IS/OS or COST surface is on another "
+                              "band — check the B-scan overlay), registration (misaligned repeats blur "
+                              "the cones) or focus (far from the photoreceptors)"))
     return out
 
 

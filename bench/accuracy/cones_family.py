@@ -22,7 +22,6 @@ Target: F1 >= 0.90 and |density error| <= 5 % on >= 90 % of the cases with spaci
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -36,7 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from aooct_core.geometry import eccentricity_deg  # noqa: E402
 from aooct_core.metrics.norms import normative_cone_spacing_um  # noqa: E402
 from aooct_core.phantom import make_phantom  # noqa: E402
-from aooct_core.phantom.family import HELD_OUT_SEEDS, TUNING_SEEDS, family_member  # noqa: E402
+from aooct_core.phantom.family import family_member  # noqa: E402
+from family_args import family_seeds  # noqa: E402  (bench/accuracy, the script's folder)
 from aooct_core.preprocessing import preprocess_case  # noqa: E402
 from ml.evaluate import evaluate_detections  # noqa: E402
 from ml.recipe import SLAB_OF, analyze_structure, measure_structure  # noqa: E402
@@ -98,13 +98,7 @@ def run_one(seed: int) -> dict | None:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--n", type=int, default=10)
-    ap.add_argument("--start", type=int, default=0, help="offset into the seed range")
-    ap.add_argument("--held-out", action="store_true", help="report on HELD_OUT_SEEDS")
-    ap.add_argument("--json", type=Path, help="write per-case results here")
-    args = ap.parse_args(argv)
-    seeds = (HELD_OUT_SEEDS if args.held_out else TUNING_SEEDS)[args.start:args.start + args.n]
+    args, seeds = family_seeds(__doc__, argv, n_default=10)
     t0, load0 = time.perf_counter(), os.getloadavg()
     print("| seed | spacing px (row, col) | rep | SNR | dz µm/px | P | R | F1 | density err % | ok |")
     print("|---|---|---|---|---|---|---|---|---|---|")

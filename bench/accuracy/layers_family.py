@@ -14,7 +14,6 @@ least 4 px below the top ("in view") it must be found within 2 px RMS; members i
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -25,7 +24,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from aooct_core.phantom import make_phantom  # noqa: E402
-from aooct_core.phantom.family import HELD_OUT_SEEDS, TUNING_SEEDS, family_member  # noqa: E402
+from aooct_core.phantom.family import family_member  # noqa: E402
+from family_args import family_seeds  # noqa: E402  (bench/accuracy, the script's folder)
 from aooct_core.preprocessing import preprocess_case  # noqa: E402
 
 SURFACES = ("ISOS", "COST", "RPE")
@@ -91,13 +91,7 @@ def ilm_verdict(found: np.ndarray, true: np.ndarray) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--n", type=int, default=10)
-    ap.add_argument("--start", type=int, default=0, help="offset into the seed range")
-    ap.add_argument("--held-out", action="store_true", help="report on HELD_OUT_SEEDS")
-    ap.add_argument("--json", type=Path, help="write per-case results here")
-    args = ap.parse_args(argv)
-    seeds = (HELD_OUT_SEEDS if args.held_out else TUNING_SEEDS)[args.start:args.start + args.n]
+    args, seeds = family_seeds(__doc__, argv, n_default=10)
     rows = []
     print("| seed | dz µm/px | rep | SNR (found) | focus | RPE gain | OS µm | COST-RPE µm | ISOS / COST / RPE RMS px "
           "| ok | ILM |")
