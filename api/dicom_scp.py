@@ -19,9 +19,13 @@ An association from a peer not in ``AOOCT_DICOM_PEERS`` (AE title *and* address)
 before any data is exchanged (A-ASSOCIATE-RJ, calling AE title not recognised). Only the
 Ophthalmic Tomography storage class, in uncompressed or deflated transfer syntaxes, is
 negotiated: other classes and compressed syntaxes are refused at the presentation context.
-Instances stream to disk (pynetdicom's ``STORE_RECV_CHUNKED_DATASET``) and are de-identified
-by :class:`api.dicom_cases.SeriesAssembler` before anything is kept; a refused instance gets
-a failure status with the reason in ``ErrorComment`` and a log line.
+Instances stream to disk (pynetdicom's ``STORE_RECV_CHUNKED_DATASET``) into a private
+``<staging>.incoming/`` beside the staging folder (never the system temporary folder, where
+an aborted transfer would leave a patient's data), and are de-identified by
+:class:`api.dicom_cases.SeriesAssembler` before anything is kept; a refused instance gets a failure status with the reason in
+``ErrorComment`` and a log line. An association that sends more than
+``AOOCT_DICOM_MAX_INSTANCE_BYTES`` for one instance is aborted while it streams; partial files
+of aborted or dropped transfers are deleted at start and once they are :data:`STALE_S` old.
 """
 from __future__ import annotations
 
@@ -38,13 +42,19 @@ from aooct_core.io import InputError
 from aooct_core.io.dicom import OPT_SOP_CLASS_UID
 from aooct_core.io.dicom_open import NATIVE_SYNTAXES
 
-__all__ = ["ReceiverConfig", "make_receiver", "serve", "STATUS"]
+__all__ = ["ReceiverConfig", "make_receiver", "serve", "STATUS", "STALE_S", "sweep_incoming"]
 
 LOG = logging.getLogger("aooct.dicom")
 VERIFICATION = "1.2.840.10008.1.1"
 #: C-STORE statuses (PS3.4 B.2.3) this receiver answers with.
 STATUS = {"success": 0x0000, "out_of_resources": 0xA700, "cannot_understand": 0xC000,
           "not_authorized": 0x0124}
+#: A partial instance not written to for this long is an aborted or dropped transfer (twice
+#: the network timeout, after which pynetdicom has given the association up).
+STALE_S = 120.0
+#: What a C-STORE adds to the instance's bytes on the wire: the command set and file meta
+#: (this much) plus 6 bytes of PDU header per P-DATA fragment (under 1 %).
+_STREAM_SLACK_BYTES = 64 << 10
 
 
 @dataclass(frozen=True)
@@ -118,11 +128,49 @@ def _status(code: str, comment: str):
     return ds
 
 
+def incoming_folder(assembler) -> Path:
+    """The private folder instances stream into: ``<staging>.incoming`` beside the staging
+    folder (whose sub-folders are series), mode 0700."""
+    staging = Path(assembler.staging)
+    path = staging.with_name(staging.name + ".incoming")
+    path.mkdir(mode=0o700, exist_ok=True)
+    return path
+
+
+def sweep_incoming(folder: Path, *, older_than_s: float = 0.0) -> int:
+    """Delete partial instances in ``folder`` not written to for ``older_than_s``; their count."""
+    import time
+
+    now, n = time.time(), 0
+    for path in folder.iterdir():
+        try:
+            if path.is_file() and now - path.stat().st_mtime >= older_than_s:
+                path.unlink()
+                n += 1
+        except FileNotFoundError:   # finished and removed by its handler meanwhile
+            continue
+    return n
+
+
 def make_receiver(cfg: ReceiverConfig, assembler):
     """The pynetdicom AE and its event handlers for ``cfg``, storing through ``assembler``."""
+    import functools
+    import tempfile
+
+    import pynetdicom.dimse_messages
     from pynetdicom import AE, _config, evt
 
     _config.STORE_RECV_CHUNKED_DATASET = True  # large instances stream to a temporary file
+    # ... in this receiver's private folder: pynetdicom opens it with NamedTemporaryFile in the
+    # system temporary folder, and an aborted transfer leaves it there.
+    incoming = incoming_folder(assembler)
+    left = sweep_incoming(incoming)
+    if left:
+        LOG.warning("deleted %d partial instance(s) of transfers cut off before the last stop", left)
+    pynetdicom.dimse_messages.NamedTemporaryFile = functools.partial(tempfile.NamedTemporaryFile,
+                                                                     dir=incoming)
+    limit = int(assembler.max_instance_bytes) * 101 // 100 + _STREAM_SLACK_BYTES
+    streamed: dict[int, int] = {}   # association → bytes received since its last instance
     ae = AE(ae_title=cfg.ae_title)
     ae.require_called_aet = True
     ae.maximum_associations = 8
@@ -142,9 +190,24 @@ def make_receiver(cfg: ReceiverConfig, assembler):
     def on_echo(event):
         return 0x0000
 
+    def on_data(event):
+        key = id(event.assoc)
+        streamed[key] = n = streamed.get(key, 0) + len(event.data)
+        if n > limit:
+            rq = event.assoc.requestor
+            LOG.warning("aborted the association from %s@%s: more than %d bytes for one instance "
+                        "(AOOCT_DICOM_MAX_INSTANCE_BYTES)", rq.ae_title.strip(), rq.address,
+                        assembler.max_instance_bytes)
+            streamed[key] = -(1 << 62)      # abort once
+            event.assoc.abort(block=False)
+
+    def on_closed(event):
+        streamed.pop(id(event.assoc), None)
+
     def on_store(event):
         rq = event.assoc.requestor
         source = f"C-STORE from {rq.ae_title.strip()}@{rq.address}"
+        streamed[id(event.assoc)] = 0
         try:
             got = assembler.receive(Path(event.dataset_path), source=source, calling_ae=rq.ae_title.strip())
         except InputError as exc:
@@ -157,12 +220,15 @@ def make_receiver(cfg: ReceiverConfig, assembler):
         return 0x0000
 
     handlers = [(evt.EVT_REQUESTED, on_requested), (evt.EVT_C_ECHO, on_echo),
-                (evt.EVT_C_STORE, on_store)]
+                (evt.EVT_C_STORE, on_store), (evt.EVT_DATA_RECV, on_data),
+                (evt.EVT_CONN_CLOSE, on_closed)]
     return ae, handlers
 
 
-def serve(cfg: ReceiverConfig, assembler, *, block: bool = True, stop: threading.Event | None = None):
-    """Listen on ``cfg.host:cfg.port`` and assemble idle series every second.
+def serve(cfg: ReceiverConfig, assembler, *, block: bool = True, stop: threading.Event | None = None,
+          stale_s: float = STALE_S):
+    """Listen on ``cfg.host:cfg.port`` and assemble idle series every second; partial
+    instances idle for ``stale_s`` are deleted.
 
     With ``block=False`` returns ``(server, stop_event)``: set the event and call
     ``server.shutdown()`` to stop (staged series are kept for the next start).
@@ -170,12 +236,16 @@ def serve(cfg: ReceiverConfig, assembler, *, block: bool = True, stop: threading
     ae, handlers = make_receiver(cfg, assembler)
     stop = stop or threading.Event()
 
+    incoming = incoming_folder(assembler)
+
     def flusher():
         while not stop.wait(min(1.0, max(cfg.idle_s / 4, 0.05))):
             try:
                 assembler.flush()
             except Exception:  # keep receiving; the series stays staged and is retried
                 LOG.exception("assembling received series failed; retrying in a second")
+            if sweep_incoming(incoming, older_than_s=stale_s):
+                LOG.warning("deleted partial instance(s) of transfers idle for %g s", stale_s)
 
     threading.Thread(target=flusher, name="aooct-dicom-flush", daemon=True).start()
     server = ae.start_server((cfg.host, cfg.port), block=False, evt_handlers=handlers)

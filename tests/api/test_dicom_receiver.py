@@ -48,7 +48,7 @@ def receiver(tmp_path):
         assembler = SeriesAssembler(tmp_path / "staging", drop, uid_key=KEY, idle_s=cfg.idle_s,
                                     map_subject=lambda s, p: mapped.setdefault(s, p), defaults=defaults,
                                     max_instance_bytes=kw.pop("max_instance_bytes", 1 << 30))
-        server, stop = serve(cfg, assembler, block=False)
+        server, stop = serve(cfg, assembler, block=False, stale_s=kw.pop("stale_s", 120.0))
         started.append((server, stop))
         return cfg, assembler
 
@@ -219,3 +219,38 @@ def test_aooct_dicom_scp_starts_on_embedded_defaults(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_an_instance_over_the_limit_is_aborted_while_it_streams_and_leaves_nothing(receiver, tmp_path, caplog):
+    import time
+
+    import pydicom
+    from pynetdicom import AE
+
+    start, drop, files, _ = receiver
+    caplog.set_level(logging.INFO, logger="aooct.dicom")
+    incoming = tmp_path / "staging.incoming"
+    incoming.mkdir()
+    (incoming / "tmpleft.dcm").write_bytes(b"\0" * 128 + b"DICM" + PLANTED["PatientName"].encode())
+    big = tmp_path / "big.dcm"
+    write_opt(big, np.random.default_rng(1).gamma(1.0, 1.0, (16, 256, 256)).astype(np.float32) + 0.1, 5)
+    cfg, assembler = start(max_instance_bytes=64 * 1024, stale_s=0.5)
+    assert not (incoming / "tmpleft.dcm").exists()          # a cut-off transfer of a past run
+    ds = pydicom.dcmread(big)
+    ae = AE(ae_title="SCANNER")
+    ae.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
+    assoc = ae.associate("127.0.0.1", cfg.port, ae_title=cfg.ae_title)
+    assert assoc.is_established
+    status = assoc.send_c_store(ds)
+    assert "Status" not in status, status                          # cut off before the end
+    deadline = time.monotonic() + 10
+    while assoc.is_established and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not assoc.is_established
+    assert "more than 65536 bytes for one instance" in caplog.text
+    deadline = time.monotonic() + 10
+    while any(incoming.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(incoming.iterdir()), "a partial instance was left on disk"
+    assert _scu_store(cfg, files[0]).Status == 0x0000             # the receiver goes on
+    assert not any(incoming.iterdir())
