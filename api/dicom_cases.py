@@ -41,6 +41,8 @@ from aooct_core.io.dicom import OPT_SOP_CLASS_UID, probe_dicom
 __all__ = ["SeriesAssembler", "ReceivedInstance"]
 
 LOG = logging.getLogger("aooct.dicom")
+#: Longest wait between two attempts at assembling a series that failed (doubling from 1 s).
+MAX_RETRY_S = 60.0
 _EYES = {"R": "OD", "L": "OS"}
 
 
@@ -86,6 +88,7 @@ class SeriesAssembler:
         self.max_instance_bytes = int(max_instance_bytes)
         self.staging.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._lock = threading.Lock()
+        self._retry: dict[str, tuple[float, float]] = {}   # series → (next attempt, next backoff s)
 
     # receiving ---------------------------------------------------------------------
     def receive(self, path: Path, *, source: str, calling_ae: str = "") -> ReceivedInstance:
@@ -144,8 +147,16 @@ class SeriesAssembler:
             for folder in sorted(p for p in self.staging.iterdir() if p.is_dir()):
                 files = list(folder.glob("*.dcm"))
                 last = max((f.stat().st_mtime for f in files), default=0.0)
-                if files and (force or now - last >= self.idle_s):
+                wait_until, backoff = self._retry.get(folder.name, (0.0, 1.0))
+                if not files or not (force or now - last >= self.idle_s) or (now < wait_until and not force):
+                    continue
+                try:
                     written.append(self._assemble(folder, files))
+                    self._retry.pop(folder.name, None)
+                except Exception:  # noqa: BLE001 - one series must not hold back the others
+                    LOG.exception("assembling series %s failed; it stays staged and is tried again "
+                                  "in %g s", folder.name, backoff)
+                    self._retry[folder.name] = (now + backoff, min(2 * backoff, MAX_RETRY_S))
         return written
 
     def _assemble(self, folder: Path, files: list[Path]) -> str:

@@ -38,6 +38,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from api.dicom_cases import MAX_RETRY_S
 from aooct_core.io import InputError
 from aooct_core.io.dicom import OPT_SOP_CLASS_UID
 from aooct_core.io.dicom_open import NATIVE_SYNTAXES
@@ -239,11 +240,19 @@ def serve(cfg: ReceiverConfig, assembler, *, block: bool = True, stop: threading
     incoming = incoming_folder(assembler)
 
     def flusher():
-        while not stop.wait(min(1.0, max(cfg.idle_s / 4, 0.05))):
-            try:
-                assembler.flush()
-            except Exception:  # keep receiving; the series stays staged and is retried
-                LOG.exception("assembling received series failed; retrying in a second")
+        import time
+
+        tick = min(1.0, max(cfg.idle_s / 4, 0.05))
+        backoff, next_try = tick, 0.0
+        while not stop.wait(tick):
+            if time.monotonic() >= next_try:
+                try:
+                    assembler.flush()
+                    backoff = tick
+                except Exception:  # keep receiving; the series stays staged and is retried
+                    LOG.exception("assembling received series failed; retrying in %g s", backoff)
+                    next_try = time.monotonic() + backoff
+                    backoff = min(2 * backoff, MAX_RETRY_S)
             if sweep_incoming(incoming, older_than_s=stale_s):
                 LOG.warning("deleted partial instance(s) of transfers idle for %g s", stale_s)
 

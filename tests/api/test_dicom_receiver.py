@@ -12,6 +12,7 @@ import json
 import logging
 import shutil
 import subprocess
+import time
 import sys
 from pathlib import Path
 
@@ -254,3 +255,29 @@ def test_an_instance_over_the_limit_is_aborted_while_it_streams_and_leaves_nothi
     assert not any(incoming.iterdir()), "a partial instance was left on disk"
     assert _scu_store(cfg, files[0]).Status == 0x0000             # the receiver goes on
     assert not any(incoming.iterdir())
+
+
+def test_a_series_that_fails_to_assemble_is_retried_with_backoff_and_holds_back_no_other(tmp_path, monkeypatch):
+    drop = LocalObjectStore(tmp_path / "drop")
+    assembler = SeriesAssembler(tmp_path / "staging", drop, uid_key=KEY, idle_s=0.0,
+                                map_subject=lambda s, p: p, defaults={}, max_instance_bytes=1 << 20)
+    for series in ("aaa", "bbb"):
+        (tmp_path / "staging" / series).mkdir()
+        (tmp_path / "staging" / series / "x.dcm").write_bytes(b"staged")
+    calls = []
+
+    def assemble(folder, files):
+        calls.append(folder.name)
+        if folder.name == "aaa":
+            raise OSError("drop store unreachable")
+        return folder.name
+
+    monkeypatch.setattr(assembler, "_assemble", assemble)
+    t0 = time.time() + 10
+    assert assembler.flush(now=t0) == ["bbb"]                  # aaa failed, bbb still written
+    assert assembler.flush(now=t0 + 0.5) == ["bbb"] and calls.count("aaa") == 1   # aaa waits 1 s
+    assembler.flush(now=t0 + 1.1)
+    assembler.flush(now=t0 + 2.0)                               # next wait: 2 s
+    assert calls.count("aaa") == 2
+    assembler.flush(now=t0 + 3.2)
+    assert calls.count("aaa") == 3
