@@ -281,3 +281,20 @@ def test_a_series_that_fails_to_assemble_is_retried_with_backoff_and_holds_back_
     assert calls.count("aaa") == 2
     assembler.flush(now=t0 + 3.2)
     assert calls.count("aaa") == 3
+
+
+def test_an_association_flood_is_capped_and_the_receiver_serves_afterwards(receiver):
+    # 12 peers at once: at most 8 associations are held (ae.maximum_associations); the others
+    # are rejected, not queued; once the flood lets go, an instance is stored as usual.
+    from pynetdicom import AE
+
+    start, _, files, _ = receiver
+    cfg, _ = start()
+    ae = AE(ae_title="SCANNER")
+    ae.add_requested_context("1.2.840.10008.1.1")
+    held = [ae.associate("127.0.0.1", cfg.port, ae_title=cfg.ae_title) for _ in range(12)]
+    up = [a for a in held if a.is_established]
+    assert 1 <= len(up) <= 8 and any(a.is_rejected for a in held)
+    for a in up:
+        a.release()
+    assert _scu_store(cfg, files[0]).Status == 0x0000
