@@ -14,7 +14,11 @@ Two published norms are combined:
   2°, 10.1 % beyond 6°) — a stated assumption, recorded in the source string.
 
 ``source="auto"`` uses Legras inside 2–6° (what AO instruments measure) and
-Curcio outside it.
+Curcio's fall-off outside it, scaled to meet Legras at the range ends so the norm has no
+step there (at 6° the two differ by 24 %: 15,843 vs 12,755 cones/mm², a 12 % jump in
+the expected spacing; at 2° by 4 %). The scale fades linearly to 1 over
+:data:`BLEND_DEG` beyond 6° and towards the foveal centre below 2°, so far from the AO
+range the norm is Curcio's histology again (an assumption, recorded in the source string).
 
 References
 ----------
@@ -61,6 +65,8 @@ Source = Literal["auto", "legras2018", "curcio1990"]
 LEGRAS_2018: tuple[tuple[float, float, float], ...] = ((2.0, 28884.0, 3692.0), (6.0, 15843.0, 1598.0))
 
 _LEGRAS_LO, _LEGRAS_HI = LEGRAS_2018
+#: Degrees beyond 6° over which the Curcio norm's scale to the Legras 6° value fades to 1.
+BLEND_DEG = 4.0
 
 
 def _check_ecc(eccentricity_deg: float) -> float:
@@ -81,7 +87,11 @@ def normative_source(eccentricity_deg: float, *, source: Source = "auto") -> str
     ecc = _check_ecc(eccentricity_deg)
     if source == "legras2018" or (source == "auto" and _LEGRAS_LO[0] <= ecc <= _LEGRAS_HI[0]):
         return "Legras 2018 AO norm (power-law interpolation between 2° and 6°)"
-    if source in ("auto", "curcio1990"):
+    if source == "auto":
+        return ("Curcio 1990 histology fall-off, scaled to meet Legras 2018 at its range end "
+                f"(fading over {BLEND_DEG:g}° beyond 6°, to the fovea below 2°); SD = mean × CV of "
+                "nearest Legras 2018 point")
+    if source == "curcio1990":
         return "Curcio 1990 histology mean; SD = mean × CV of nearest Legras 2018 point"
     raise ValueError(f"source must be 'auto', 'legras2018' or 'curcio1990'; got {source!r}")
 
@@ -126,8 +136,13 @@ def normative_cone_density(
         cv = s0 / m0 + (ecc - e0) / (e1 - e0) * (s1 / m1 - s0 / m0)
         return (float(mean), float(mean * cv))
     mean = curcio_cone_density_cells_per_mm2(ecc, axial_length_mm=axial_length_mm)
+    if source == "auto":   # meet Legras at the end of its range, fading to Curcio away from it
+        end, m_end = (e0, m0) if ecc < e0 else (e1, m1)
+        fade = ecc / e0 if ecc < e0 else max(0.0, 1.0 - (ecc - e1) / BLEND_DEG)
+        scale = m_end / curcio_cone_density_cells_per_mm2(end, axial_length_mm=axial_length_mm)
+        mean *= 1.0 + (scale - 1.0) * fade
     cv = s0 / m0 if ecc < e0 else s1 / m1
-    return (mean, mean * cv)
+    return (float(mean), float(mean * cv))
 
 
 def normative_cone_spacing_um(eccentricity_deg: float, *, axial_length_mm: float = 24.0) -> float:

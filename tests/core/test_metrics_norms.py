@@ -29,6 +29,18 @@ def test_curcio_outside_legras_range_and_continuity_at_2_deg():
     assert not has_norm(60.0)
 
 
+def test_the_auto_norm_has_no_step_at_either_end_of_the_legras_range():
+    # Curcio's 6° value is 24 % below Legras's: without the scale the expected spacing
+    # jumped by 12 % between 6.00° and 6.01° (found by bench/accuracy/independent_aooct.py).
+    for end in (2.0, 6.0):
+        below, _ = normative_cone_density(end - 1e-3)
+        above, _ = normative_cone_density(end + 1e-3)
+        assert above == pytest.approx(below, rel=0.002)
+    assert "scaled to meet Legras" in normative_source(7.0)
+    # far from the AO range the norm is Curcio's histology again
+    assert normative_cone_density(10.5)[0] == pytest.approx(normative_cone_density(10.5, source="curcio1990")[0])
+
+
 def test_percentile_and_z():
     p, z = cone_density_percentile(28884.0 - 3692.0, 2.0)
     assert z == pytest.approx(-1.0) and p == pytest.approx(15.87, abs=0.01)
