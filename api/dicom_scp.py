@@ -22,10 +22,11 @@ negotiated: other classes and compressed syntaxes are refused at the presentatio
 Instances stream to disk (pynetdicom's ``STORE_RECV_CHUNKED_DATASET``) into a private
 ``<staging>.incoming/`` beside the staging folder (never the system temporary folder, where
 an aborted transfer would leave a patient's data), and are de-identified by
-:class:`api.dicom_cases.SeriesAssembler` before anything is kept; a refused instance gets a failure status with the reason in
-``ErrorComment`` and a log line. An association that sends more than
-``AOOCT_DICOM_MAX_INSTANCE_BYTES`` for one instance is aborted while it streams; partial files
-of aborted or dropped transfers are deleted at start and once they are :data:`STALE_S` old.
+:class:`api.dicom_cases.SeriesAssembler` before anything is kept; a refused instance gets a
+failure status with the reason in ``ErrorComment`` and a log line. An association that sends
+more than ``AOOCT_DICOM_MAX_INSTANCE_BYTES`` for one instance is aborted while it streams;
+partial files of aborted or dropped transfers are deleted at start and once they are
+:data:`STALE_S` old.
 """
 from __future__ import annotations
 

@@ -15,8 +15,10 @@ Choices (the two copies had drifted; one was kept, for the reason given)
   one slab (an AND, where a sum would keep it). On a volume slab the detector resamples
   cells closer than 7 px to ~8 px (not 5 px) and takes peaks above 0.5, the heat map's
   own "more likely a cell than not" (:data:`VOLUME_CELL_DETECTION`, where the expected
-  spacing is ≥ 3 px), not the 0.3 fitted on AOSLO images: both measured on the phantom family's tuning seeds, reported on its
-  held-out ones (bench/RESULTS.md "Issue 16", ``bench/accuracy/cones_family.py``). An AOSLO
+  spacing is ≥ 3 px), not the 0.3 fitted on AOSLO images: both chosen on the phantom
+  family's tuning seeds, reported on its held-out ones (bench/RESULTS.md "Issue 16",
+  ``bench/accuracy/cones_family.py``) and on an independently written phantom
+  (``bench/accuracy/independent_aooct.py``). An AOSLO
   image, which has one reflection per cone, is analysed as given with the AOSLO calibration.
   COST and IS/OS still feed the ``cone_mosaic`` QC check separately.
 * **Vessel scale from the pixel size.** ``segment_vessels`` gets the ``(row, col)`` µm/px,
@@ -53,8 +55,9 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["STRUCTURES", "SLAB_OF", "VOLUME_CELL_DETECTION", "MIN_CAPILLARY_MASK_FRACTION", "RPE_SPACING_UM", "METRICS_SEED", "MIN_CELLS_FOR_METRICS",
-           "UNCERTAINTY_METHOD", "StructureResult", "CaseAnalysis", "check_device",
+__all__ = ["STRUCTURES", "SLAB_OF", "VOLUME_CELL_DETECTION", "MIN_CAPILLARY_MASK_FRACTION",
+           "RPE_SPACING_UM", "METRICS_SEED", "MIN_CELLS_FOR_METRICS", "UNCERTAINTY_METHOD",
+           "StructureResult", "CaseAnalysis", "check_device",
            "as_um_pair", "expected_spacing_um", "analyze_structure", "measure_structure",
            "analyze_case"]
 

@@ -104,7 +104,8 @@ def test_cones_on_a_single_volume_family_slab_are_counted_within_8_percent():
     pts = np.asarray(cones["positions_rc"], np.float32).reshape(-1, 2)
     present = ~np.asarray(cones["missing"], bool) | (np.asarray(cones["reflectivity"]) > 0)
     shift = (ph.motion_px - out.motion.shifts_px).mean(axis=0)[:, 1]       # one repeat: the motion
-    truth = pts[present] + np.stack([np.zeros(present.sum()), shift[np.clip(np.rint(pts[present, 0]).astype(int), 0, len(shift) - 1)]], 1)
+    rows = np.clip(np.rint(pts[present, 0]).astype(int), 0, len(shift) - 1)
+    truth = pts[present] + np.stack([np.zeros(present.sum()), shift[rows]], 1)
     m = (8, 16)       # rows, cols in from the edges (the phantom lists the motion-free field)
     inside = lambda p: p[(p[:, 0] >= m[0]) & (p[:, 0] < 64 - m[0]) & (p[:, 1] >= m[1]) & (p[:, 1] < 96 - m[1])]  # noqa: E731
     det, truth = inside(res.points_rc), inside(truth.astype(np.float32))
