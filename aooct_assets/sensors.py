@@ -95,17 +95,21 @@ def scrub_quarantined(store: ObjectStore, prefix: str, *, uid_key: bytes | None 
         One line per file changed: what was removed from it, or that it was deleted, with
         its size and sha256 as received (so the lab can match it to its own copy).
     """
-    from aooct_core.io.deid import pseudonymize_subject
-    from aooct_core.io.jsonsafe import loads_bounded
     import tempfile
     from pathlib import Path
 
     from aooct_core.io import InputError
-    from aooct_core.io.deid import deidentify_dicom_file, looks_like_dicom
+    from aooct_core.io.deid import deidentify_dicom_file, looks_like_dicom, pseudonymize_subject
+    from aooct_core.io.jsonsafe import loads_bounded
     from resources.config import deid_uid_key
 
     lines: list[str] = []
     key_bytes = uid_key
+
+    def secret() -> bytes:   # read only when a file needs it
+        nonlocal key_bytes
+        key_bytes = key_bytes if key_bytes is not None else deid_uid_key()
+        return key_bytes
     for key, size in sorted(store.list_objects(prefix + "/").items()):
         name = key[len(prefix) + 1:]
         if name == "REASON.txt":
@@ -117,8 +121,7 @@ def scrub_quarantined(store: ObjectStore, prefix: str, *, uid_key: bytes | None 
             except InputError:
                 continue      # unreadable: kept as is, the reason above says why
             if isinstance(spec, dict) and isinstance(spec.get("subject_id"), str):
-                key_bytes = key_bytes if key_bytes is not None else deid_uid_key()
-                pseudonym = pseudonymize_subject(spec["subject_id"], key=key_bytes)
+                pseudonym = pseudonymize_subject(spec["subject_id"], key=secret())
                 if pseudonym != spec["subject_id"]:
                     store.put_bytes(key, json.dumps({**spec, "subject_id": pseudonym}, indent=2).encode())
                     lines.append(f"case.json: subject_id replaced by its pseudonym {pseudonym}; "
@@ -126,18 +129,17 @@ def scrub_quarantined(store: ObjectStore, prefix: str, *, uid_key: bytes | None 
             continue
         with tempfile.TemporaryDirectory(prefix="aooct-scrub-") as tmp:
             path = store.get_file(key, Path(tmp) / "file")
-            with open(path, "rb") as fh:
-                head = fh.read(132)
-            if not looks_like_dicom(name, head):
-                continue
             sha = hashlib.sha256()
             with open(path, "rb") as fh:
+                head = fh.read(132)
+                if not looks_like_dicom(name, head):
+                    continue
+                sha.update(head)
                 for block in iter(lambda: fh.read(1 << 20), b""):
                     sha.update(block)
             digest = sha.hexdigest()
-            key_bytes = key_bytes if key_bytes is not None else deid_uid_key()
             try:
-                res = deidentify_dicom_file(path, uid_key=key_bytes, source=store.uri(key))
+                res = deidentify_dicom_file(path, uid_key=secret(), source=store.uri(key))
             except InputError as exc:
                 store.delete(key)
                 lines.append(f"{name}: deleted, it could not be de-identified ({exc.problem}); "

@@ -230,12 +230,9 @@ def qc_checks(
             raise ValueError(f"padded_fraction must be in [0, 1]; got {padded_fraction!r}")
         c = _grade("padded_columns", padded_fraction, t.padded_warn_fraction, t.padded_fail_fraction,
                    higher_is_worse=True, what="edge-padded share of the en face image", unit="")
-        if not c.passed:
-            c = QCCheck(c.name, c.passed, c.severity, c.value, c.threshold, (
-                f"{c.message}: the repeats moved further than the field they were imaged in, so "
-                "the motion correction repeated border columns; cells and vessels near the lateral "
-                "edges there are not tissue"))
-        out.append(c)
+        out.append(_explained(c, "the repeats moved further than the field they were imaged in, so "
+                              "the motion correction repeated border columns; cells and vessels near "
+                              "the lateral edges there are not tissue"))
     if vessel_fragment_count is not None:
         out.append(_grade("fragmented_vessels", vessel_fragment_count, t.vessel_fragments_warn,
                           t.vessel_fragments_fail, higher_is_worse=True, what="vessel mask components", unit=""))

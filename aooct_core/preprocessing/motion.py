@@ -132,10 +132,6 @@ def _whitened_surface(spec_m, spec_f, window, inverse, full_shape, backend: Back
 RECENTER_HALF_WINDOW = 4
 
 
-def _host(a):
-    return a.get() if hasattr(a, "get") else a
-
-
 def running_median(values, use, *, half_window: int, fallback: float):
     """Median of ``values[i - half_window : i + half_window + 1]`` over the entries where
     ``use`` is True; ``fallback`` where a window holds none.
@@ -244,9 +240,8 @@ def match_spectra(moving: Spectra, fixed: Spectra, shape, backend: Backend, *, c
         # saccade of the moving repeat) is kept, runs of aliases shorter than half the window
         # are not. One centre for all would leave the B-scans on the far side of a saccade
         # larger than search_px to a cone-lattice alias (family member 172: 8-13 px off).
-        wide_h, use_h = np.asarray(_host(wide), np.float64), np.asarray(_host(use), bool)
-        local = running_median(wide_h, use_h, half_window=RECENTER_HALF_WINDOW,
-                               fallback=float(_host(lat0)))
+        local = running_median(to_host(wide).astype(np.float64), to_host(use).astype(bool),
+                               half_window=RECENTER_HALF_WINDOW, fallback=float(to_host(lat0)))
         center_lat = xp.asarray(np.rint(local).astype(np.int64))
     lateral_px, quality, edge2 = _peak_1d(surf2, ideal2, center_lat, search_px[1], backend)
     shifts = xp.stack([axial, lateral_px], axis=1)

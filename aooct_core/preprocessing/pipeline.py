@@ -39,6 +39,7 @@ from aooct_core.preprocessing.lattice import (ROW_PHASE_SIGMA_ROWS, dejitter_row
 from aooct_core.preprocessing.layers import segment_layers
 from aooct_core.preprocessing.normalization import (normalize_volume, snr_db, snr_lower_bound_db,
                                                      speckle_contrast)
+from aooct_core.preprocessing.motion_report import padded_columns
 from aooct_core.preprocessing.registration import MotionReport, _estimate_motion, estimate_motion
 from aooct_core.preprocessing.tracking import fast_residual
 
@@ -285,8 +286,6 @@ def preprocess_case(volumes, geometry: Geometry, *, device: str = "cpu", referen
         surfaces = {k: to_host(v) for k, v in surfaces.items()}
         enface = {k: to_host(v) for k, v in enface.items()}
         tick("download")
-    from aooct_core.preprocessing.motion_report import padded_columns
-
     padded = padded_columns(report.shifts_px, report.weights, volumes.shape[3])
     return Preprocessed(volume=volume, surfaces_px=surfaces, enface=enface, motion=report,
                         speckle_contrast=contrast, snr_db=snr, registration_ok=report.registration_ok,
