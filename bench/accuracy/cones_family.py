@@ -37,16 +37,10 @@ from aooct_core.metrics.norms import normative_cone_spacing_um  # noqa: E402
 from aooct_core.phantom import make_phantom  # noqa: E402
 from aooct_core.phantom.family import family_member  # noqa: E402
 from family_args import family_seeds  # noqa: E402  (bench/accuracy, the script's folder)
+from output_frame import InteriorWindow, points_in_output_frame  # noqa: E402
 from aooct_core.preprocessing import preprocess_case  # noqa: E402
 from ml.evaluate import evaluate_detections  # noqa: E402
 from ml.recipe import SLAB_OF, analyze_structure, measure_structure  # noqa: E402
-
-
-def truth_in_output_frame(points_rc: np.ndarray, motion_px: np.ndarray, shifts_px: np.ndarray) -> np.ndarray:
-    """Motion-free (row = B-scan, col = A-line) points → the corrected en face frame."""
-    d = (np.asarray(motion_px, np.float64) - np.asarray(shifts_px, np.float64)).mean(axis=0)[:, 1]
-    rows = np.clip(np.rint(points_rc[:, 0]).astype(int), 0, len(d) - 1)
-    return np.stack([points_rc[:, 0], points_rc[:, 1] + d[rows]], axis=1).astype(np.float32)
 
 
 def run_one(seed: int) -> dict | None:
@@ -71,20 +65,14 @@ def run_one(seed: int) -> dict | None:
     pts = np.asarray(cones["positions_rc"], np.float32).reshape(-1, 2)
     refl = np.asarray(cones["reflectivity"], float)
     present = ~np.asarray(cones["missing"], bool) | (refl > 0)
-    truth = truth_in_output_frame(pts[present], ph.motion_px, out.motion.shifts_px)
+    truth = points_in_output_frame(pts[present], ph.motion_px, out.motion.shifts_px)
     # The phantom lists the cones of the motion-free field only; a lateral offset brings
     # unlisted ones in at the left or right edge. Both sets are scored in the interior
     # window, a spacing (plus that offset) in from every edge.
     d = np.abs(np.asarray(ph.motion_px, float) - np.asarray(out.motion.shifts_px, float)).mean(axis=0)[:, 1]
-    m_r, m_c = int(np.ceil(sp[0])), int(np.ceil(sp[1] + d.max()))
-    window = (image.shape[0] - 2 * m_r, image.shape[1] - 2 * m_c)
-
-    def crop(p):
-        p = np.asarray(p, np.float32).reshape(-1, 2) - np.float32([m_r, m_c])
-        keep = (p[:, 0] >= 0) & (p[:, 0] <= window[0] - 1) & (p[:, 1] >= 0) & (p[:, 1] <= window[1] - 1)
-        return p[keep]
-
-    det, truth = crop(res.points_rc), crop(truth)
+    win = InteriorWindow(image.shape, (np.ceil(sp[0]), np.ceil(sp[1] + d.max())))
+    window = win.shape
+    det, truth = win.crop(res.points_rc), win.crop(truth)
     score = evaluate_detections(det, truth, image_shape=window)
     found = measure_structure("cones", {"points_rc": det}, image_shape=window, um_per_px=g.enface_um_per_px)
     true = measure_structure("cones", {"points_rc": truth}, image_shape=window, um_per_px=g.enface_um_per_px)

@@ -26,20 +26,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from independent_phantom import N_ALINES, N_BSCANS, SURFACES, make_volume  # noqa: E402  (this folder)
-
-
-def surface_in_output_frame(surface, motion_px, shifts_px):
-    """True surface in the corrected frame: S(x - d_aline) + d_depth, d = mean_r(motion - shifts)."""
-    d = (np.asarray(motion_px, np.float64) - np.asarray(shifts_px, np.float64)).mean(axis=0)
-    x = np.arange(surface.shape[1], dtype=np.float64)
-    return np.asarray([np.interp(x - d[b, 1], x, surface[b]) + d[b, 0]
-                       for b in range(surface.shape[0])], np.float32)
-
-
-def cones_in_output_frame(points_rc, motion_px, shifts_px):
-    d = (np.asarray(motion_px, np.float64) - np.asarray(shifts_px, np.float64)).mean(axis=0)[:, 1]
-    rows = np.clip(np.rint(points_rc[:, 0]).astype(int), 0, len(d) - 1)
-    return np.stack([points_rc[:, 0], points_rc[:, 1] + d[rows]], axis=1).astype(np.float32)
+from output_frame import InteriorWindow, points_in_output_frame, surface_in_output_frame  # noqa: E402
 
 
 def _cone_score(image, truth_rc, geometry, ecc, d_max, spacing_px, *, from_volume):
@@ -48,16 +35,9 @@ def _cone_score(image, truth_rc, geometry, ecc, d_max, spacing_px, *, from_volum
 
     res = analyze_structure("cones", np.asarray(image), um_per_px=geometry.enface_um_per_px,
                             eccentricity_deg=ecc, from_volume=from_volume)
-    m_r, m_c = int(np.ceil(spacing_px)), int(np.ceil(spacing_px + d_max))
-    window = (image.shape[0] - 2 * m_r, image.shape[1] - 2 * m_c)
-
-    def crop(pts):
-        q = np.asarray(pts, np.float32).reshape(-1, 2) - np.float32([m_r, m_c])
-        keep = (q[:, 0] >= 0) & (q[:, 0] <= window[0] - 1) & (q[:, 1] >= 0) & (q[:, 1] <= window[1] - 1)
-        return q[keep]
-
-    det, tru = crop(res.points_rc), crop(truth_rc)
-    sc = evaluate_detections(det, tru, image_shape=window)
+    win = InteriorWindow(image.shape, (np.ceil(spacing_px), np.ceil(spacing_px + d_max)))
+    det, tru = win.crop(res.points_rc), win.crop(truth_rc)
+    sc = evaluate_detections(det, tru, image_shape=win.shape)
     err = 100.0 * (len(det) - len(tru)) / len(tru)
     return {"f1": sc.dice, "sens": sc.sensitivity, "fdr": sc.fdr, "dens_err": err,
             "n_det": len(det), "n_true": len(tru), "ok": bool(sc.dice >= 0.90 and abs(err) <= 5.0)}
@@ -96,7 +76,7 @@ def run_case(seed: int) -> dict:
         row["cones"] = None
     else:
         d = np.abs(motion.astype(np.float64) - shifts).mean(axis=0)[:, 1]
-        tru = cones_in_output_frame(truth["cones_rc_all"], motion, shifts)
+        tru = points_in_output_frame(truth["cones_rc_all"], motion, shifts)
         ecc = p["eccentricity_deg"]
         row["cones"] = _cone_score(out.enface[SLAB_OF["cones"]], tru, g, ecc, float(d.max()), sp_px,
                                    from_volume=True)

@@ -26,25 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from aooct_core.phantom import make_phantom  # noqa: E402
 from aooct_core.phantom.family import family_member  # noqa: E402
 from family_args import family_seeds  # noqa: E402  (bench/accuracy, the script's folder)
+from output_frame import surface_in_output_frame  # noqa: E402
 from aooct_core.preprocessing import preprocess_case  # noqa: E402
 
 SURFACES = ("ISOS", "COST", "RPE")
-
-
-def truth_in_output_frame(surface: np.ndarray, motion_px: np.ndarray, shifts_px: np.ndarray) -> np.ndarray:
-    """Where a true surface lies in the corrected volume the surfaces are found in.
-
-    The phantom's surfaces are in the motion-free frame. Repeat ``r``'s B-scan ``b`` was moved
-    by ``motion_px[r, b]`` and moved back by the estimated ``shifts_px[r, b]``, so its content
-    sits at ``d = motion - shifts`` from the truth: a band at depth ``S(x)`` appears at
-    ``S(x - d_aline) + d_depth``, averaged over the repeats. What registration cannot observe
-    (the polynomial part of a single volume's axial motion, taken as retinal tilt) then does
-    not count as a layer error; registration is scored by its own benchmark.
-    """
-    d = (np.asarray(motion_px, np.float64) - np.asarray(shifts_px, np.float64)).mean(axis=0)   # (B, 2)
-    x = np.arange(surface.shape[1], dtype=np.float64)
-    rows = [np.interp(x - d[b, 1], x, surface[b]) + d[b, 0] for b in range(surface.shape[0])]
-    return np.asarray(rows, np.float32)
 
 
 def run_one(seed: int) -> dict:
@@ -60,10 +45,10 @@ def run_one(seed: int) -> dict:
                 "gains": member["anatomy"].reflectivity_gain, "spacing_um": member["anatomy"].spacing_um}
     secs = time.perf_counter() - t0
     ilm = ilm_verdict(np.asarray(out.surfaces_px["ILM"]),
-                      truth_in_output_frame(ph.surfaces_px["ILM"], ph.motion_px, out.motion.shifts_px))
+                      surface_in_output_frame(ph.surfaces_px["ILM"], ph.motion_px, out.motion.shifts_px))
     shifts = out.motion.shifts_px
     errs = {k: float(np.sqrt(np.mean((np.asarray(out.surfaces_px[k])
-                                      - truth_in_output_frame(ph.surfaces_px[k], ph.motion_px, shifts)) ** 2)))
+                                      - surface_in_output_frame(ph.surfaces_px[k], ph.motion_px, shifts)) ** 2)))
             for k in SURFACES}
     errs_motion_free = {k: float(np.sqrt(np.mean((np.asarray(out.surfaces_px[k]) - ph.surfaces_px[k]) ** 2)))
                         for k in SURFACES}
