@@ -99,6 +99,7 @@ def preprocessed(context: AssetExecutionContext, config: PreprocessConfig):
             "residual_axial_px": _f(motion.residual_axial_px_rms),
             "residual_axial_um": _f(motion.residual_axial_px_rms * geometry.depth_um_per_px),
             "rejected_bscans": [list(map(int, rb)) for rb in motion.rejected_bscans],
+            "weak_bscans": [list(map(int, wb)) for wb in motion.weak_bscans],
             "reference_repeat": int(motion.reference), "registration_ok": bool(pre.registration_ok),
             "padded_fraction": _f(pre.padded_fraction),
             "snr_db": _f(pre.snr_db), "snr_is_lower_bound": bool(pre.snr_is_lower_bound),
@@ -125,7 +126,8 @@ def preprocessed(context: AssetExecutionContext, config: PreprocessConfig):
     meta_c.update({k: summary[k] for k in ("residual_motion_um", "residual_axial_um", "snr_db",
                                            "speckle_contrast", "registration_ok")})
     meta_c["uri"] = store.uri(f"{base}/corrected/volume.npy")
-    meta_c.update(n_rejected_bscans=len(summary["rejected_bscans"]), device=device,
+    meta_c.update(n_rejected_bscans=len(summary["rejected_bscans"]), n_weak_bscans=len(summary["weak_bscans"]),
+                  device=device,
                   denoise=denoise or "none",
                   compute_s=round(compute_s, 3),
                   timings_s={k: round(float(v), 3) for k, v in pre.timings_s.items()})

@@ -54,6 +54,7 @@ __all__ = [
     "compute_spectra",
     "lateral_row_weights",
     "match_spectra",
+    "peak_significance",
 ]
 
 
@@ -178,9 +179,30 @@ def _log_parabola(peak, minus, plus, inner, xp):
     return xp.clip(d, -0.5, 0.5).astype(xp.float32)
 
 
+def peak_significance(surface, peak_px, *, exclude_px: float, backend: Backend):
+    """Peak-to-sidelobe ratio of periodic 1-D correlation surfaces: ``(peak - mean) / SD`` of
+    each surface ``(n, length)`` away from its peak (farther than ``exclude_px``).
+
+    A true match stands out of the rest of its surface; a match between B-scans with no
+    common structure (or one whose true shift is outside the search window) is one of many
+    similar bumps, whatever the images' contrast or SNR. Cone-lattice aliases count as
+    sidelobes, so a peak barely above its aliases scores low too.
+    """
+    xp = backend.xp
+    n, length = surface.shape
+    idx = xp.rint(peak_px).astype(xp.int64) % length
+    dist = (xp.arange(length)[None] - idx[:, None]) % length
+    away = xp.minimum(dist, length - dist) > exclude_px
+    count = xp.maximum(away.sum(axis=1), 2).astype(xp.float32)
+    mean = (surface * away).sum(axis=1) / count
+    var = (((surface - mean[:, None]) ** 2) * away).sum(axis=1) / count
+    peak = surface[xp.arange(n), idx]
+    return ((peak - mean) / xp.sqrt(xp.maximum(var, np.float32(1e-30)))).astype(xp.float32)
+
+
 def match_spectra(moving: Spectra, fixed: Spectra, shape, backend: Backend, *, center_px, search_px,
                   sigma_px: float = 1.5, mean_over=None, lateral: bool = True, nearest_row: bool = False,
-                  recenter_lateral_px: int | None = None, recenter_over=None):
+                  recenter_lateral_px: int | None = None, recenter_over=None, significance: bool = False):
     """Displacement of each moving B-scan relative to its fixed partner (device arrays).
 
     Axial: peak of the 1-D depth-profile correlation within ``center ± search_px[0]``.
@@ -196,10 +218,13 @@ def match_spectra(moving: Spectra, fixed: Spectra, shape, backend: Backend, *, c
     repeat, from the same correlation surfaces, robust to cone-lattice aliases of runs of
     fewer than :data:`RECENTER_HALF_WINDOW` B-scans.
 
+    ``significance=True`` also returns the lateral peak's :func:`peak_significance`.
+
     Returns
     -------
     shifts (m, 2) float32, quality (m,) float32 (of the lateral match), at_edge (m,) bool;
-    plus the median lateral centre (0-d int array) when ``recenter_lateral_px`` is given.
+    plus the median lateral centre (0-d int array) when ``recenter_lateral_px`` is given,
+    then the significance (m,) float32 when ``significance``.
     """
     xp = backend.xp
     fft, kw = backend.fft, backend.fft_kwargs()
@@ -245,9 +270,12 @@ def match_spectra(moving: Spectra, fixed: Spectra, shape, backend: Backend, *, c
         center_lat = xp.asarray(np.rint(local).astype(np.int64))
     lateral_px, quality, edge2 = _peak_1d(surf2, ideal2, center_lat, search_px[1], backend)
     shifts = xp.stack([axial, lateral_px], axis=1)
+    out = (shifts, quality.astype(xp.float32), edge1 | edge2)
     if recenter_lateral_px is not None:
-        return shifts, quality.astype(xp.float32), edge1 | edge2, lat0
-    return shifts, quality.astype(xp.float32), edge1 | edge2
+        out += (lat0,)
+    if significance:
+        out += (peak_significance(surf2, lateral_px, exclude_px=3 * sigma_px, backend=backend),)
+    return out
 
 
 def phase_correlate(moving, fixed, *, device: str = "cpu", sigma_px: float = 1.5,

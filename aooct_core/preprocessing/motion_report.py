@@ -34,6 +34,9 @@ class MotionReport:
         Averaging weight (0 = rejected).
     rejected_bscans : list of (repeat, bscan)
         Dim / blinked / unmatched B-scans.
+    weak_bscans : list of (repeat, bscan)
+        Matched, but the correlation peak did not stand out of its surface
+        (``min_significance``): not averaged (weight 0), the shift interpolated.
     residual_lateral_um_rms : float
         Estimated residual lateral (A-line axis) motion after all corrections, µm RMS, from
         the data only. From :func:`~aooct_core.preprocessing.registration.estimate_motion`:
@@ -52,8 +55,9 @@ class MotionReport:
         curvature (:func:`~aooct_core.preprocessing.tracking.polynomial_residual`); the
         whole mean frame when the within-volume track is off.
     registration_ok : bool
-        False when more than ``max_rejected_fraction`` of B-scans were rejected or a
-        rigid shift hit the edge of its search window.
+        False when more than ``max_rejected_fraction`` of B-scans were rejected, more than
+        ``max_weak_fraction`` of the non-reference ones were weak, or a rigid shift hit the
+        edge of its search window.
     lattice_agreement : float
         Set by :func:`~aooct_core.preprocessing.pipeline.preprocess_case` when the
         cone-lattice refinement ran: agreement of its per-peak estimates (NaN = not run);
@@ -71,6 +75,7 @@ class MotionReport:
     quality: np.ndarray
     weights: np.ndarray
     rejected_bscans: list = field(default_factory=list)
+    weak_bscans: list = field(default_factory=list)
     residual_lateral_um_rms: float = float("nan")
     residual_axial_px_rms: float = float("nan")
     registration_ok: bool = True

@@ -14,7 +14,9 @@ motion registration cannot observe is not a detection error). Scored with
 true nearest-neighbour distance, 7 px border). Density: the recipe's
 ``density_cells_per_mm2`` against the same estimator on the true points, both in the
 window a spacing (plus the lateral offset) in from the edges, where the phantom lists every
-cone. Members with fewer than 8 spacings across the field are skipped with the undersampled.
+cone; a detection matched to a true cone is counted where that cone is
+(:func:`counting_positions`), so only false and missed cones change the count (the raw
+window count is printed beside it). Members with fewer than 8 spacings across the field are skipped with the undersampled.
 
     python bench/accuracy/cones_family.py --held-out --n 40
 
@@ -29,6 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from scipy.spatial import cKDTree
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
@@ -37,9 +40,9 @@ from aooct_core.metrics.norms import normative_cone_spacing_um  # noqa: E402
 from aooct_core.phantom import make_phantom  # noqa: E402
 from aooct_core.phantom.family import family_member  # noqa: E402
 from family_args import family_seeds  # noqa: E402  (bench/accuracy, the script's folder)
-from output_frame import InteriorWindow, points_in_output_frame  # noqa: E402
+from output_frame import InteriorWindow, points_in_output_frame, residual_px  # noqa: E402
 from aooct_core.preprocessing import preprocess_case  # noqa: E402
-from ml.evaluate import evaluate_detections  # noqa: E402
+from ml.evaluate import evaluate_detections, match_points  # noqa: E402
 from ml.recipe import SLAB_OF, analyze_structure, measure_structure  # noqa: E402
 
 
@@ -65,24 +68,48 @@ def run_one(seed: int) -> dict | None:
     pts = np.asarray(cones["positions_rc"], np.float32).reshape(-1, 2)
     refl = np.asarray(cones["reflectivity"], float)
     present = ~np.asarray(cones["missing"], bool) | (refl > 0)
-    truth = points_in_output_frame(pts[present], ph.motion_px, out.motion.shifts_px)
+    truth = points_in_output_frame(pts[present], ph.motion_px, out.motion.shifts_px, out.motion.weights)
     # The phantom lists the cones of the motion-free field only; a lateral offset brings
     # unlisted ones in at the left or right edge. Both sets are scored in the interior
     # window, a spacing (plus that offset) in from every edge.
-    d = np.abs(np.asarray(ph.motion_px, float) - np.asarray(out.motion.shifts_px, float)).mean(axis=0)[:, 1]
+    d = np.abs(residual_px(ph.motion_px, out.motion.shifts_px, out.motion.weights)[:, 1])
     win = InteriorWindow(image.shape, (np.ceil(sp[0]), np.ceil(sp[1] + d.max())))
     window = win.shape
-    det, truth = win.crop(res.points_rc), win.crop(truth)
+    counted = counting_positions(res.points_rc, truth)
+    det, truth, counted = win.crop(res.points_rc), win.crop(truth), win.crop(counted)
     score = evaluate_detections(det, truth, image_shape=window)
-    found = measure_structure("cones", {"points_rc": det}, image_shape=window, um_per_px=g.enface_um_per_px)
-    true = measure_structure("cones", {"points_rc": truth}, image_shape=window, um_per_px=g.enface_um_per_px)
-    d_found = found["density_cells_per_mm2"].value
-    d_true = true["density_cells_per_mm2"].value
-    err = 100.0 * (d_found - d_true) / d_true
+
+    def density(points):
+        m = measure_structure("cones", {"points_rc": points}, image_shape=window, um_per_px=g.enface_um_per_px)
+        return m["density_cells_per_mm2"].value
+
+    d_true = density(truth)
+    err = 100.0 * (density(counted) - d_true) / d_true
+    err_window = 100.0 * (density(det) - d_true) / d_true
     return {**row, "precision": 1.0 - score.fdr, "recall": score.sensitivity, "f1": score.dice,
-            "density_found": d_found, "density_true": d_true, "density_err_pct": err,
+            "density_true": d_true, "density_err_pct": err, "density_err_window_pct": err_window,
             "n_found": int(len(det)), "n_true": int(len(truth)), "window_px": window,
             "ok": bool(score.dice >= 0.90 and abs(err) <= 5.0)}
+
+
+def counting_positions(detected_rc, truth_rc) -> np.ndarray:
+    """Where each detection is counted for the density: at its true cone when matched (the
+    literature radius, 0.75 x the median true nearest-neighbour distance), else where it is.
+
+    Counting the raw detections in a window turns localisation noise at the window's edge
+    into count error (a cone 0.3 px inside, found 0.2 px outside): ~±3 cells, ±5 % at the
+    40-100 cells these windows hold. Attributed to their truth, only false and missed
+    detections change the count.
+    """
+    det = np.asarray(detected_rc, np.float64).reshape(-1, 2)
+    truth = np.asarray(truth_rc, np.float64).reshape(-1, 2)
+    if len(truth) < 2 or not len(det):
+        return det.astype(np.float32)
+    nnd = cKDTree(truth).query(truth, k=2)[0][:, 1]
+    out = det.copy()
+    for i, j, _ in match_points(det, truth, max_distance_px=0.75 * float(np.median(nnd))):
+        out[i] = truth[j]
+    return out.astype(np.float32)
 
 
 def main(argv=None) -> int:
@@ -114,6 +141,9 @@ def main(argv=None) -> int:
               f"{np.median([abs(r['density_err_pct']) for r in scored]):.1f} %; "
               f"F1 >= 0.90 on {sum(r['f1'] >= 0.9 for r in scored)}/{len(scored)}, "
               f"|density error| <= 5 % on {sum(abs(r['density_err_pct']) <= 5 for r in scored)}/{len(scored)}")
+        n_win = sum(r["f1"] >= 0.9 and abs(r["density_err_window_pct"]) <= 5 for r in scored)
+        print(f"counting the raw detections in the window instead (edge localisation counted as density "
+              f"error): {n_win}/{len(rows)}")
     print(f"{time.perf_counter() - t0:.0f} s; load average {load0[0]:.2f} at start, {os.getloadavg()[0]:.2f} at end")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1, default=str))

@@ -26,7 +26,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from independent_phantom import N_ALINES, N_BSCANS, SURFACES, make_volume  # noqa: E402  (this folder)
-from output_frame import InteriorWindow, points_in_output_frame, surface_in_output_frame  # noqa: E402
+from output_frame import InteriorWindow, points_in_output_frame, residual_px, surface_in_output_frame  # noqa: E402
 
 
 def _cone_score(image, truth_rc, geometry, ecc, d_max, spacing_px, *, from_volume):
@@ -61,7 +61,7 @@ def run_case(seed: int) -> dict:
     rms, med_um = {}, {}
     for k in ("ILM",) + SURFACES:
         found = np.asarray(out.surfaces_px[k], np.float64)
-        true = surface_in_output_frame(truth["surfaces_px"][k], motion, shifts)
+        true = surface_in_output_frame(truth["surfaces_px"][k], motion, shifts, out.motion.weights)
         e = found - true
         rms[k] = float(np.sqrt(np.mean(e ** 2))) if np.isfinite(e).all() else float("nan")
         med_um[k] = float(np.nanmedian(e) * g.depth_um_per_px) if np.isfinite(e).any() else float("nan")
@@ -75,8 +75,8 @@ def run_case(seed: int) -> dict:
     if sp_px < 3.0:
         row["cones"] = None
     else:
-        d = np.abs(motion.astype(np.float64) - shifts).mean(axis=0)[:, 1]
-        tru = points_in_output_frame(truth["cones_rc_all"], motion, shifts)
+        d = np.abs(residual_px(motion, shifts, out.motion.weights)[:, 1])
+        tru = points_in_output_frame(truth["cones_rc_all"], motion, shifts, out.motion.weights)
         ecc = p["eccentricity_deg"]
         row["cones"] = _cone_score(out.enface[SLAB_OF["cones"]], tru, g, ecc, float(d.max()), sp_px,
                                    from_volume=True)

@@ -45,10 +45,12 @@ def run_one(seed: int) -> dict:
                 "gains": member["anatomy"].reflectivity_gain, "spacing_um": member["anatomy"].spacing_um}
     secs = time.perf_counter() - t0
     ilm = ilm_verdict(np.asarray(out.surfaces_px["ILM"]),
-                      surface_in_output_frame(ph.surfaces_px["ILM"], ph.motion_px, out.motion.shifts_px))
+                      surface_in_output_frame(ph.surfaces_px["ILM"], ph.motion_px, out.motion.shifts_px,
+                                              out.motion.weights))
     shifts = out.motion.shifts_px
     errs = {k: float(np.sqrt(np.mean((np.asarray(out.surfaces_px[k])
-                                      - surface_in_output_frame(ph.surfaces_px[k], ph.motion_px, shifts)) ** 2)))
+                                      - surface_in_output_frame(ph.surfaces_px[k], ph.motion_px, shifts,
+                                                                      out.motion.weights)) ** 2)))
             for k in SURFACES}
     errs_motion_free = {k: float(np.sqrt(np.mean((np.asarray(out.surfaces_px[k]) - ph.surfaces_px[k]) ** 2)))
                         for k in SURFACES}

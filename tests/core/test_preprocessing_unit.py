@@ -166,6 +166,41 @@ def test_a_repeat_with_a_saccade_larger_than_the_search_is_matched_on_both_sides
     assert np.mean(np.abs(err) <= 2.0) >= 0.9, np.round(err, 1)
 
 
+def test_a_match_that_does_not_stand_out_of_its_surface_is_not_averaged():
+    # B-scans 10-14 of repeat 1 mirrored along the A-lines: same layers and statistics, no
+    # lateral structure in common with the reference. Their peaks clear min_quality but not
+    # the peak-to-sidelobe floor: left out of the average (weak, or rejected at the run's
+    # ends), the rest of the case still registered.
+    phantom = pytest.importorskip("aooct_core.phantom")
+    ph = phantom.make_phantom(seed=3, n_repeats=3, shape_px=(32, 256, 64))
+    vols = ph.volumes.copy()
+    vols[1, 10:15] = ph.volumes[1, 10:15, :, ::-1]
+    report = estimate_motion(vols, ph.geometry, reference=0)
+    assert np.all(report.weights[1, 10:15] == 0), report.weights[1]
+    weak = {b for r, b in report.weak_bscans if r == 1}
+    assert {11, 12, 13} <= weak and not weak & {b for _, b in report.rejected_bscans}
+    assert report.registration_ok
+    assert np.mean(report.weights[1:] > 0) >= 0.8       # the right matches are kept
+    # Without the floor the same mirrored B-scans are averaged at a made-up shift.
+    floorless = estimate_motion(vols, ph.geometry, reference=0, min_significance=0.0)
+    assert np.all(floorless.weights[1, 11:14] == 1) and not floorless.weak_bscans
+
+
+def test_peak_significance_separates_a_peak_from_noise():
+    from aooct_core.preprocessing.backend import get_backend
+    from aooct_core.preprocessing.motion import peak_significance
+
+    rng = np.random.default_rng(0)
+    x = np.arange(96)
+    noise = rng.normal(0, 1, (200, 96)).astype(np.float32)
+    peaked = noise * 0.1 + np.exp(-0.5 * ((x - 30) / 1.5) ** 2).astype(np.float32)[None]
+    backend = get_backend("cpu")
+    at = np.full(200, 30.0, np.float32)
+    strong = peak_significance(peaked, at, exclude_px=4.5, backend=backend)
+    flat = peak_significance(noise, noise.argmax(axis=1).astype(np.float32), exclude_px=4.5, backend=backend)
+    assert strong.min() > 6 and np.median(flat) < 3.5, (strong.min(), np.median(flat))
+
+
 @pytest.mark.parametrize("reference", [0, None])
 def test_estimate_motion_thread_pool_matches_one_thread(reference):
     # The CPU thread pool only splits the work (per repeat / halves of B-scans); the row
