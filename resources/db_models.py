@@ -9,7 +9,8 @@ from sqlalchemy import (JSON, Boolean, Column, DateTime, Float, ForeignKey, Inte
                         String, Table, Text, UniqueConstraint)
 
 __all__ = ["metadata", "cases", "runs", "artifacts", "metrics", "qc_results", "labels",
-           "reviews", "users", "audit_log", "ui_sessions", "sign_in_failures", "subject_map", "ROLES",
+           "reviews", "users", "audit_log", "ui_sessions", "sign_in_failures", "subject_map",
+           "service_tokens", "ROLES",
            "REVIEW_DECISIONS", "SIGN_IN_SCOPES"]
 
 ROLES = ("Researcher", "Tech", "Labeler", "ML Engineer", "Admin")
@@ -183,4 +184,20 @@ subject_map = Table(
     Column("pseudonym", String(32), primary_key=True),
     Column("subject_id", String(128), nullable=False, unique=True),
     _ts("first_seen_at", nullable=False),
+)
+
+# Tokens for scanners and scripts (the gateway's ``aooct_st_...`` bearer tokens): only a
+# SHA-256 of the token is kept; scopes are permission names (api/policy.py), comma-separated;
+# a token ends when revoked_at is set.
+service_tokens = Table(
+    "service_tokens", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(64), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("scopes", String(512), nullable=False),
+    Column("created_by", String(128), nullable=False),
+    _ts("created_at", nullable=False),
+    _ts("last_used_at"),
+    _ts("revoked_at"),
+    Column("revoked_by", String(128)),
 )

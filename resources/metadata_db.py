@@ -29,7 +29,7 @@ __all__ = ["MetadataDB", "SqlMetadataDB", "make_test_metadata_db", "upgrade", "h
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 #: Newest alembic revision; a DB already there skips the (slow to load) alembic machinery.
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004"
 CASE_STATUSES = ("new", "ingested", "processing", "processed", "failed", "qc_failed",
                  "approved", "rejected")
 _QC_LEVEL = {2: "fail", 1: "warn", 0: "pass"}
@@ -183,7 +183,7 @@ class MetadataDB(abc.ABC):
               allowed: bool = True) -> int: ...
     @abc.abstractmethod
     def list_audit(self, *, actor=None, action=None, case_id=None, limit: int = 200) -> list[dict]: ...
-    # review-app sessions and sign-in lockout (policy in ui/sessions.py) --------
+    # review-app sessions and sign-in lockout (policy in api/sessions.py) --------
     @abc.abstractmethod
     def set_active(self, username: str, active: bool) -> None: ...
     @abc.abstractmethod
@@ -209,6 +209,17 @@ class MetadataDB(abc.ABC):
     def map_subject(self, subject_id: str, *, pseudonym: str) -> str: ...
     @abc.abstractmethod
     def subject_for(self, pseudonym: str) -> str | None: ...
+    # gateway service tokens (policy in api/service_tokens.py) ------------------------
+    @abc.abstractmethod
+    def create_service_token(self, name: str, token_hash: str, *, scopes: list[str], created_by: str) -> int: ...
+    @abc.abstractmethod
+    def get_service_token(self, token_hash: str) -> dict | None: ...
+    @abc.abstractmethod
+    def list_service_tokens(self) -> list[dict]: ...
+    @abc.abstractmethod
+    def revoke_service_token(self, token_id: int, *, by: str) -> bool: ...
+    @abc.abstractmethod
+    def touch_service_token(self, token_id: int, *, now: datetime) -> None: ...
 
 
 class SqlMetadataDB(PeopleRecords, MetadataDB):

@@ -1,12 +1,12 @@
 """People-side records of the metadata DB: labels, reviews, users and roles, the audit log,
-review-app sessions, sign-in failure counters and the subject map.
+review-app sessions, sign-in failure counters, the subject map and the gateway's service tokens.
 
 A mixin of :class:`resources.metadata_db.SqlMetadataDB` (kept apart so that each module stays
 one idea): labels are versioned per annotator and never overwritten, the audit log is
 append-only (both enforced by triggers in the migrations too). Changing a user's role or
 deactivating them revokes their sessions in the same transaction, so no open session keeps
 rights its user no longer has. The session and lockout *policy* (lifetimes, thresholds,
-backoff) lives in :mod:`ui.sessions`; this module only stores.
+backoff) lives in :mod:`api.sessions`; this module only stores.
 """
 from __future__ import annotations
 
@@ -292,6 +292,39 @@ class PeopleRecords:
                                  .where(m.subject_map.c.pseudonym == pseudonym)).scalar()
         return None if value is None else str(value)
 
+    # gateway service tokens ------------------------------------------------------------
+    def create_service_token(self, name: str, token_hash: str, *, scopes: list[str], created_by: str) -> int:
+        """Store a service token by its SHA-256 (the token itself is never stored)."""
+        with self.engine.begin() as conn:
+            res = conn.execute(insert(m.service_tokens).values(
+                name=name[:64], token_hash=token_hash, scopes=",".join(scopes), created_by=created_by[:128],
+                created_at=utc_now()))
+            return int(res.inserted_primary_key[0])
+
+    def get_service_token(self, token_hash: str) -> dict | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(m.service_tokens).where(m.service_tokens.c.token_hash == token_hash)).first()
+        return _service_row(row) if row is not None else None
+
+    def list_service_tokens(self) -> list[dict]:
+        """Every service token (revoked ones too), without their hashes."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(m.service_tokens).order_by(m.service_tokens.c.id)).all()
+        return [{k: v for k, v in _service_row(r).items() if k != "token_hash"} for r in rows]
+
+    def revoke_service_token(self, token_id: int, *, by: str) -> bool:
+        """End a token; False when there is no such live token."""
+        t = m.service_tokens.c
+        with self.engine.begin() as conn:
+            res = conn.execute(update(m.service_tokens).where(and_(t.id == int(token_id), t.revoked_at.is_(None)))
+                               .values(revoked_at=utc_now(), revoked_by=by[:128]))
+            return res.rowcount == 1
+
+    def touch_service_token(self, token_id: int, *, now: datetime) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(m.service_tokens).where(m.service_tokens.c.id == int(token_id))
+                         .values(last_used_at=now))
+
 
 def _revoke(conn, where, reason: str) -> int:
     s = m.ui_sessions.c
@@ -311,3 +344,7 @@ def _check_role(role: str) -> None:
         raise ValueError(f"role must be one of {m.ROLES}; got {role!r}")
 
 
+def _service_row(row) -> dict[str, Any]:
+    out = plain_row(row)
+    out["scopes"] = [s for s in (out.get("scopes") or "").split(",") if s]
+    return out

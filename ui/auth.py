@@ -2,7 +2,7 @@
 
 Who is signed in is decided afresh on every script run: the session token (in this tab's
 server-side state, or in the HttpOnly cookie that :mod:`ui.http_security` sets) must name a
-live ``ui_sessions`` row (:mod:`ui.sessions`), and the user's *current* row must be active;
+live ``ui_sessions`` row (:mod:`api.sessions`), and the user's *current* row must be active;
 the role is read from that row each time. So a demoted or deactivated user loses the rights
 at their next click, in every open tab, and ``set_role`` / ``set_active`` also revoke their
 sessions outright.
@@ -22,15 +22,15 @@ Two ways in:
 """
 from __future__ import annotations
 
-import functools
 import math
 import os
 from dataclasses import dataclass
 
-import bcrypt
 import streamlit as st
 
-from ui import http_security, sessions
+from api import sessions
+from api.sessions import check_password, hash_password  # noqa: F401  (re-exported: seed, admin page)
+from ui import http_security
 from ui.roles import PAGE_PERMISSIONS, ROLE_PERMISSIONS, has_permission
 
 __all__ = [
@@ -62,24 +62,6 @@ class User:
     email: str | None
     role: str
     via: str = "password"  # "password" or "oidc"
-
-
-def hash_password(password: str, *, rounds: int = 12) -> str:
-    """bcrypt hash of ``password`` as text (what the ``users`` table stores)."""
-    if not password:
-        raise ValueError("password must not be empty")
-    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds)).decode()
-
-
-def check_password(password: str, password_hash: str) -> bool:
-    """Whether ``password`` matches the bcrypt ``password_hash``."""
-    return bcrypt.checkpw(password.encode(), password_hash.encode())
-
-
-@functools.lru_cache(maxsize=1)
-def _dummy_hash() -> str:
-    # Checked for unknown usernames so that they take as long as known ones.
-    return hash_password("not a password", rounds=12)
 
 
 def load_users() -> list[dict]:
@@ -262,30 +244,15 @@ def _password_sign_in(username: str, password: str) -> None:
         st.error("Enter your username and password.")
         return
     db, client = _db(), _client_address()
-    wait_s, scope = sessions.lock_remaining_s(db, username, client)
-    if wait_s > 0:
-        # No password is checked while locked: the right one is refused too.
-        audit(username, "sign_in_locked", allowed=False,
-              detail={"via": "password", "scope": scope, "retry_after_s": math.ceil(wait_s),
-                      "client": client})
-        st.error(f"Too many failed sign-ins. Try again in {_wait_text(wait_s)}.")
-        return
-    account = lookup_user(username)
-    known = account is not None and bool(account.get("password_hash"))
-    matches = check_password(password, account["password_hash"] if known else _dummy_hash())
-    if known and matches and account.get("active", True) and account.get("role") in ROLE_PERMISSIONS:
-        sessions.record_success(db, username)
-        _signed_in(account["username"], "password", client)
-        return
-    reason = ("unknown_user" if not known else "wrong_password" if not matches
-              else "inactive_or_unknown_role")
-    counts = sessions.record_failure(db, username, client)
-    audit(username, "sign_in_failed", allowed=False,
-          detail={"via": "password", "reason": reason, "client": client, **counts})
-    lock_s = max(counts.get("lock_s", 0), counts.get("client_lock_s", 0))
-    if lock_s > 0:
+    result = sessions.password_sign_in(db, username, password, client=client, via="password",
+                                       lookup=lookup_user)
+    if result.ok:
+        _signed_in(result.account["username"], "password", client)
+    elif result.wait_s > 0:
+        st.error(f"Too many failed sign-ins. Try again in {_wait_text(result.wait_s)}.")
+    elif result.lock_s > 0:
         st.error(f"Username or password is incorrect. Too many failed sign-ins: "
-                 f"try again in {_wait_text(lock_s)}.")
+                 f"try again in {_wait_text(result.lock_s)}.")
     else:
         st.error("Username or password is incorrect.")
 

@@ -9,7 +9,7 @@ with extra routes and middleware, and this module supplies both:
   ``Referrer-Policy``, ``Permissions-Policy``, ``Cross-Origin-Opener-Policy`` and, on HTTPS,
   ``Strict-Transport-Security``, and marks Streamlit's own cookies ``Secure`` on HTTPS.
 * ``GET /aooct/session?code=...`` exchanges the one-time code that a successful sign-in
-  issues (:func:`ui.sessions.open_session`) for a fresh session token in an
+  issues (:func:`api.sessions.open_session`) for a fresh session token in an
   ``HttpOnly; Secure; SameSite=Strict`` cookie, and ``GET /aooct/signout`` revokes the
   cookie's session and deletes the cookie. The cookie is an opaque token that is worthless
   without its live ``ui_sessions`` row, which every script run checks.
@@ -171,7 +171,7 @@ async def _session_handoff(request):
     from starlette.concurrency import run_in_threadpool
     from starlette.responses import PlainTextResponse, RedirectResponse
 
-    from ui import sessions
+    from api import sessions
 
     if _cross_site(request):
         return PlainTextResponse("sign-in handoff refused: started by another site", status_code=403)
@@ -190,7 +190,7 @@ async def _sign_out(request):
     from starlette.concurrency import run_in_threadpool
     from starlette.responses import RedirectResponse
 
-    from ui import sessions
+    from api import sessions
 
     token = request.cookies.get(cookie_name())
     if token and not _cross_site(request):

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import text
 from streamlit.testing.v1 import AppTest
 
-from ui import sessions
+from api import sessions
 from ui.seed import DEMO_PASSWORD
 from ui_helpers import APP, open_page, served_app
 

@@ -16,7 +16,7 @@ def seeded_username(role: str) -> str:
 def sign_in_as(at, username: str, *, db=None) -> str:
     """Give ``at`` a server-side session for ``username`` (as a password sign-in would); return the token."""
     from resources.metadata_db import SqlMetadataDB
-    from ui import sessions
+    from api import sessions
 
     own = db is None
     db = db or SqlMetadataDB(os.environ["AOOCT_DB_URL"])

@@ -1,4 +1,5 @@
-"""Server-side sessions and sign-in lockout for the review app (policy; storage is the metadata DB).
+"""Server-side sessions and sign-in lockout (policy; storage is the metadata DB), shared by the
+review app and the gateway.
 
 A session is a random token; the DB keeps only its SHA-256 (``ui_sessions``), with an absolute
 expiry, an idle timeout and a revocation mark (sign-out, role change, deactivation — the last
@@ -22,11 +23,17 @@ instead of sleeping.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+
+import bcrypt
+
+from api.policy import ROLE_PERMISSIONS
 
 __all__ = [
     "clock",
@@ -41,6 +48,10 @@ __all__ = [
     "record_failure",
     "record_success",
     "lockout_keys",
+    "hash_password",
+    "check_password",
+    "SignIn",
+    "password_sign_in",
 ]
 
 
@@ -208,3 +219,69 @@ def record_success(db, username: str) -> None:
     """A successful sign-in clears the username's counter (not the client's: a password
     sprayer who owns one account must not reset their own lock with it)."""
     db.clear_sign_in_failures("user", username.strip().lower()[:128])
+
+
+def hash_password(password: str, *, rounds: int = 12) -> str:
+    """bcrypt hash of ``password`` as text (what the ``users`` table stores)."""
+    if not password:
+        raise ValueError("password must not be empty")
+    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds)).decode()
+
+
+def check_password(password: str, password_hash: str) -> bool:
+    """Whether ``password`` matches the bcrypt ``password_hash``."""
+    return bcrypt.checkpw(password.encode(), password_hash.encode())
+
+
+@functools.lru_cache(maxsize=1)
+def _dummy_hash() -> str:
+    # Checked for unknown usernames so that they take as long as known ones.
+    return hash_password("not a password", rounds=12)
+
+
+@dataclass(frozen=True)
+class SignIn:
+    """The outcome of one password sign-in (:func:`password_sign_in`).
+
+    ``account`` is the user row when ``ok``; ``wait_s`` > 0 when the attempt was refused
+    unchecked because the username or client is locked; ``lock_s`` the lock this failure
+    started (0 when none); ``reason`` why it failed (audited, never shown: it would tell
+    which usernames exist).
+    """
+
+    ok: bool
+    account: dict | None = None
+    reason: str = ""
+    wait_s: float = 0.0
+    lock_s: float = 0.0
+
+
+def password_sign_in(db, username: str, password: str, *, client: str | None, via: str,
+                     lookup: Callable[[str], dict | None] | None = None,
+                     policy: LockoutPolicy | None = None) -> SignIn:
+    """Check a username and password under the lockout policy, and audit the outcome.
+
+    The one decision both the review app's form and the gateway's ``POST /auth/token``
+    make: a locked username or client is refused without checking the password (the right
+    one too); an unknown username costs a bcrypt check like a known one; the account must be
+    active with a known role. Failures count against the username and the client; success
+    clears the username's counter. ``lookup`` finds the user row (default ``db.get_user``).
+    """
+    username = username.strip()
+    wait_s, scope = lock_remaining_s(db, username, client)
+    if wait_s > 0:
+        db.audit(username[:128], "sign_in_locked", allowed=False,
+                 detail={"via": via, "scope": scope, "retry_after_s": int(wait_s + 0.999), "client": client})
+        return SignIn(False, reason="locked", wait_s=wait_s)
+    account = (lookup or db.get_user)(username)
+    known = account is not None and bool(account.get("password_hash"))
+    matches = check_password(password, account["password_hash"] if known else _dummy_hash())
+    if known and matches and account.get("active", True) and account.get("role") in ROLE_PERMISSIONS:
+        record_success(db, username)
+        return SignIn(True, account=account)
+    reason = ("unknown_user" if not known else "wrong_password" if not matches
+              else "inactive_or_unknown_role")
+    counts = record_failure(db, username, client, policy=policy)
+    db.audit(username[:128], "sign_in_failed", allowed=False,
+             detail={"via": via, "reason": reason, "client": client, **counts})
+    return SignIn(False, reason=reason, lock_s=max(counts.get("lock_s", 0), counts.get("client_lock_s", 0)))

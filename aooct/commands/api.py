@@ -1,0 +1,60 @@
+"""``aooct api``: the REST gateway (FastAPI on uvicorn) over the platform's metadata DB.
+
+Settings come from the environment (``AOOCT_API_*``, ``AOOCT_OIDC_*``; see
+:mod:`api.settings`); the metadata DB and home are the platform's (``AOOCT_DB_URL``,
+``AOOCT_HOME``). On embedded defaults it listens on 127.0.0.1:8600 and signs users of the DB
+in with their passwords (``POST /auth/token``); the OpenAPI document is at ``/docs``.
+"""
+from __future__ import annotations
+
+import typer
+
+from aooct.errors import CliError
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("api")
+    def api(
+        port: int = typer.Option(None, help="Port (default AOOCT_API_PORT or 8600)."),
+    ) -> None:
+        """Serve the REST gateway (cases, metrics, audit, users; bearer tokens)."""
+        import os
+
+        import uvicorn
+
+        from api.auth import TokenVerifier
+        from api.gateway import create_app
+        from api.local_tokens import LocalTokens, Verifiers
+        from api.service_tokens import ServiceTokens
+        from api.settings import GatewaySettings
+        from resources.config import load_config
+        from resources.metadata_db import SqlMetadataDB
+
+        env = dict(os.environ)
+        if port is not None:
+            env["AOOCT_API_PORT"] = str(port)
+        try:
+            settings = GatewaySettings.from_env(env)
+            cfg = load_config()
+        except ValueError as exc:
+            raise CliError(str(exc)) from exc
+        if settings.oidc is None and not settings.password_sign_in:
+            raise CliError("AOOCT_API_PASSWORD_SIGN_IN=0 without AOOCT_OIDC_ISSUER leaves no way to sign in; "
+                           "set one of them")
+        db = SqlMetadataDB(cfg.db_url)
+        tokens = LocalTokens(cfg.home / "api" / "token_key.pem", db=db, ttl_s=settings.token_ttl_s)
+        oidc = TokenVerifier(settings.oidc) if settings.oidc else None
+        service = ServiceTokens(db)
+        verifier = Verifiers(tokens if settings.password_sign_in else None, oidc, service)
+        app_ = create_app(db=db, verifier=verifier, tokens=tokens if settings.password_sign_in else None,
+                          service_tokens=service)
+        sso = f"SSO tokens from {settings.oidc.issuer}" if settings.oidc else "no SSO provider"
+        print(f"aooct api: http://{settings.host}:{settings.port} (docs at /docs); "
+              f"password sign-in {'on' if settings.password_sign_in else 'off'}, {sso}; Ctrl-C stops", flush=True)
+        try:
+            uvicorn.run(app_, host=settings.host, port=settings.port, log_level="warning",
+                        limit_concurrency=200, timeout_keep_alive=5)
+        except OSError as exc:
+            raise CliError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}") from exc
+        finally:
+            db.close()

@@ -1,0 +1,144 @@
+"""The gateway's application layer: plain functions that decide, fetch and audit.
+
+Each function takes a :class:`Context` (who is calling, from where, with which metadata DB)
+and asks the policy (:mod:`api.policy`) first: a caller without the permission gets a
+``403`` :class:`~api.problems.Problem` and the denial is written to the audit log (who,
+which permission, which case, from where; no patient identifiers — cases carry
+pseudonymous subject ids). The FastAPI routes (:mod:`api.gateway`) only parse the request
+and call these, so the same decision holds for every client of the gateway.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from api.policy import PERMISSIONS, Principal
+from api.problems import Problem
+
+__all__ = ["Context", "MAX_PAGE", "authorize", "list_cases", "get_case", "case_metrics",
+           "cohort_metrics", "audit_log", "list_users", "whoami", "list_service_tokens",
+           "create_service_token", "revoke_service_token"]
+
+#: Largest page of a listing (cases, audit entries, metrics rows).
+MAX_PAGE = 500
+
+@dataclass(frozen=True)
+class Context:
+    """Who calls (``principal``), from where (``client``: the peer address) and the
+    metadata DB (:class:`resources.metadata_db.MetadataDB`) the answer comes from."""
+
+    principal: Principal
+    db: object
+    client: str | None = None
+
+
+def authorize(ctx: Context, permission: str, *, case_id: str | None = None) -> None:
+    """Return when the caller may ``permission``; else audit the denial and raise 403."""
+    if ctx.principal.may(permission):
+        return
+    ctx.db.audit(ctx.principal.subject, f"denied:{permission}", case_id=case_id,
+                 detail={"via": ctx.principal.via, "client": ctx.client,
+                         "roles": sorted(ctx.principal.roles)}, allowed=False)
+    have = ", ".join(sorted(ctx.principal.roles)) or "no platform role"
+    raise Problem(403, "forbidden", f"{permission!r} is not granted to {have}; ask an Admin for a role "
+                                    "that has it")
+
+
+def _page(limit: int, offset: int) -> tuple[int, int]:
+    if not 1 <= int(limit) <= MAX_PAGE:
+        raise Problem(400, "bad-page", f"limit must be in [1, {MAX_PAGE}]; got {limit}")
+    if int(offset) < 0:
+        raise Problem(400, "bad-page", f"offset must be >= 0; got {offset}")
+    return int(limit), int(offset)
+
+
+def whoami(ctx: Context) -> dict:
+    """The caller as the gateway sees it (any authenticated caller)."""
+    p = ctx.principal
+    return {"subject": p.subject, "roles": sorted(p.roles), "via": p.via,
+            "permissions": sorted(k for k in PERMISSIONS if p.may(k))}
+
+
+def list_cases(ctx: Context, *, status: str | None = None, eye: str | None = None,
+               qc_status: str | None = None, limit: int = 50, offset: int = 0) -> dict:
+    """One page of cases (ordered by case id) with the total that match the filters."""
+    authorize(ctx, "view_cases")
+    limit, offset = _page(limit, offset)
+    filters = {"status": status, "eye": eye, "qc_status": qc_status}
+    try:
+        items = ctx.db.list_cases(**filters, limit=limit, offset=offset)
+        total = ctx.db.count_cases(**filters)
+    except ValueError as exc:       # an unknown status / QC level, named by the DB layer
+        raise Problem(400, "bad-filter", str(exc)) from exc
+    return {"items": items, "total": total, "limit": limit, "offset": offset}
+
+
+def _case_or_404(ctx: Context, case_id: str) -> dict:
+    case = ctx.db.get_case(case_id)
+    if case is None:
+        raise Problem(404, "not-found", f"no case {case_id!r}; list the cases with GET /cases")
+    return case
+
+
+def get_case(ctx: Context, case_id: str) -> dict:
+    """A case with its QC checks, runs and stored artifacts."""
+    authorize(ctx, "view_case", case_id=case_id)
+    case = _case_or_404(ctx, case_id)
+    return {"case": case, "qc": ctx.db.get_qc(case_id), "runs": ctx.db.list_runs(case_id),
+            "artifacts": ctx.db.list_artifacts(case_id)}
+
+
+def case_metrics(ctx: Context, case_id: str) -> list[dict]:
+    """The metrics of one case (value, CI, unit, model version per row)."""
+    authorize(ctx, "view_case", case_id=case_id)
+    _case_or_404(ctx, case_id)
+    return ctx.db.get_metrics(case_id)
+
+
+def cohort_metrics(ctx: Context, *, limit: int = MAX_PAGE, offset: int = 0) -> dict:
+    """Metrics rows of every case, paged (for dashboards and outside analysis)."""
+    authorize(ctx, "view_dashboards")
+    limit, offset = _page(limit, offset)
+    rows = ctx.db.get_metrics()
+    return {"items": rows[offset:offset + limit], "total": len(rows), "limit": limit, "offset": offset}
+
+
+def audit_log(ctx: Context, *, actor: str | None = None, action: str | None = None,
+              case_id: str | None = None, limit: int = 200) -> list[dict]:
+    """The newest audit entries that match, newest first."""
+    authorize(ctx, "view_audit", case_id=case_id)
+    limit, _ = _page(limit, 0)
+    return ctx.db.list_audit(actor=actor, action=action, case_id=case_id, limit=limit)
+
+
+def list_users(ctx: Context) -> list[dict]:
+    """Users and their roles; password hashes are never returned."""
+    authorize(ctx, "manage_users")
+    return [{k: v for k, v in u.items() if k != "password_hash"} for u in ctx.db.list_users()]
+
+
+def list_service_tokens(ctx: Context) -> list[dict]:
+    """Service tokens (names, scopes, who made them, last use, revocation); never the tokens."""
+    authorize(ctx, "manage_users")
+    return ctx.db.list_service_tokens()
+
+
+def create_service_token(ctx: Context, tokens, *, name: str, scopes: list[str]) -> dict:
+    """A new service token, shown once; audited (without the token)."""
+    authorize(ctx, "manage_users")
+    try:
+        token_id, token = tokens.create(name, scopes, created_by=ctx.principal.subject)
+    except ValueError as exc:
+        raise Problem(400, "bad-service-token", str(exc)) from exc
+    ctx.db.audit(ctx.principal.subject, "create_service_token",
+                 detail={"id": token_id, "name": name, "scopes": sorted(scopes), "client": ctx.client})
+    return {"id": token_id, "name": name, "scopes": sorted(set(scopes)), "token": token,
+            "note": "store the token now: only its hash is kept, it cannot be shown again"}
+
+
+def revoke_service_token(ctx: Context, token_id: int) -> dict:
+    """End a service token at once; audited."""
+    authorize(ctx, "manage_users")
+    if not ctx.db.revoke_service_token(token_id, by=ctx.principal.subject):
+        raise Problem(404, "not-found", f"no live service token {token_id}; list them with GET /service-tokens")
+    ctx.db.audit(ctx.principal.subject, "revoke_service_token", detail={"id": token_id, "client": ctx.client})
+    return {"id": token_id, "revoked": True}

@@ -1,0 +1,242 @@
+"""The REST gateway (FastAPI): thin routes over :mod:`api.application`.
+
+:func:`create_app` builds the app from a metadata DB and a token verifier; ``aooct api``
+(:mod:`aooct.commands.api`) serves it with uvicorn on 127.0.0.1 by default. Every route
+states the permission it needs in :data:`ROUTE_PERMISSIONS` (also published in the OpenAPI
+schema as ``x-permission``) — a route without one is a startup error, so no route can be
+added without a policy. ``authenticated`` means any caller with a valid token. Errors are
+RFC 7807 problem JSON (:mod:`api.problems`); the OpenAPI document is at ``/openapi.json``
+and its browsable form at ``/docs``.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from typing import Literal
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+from fastapi.routing import APIRoute
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from api import application as appl
+from api.auth import AuthError, ProviderUnavailable
+from api.policy import PERMISSIONS
+from api.problems import Problem, install_problem_handlers, problem_response
+from api.service_tokens import ServiceTokens
+from api.sessions import password_sign_in
+
+__all__ = ["create_app", "ROUTE_PERMISSIONS", "AUTHENTICATED", "PUBLIC"]
+
+log = logging.getLogger(__name__)
+
+AUTHENTICATED = "authenticated"
+PUBLIC = "public"
+
+#: (method, path) → the permission the route needs (:data:`api.policy.PERMISSIONS`), or
+#: AUTHENTICATED / PUBLIC.
+ROUTE_PERMISSIONS: dict[tuple[str, str], str] = {
+    ("GET", "/health"): PUBLIC,
+    ("POST", "/auth/token"): PUBLIC,
+    ("GET", "/me"): AUTHENTICATED,
+    ("GET", "/cases"): "view_cases",
+    ("GET", "/cases/{case_id}"): "view_case",
+    ("GET", "/cases/{case_id}/metrics"): "view_case",
+    ("GET", "/metrics"): "view_dashboards",
+    ("GET", "/audit"): "view_audit",
+    ("GET", "/users"): "manage_users",
+    ("GET", "/service-tokens"): "manage_users",
+    ("POST", "/service-tokens"): "manage_users",
+    ("DELETE", "/service-tokens/{token_id}"): "manage_users",
+}
+
+_FRAMEWORK_PATHS = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+
+#: Largest request body the gateway reads, bytes (uploads will stream through their own route).
+MAX_BODY_BYTES = 1 << 20
+
+
+class PasswordSignIn(BaseModel):
+    username: str = Field(min_length=1, max_length=128)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class NewServiceToken(BaseModel):
+    name: str = Field(min_length=1, max_length=64, description="what the token is for, e.g. 'OCT-2 scanner'")
+    scopes: list[str] = Field(min_length=1, max_length=len(PERMISSIONS),
+                              description="permission names, e.g. ['upload_case']")
+CaseStatus = Literal["new", "ingested", "processing", "processed", "failed", "qc_failed", "approved",
+                     "rejected"]
+
+
+def _permission(method: str, path: str) -> dict:
+    perm = ROUTE_PERMISSIONS[(method, path)]
+    return {"openapi_extra": {"x-permission": perm}}
+
+
+def create_app(*, db, verifier, tokens=None, service_tokens=None, title: str = "aooct gateway") -> FastAPI:
+    """The gateway over ``db`` (:class:`resources.metadata_db.MetadataDB`), accepting the
+    bearer tokens ``verifier`` (:class:`api.auth.TokenVerifier`,
+    :class:`api.local_tokens.Verifiers`, or anything with ``verify(token) -> Principal``)
+    accepts. ``tokens`` (:class:`api.local_tokens.LocalTokens`) turns on password sign-in at
+    ``POST /auth/token``; ``service_tokens`` (:class:`api.service_tokens.ServiceTokens`, by
+    default over ``db``) is where Admins create and revoke them (the verifier checks them)."""
+    service_tokens = service_tokens if service_tokens is not None else ServiceTokens(db)
+    app = FastAPI(title=title, version="1", description=__doc__.split("\n\n")[0])
+    install_problem_handlers(app)
+    bearer = HTTPBearer(auto_error=False)
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next):
+        size = request.headers.get("content-length")
+        if size is not None and (not size.isdigit() or int(size) > MAX_BODY_BYTES):
+            return problem_response(request, 413, "payload-too-large",
+                                    f"request bodies are limited to {MAX_BODY_BYTES} bytes here")
+        if size is None and request.method in ("POST", "PUT", "PATCH"):
+            return problem_response(request, 411, "length-required",
+                                    "send a Content-Length (chunked request bodies are not read here)")
+        return await call_next(request)
+
+    def context(request: Request,
+                credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> appl.Context:
+        challenge = {"WWW-Authenticate": 'Bearer realm="aooct"'}
+        if credentials is None or credentials.scheme.lower() != "bearer":
+            raise Problem(401, "not-authenticated", "send a bearer token: Authorization: Bearer <token>",
+                          headers=challenge)
+        try:
+            principal = verifier.verify(credentials.credentials)
+        except ProviderUnavailable as exc:
+            log.warning("identity provider unavailable: %s", exc)
+            raise Problem(503, "identity-provider-unavailable",
+                          "the identity provider's keys cannot be fetched, so no token can be checked; "
+                          "try again shortly", headers={"Retry-After": "10"}) from exc
+        except AuthError as exc:
+            raise Problem(401, "invalid-token", str(exc), headers=challenge) from exc
+        return appl.Context(principal=principal, db=db, client=request.client.host if request.client else None)
+
+    def allowed(method: str, path: str):
+        # Authenticate, then ask the policy for the route's permission before the body is read
+        # or validated: a caller without it gets 403 (audited), never a validation answer.
+        permission = ROUTE_PERMISSIONS[(method, path)]
+
+        def dependency(request: Request, ctx: appl.Context = Depends(context)) -> appl.Context:
+            if permission not in (AUTHENTICATED, PUBLIC):
+                appl.authorize(ctx, permission, case_id=request.path_params.get("case_id"))
+            return ctx
+        return dependency
+
+    @app.get("/health", **_permission("GET", "/health"))
+    def health() -> dict:
+        """Liveness: the gateway answers (no authentication)."""
+        return {"status": "ok"}
+
+    @app.post("/auth/token", **_permission("POST", "/auth/token"))
+    def token(body: PasswordSignIn, request: Request) -> dict:
+        """Password sign-in (embedded default): a short-lived bearer token for the gateway."""
+        if tokens is None:
+            raise Problem(404, "password-sign-in-off",
+                          "this gateway takes tokens from the SSO provider only; sign in there")
+        client = request.client.host if request.client else None
+        result = password_sign_in(db, body.username, body.password, client=client, via="gateway")
+        if result.wait_s > 0:
+            raise Problem(429, "sign-in-locked", "too many failed sign-ins; try again later",
+                          headers={"Retry-After": str(int(result.wait_s + 0.999))})
+        if not result.ok:
+            raise Problem(401, "sign-in-failed", "username or password is incorrect")
+        db.audit(result.account["username"], "sign_in", detail={"via": "gateway", "client": client})
+        return {"access_token": tokens.issue(result.account["username"], result.account["role"]),
+                "token_type": "bearer", "expires_in": int(tokens.ttl_s)}
+
+    @app.get("/me", **_permission("GET", "/me"))
+    def me(ctx: appl.Context = Depends(allowed("GET", "/me"))) -> dict:
+        """Who the token says you are, and what you may do."""
+        return appl.whoami(ctx)
+
+    @app.get("/cases", **_permission("GET", "/cases"))
+    def cases(ctx: appl.Context = Depends(allowed("GET", "/cases")), status: CaseStatus | None = None,
+              eye: Literal["OD", "OS"] | None = None, qc_status: Literal["pass", "warn", "fail"] | None = None,
+              limit: int = Query(50, ge=1, le=appl.MAX_PAGE), offset: int = Query(0, ge=0)) -> dict:
+        """Cases with status and QC, filtered and paged (ordered by case id)."""
+        return appl.list_cases(ctx, status=status, eye=eye, qc_status=qc_status, limit=limit, offset=offset)
+
+    @app.get("/cases/{case_id}", **_permission("GET", "/cases/{case_id}"))
+    def case(case_id: str, ctx: appl.Context = Depends(allowed("GET", "/cases/{case_id}"))) -> dict:
+        """One case: its record, QC checks, runs and artifacts."""
+        return appl.get_case(ctx, case_id)
+
+    @app.get("/cases/{case_id}/metrics", **_permission("GET", "/cases/{case_id}/metrics"))
+    def case_metrics(case_id: str, ctx: appl.Context = Depends(allowed("GET", "/cases/{case_id}/metrics")),
+                     format: Literal["json", "csv"] = "json"):
+        """The case's metrics as JSON rows or CSV."""
+        rows = appl.case_metrics(ctx, case_id)
+        return _csv(rows, f"{case_id}-metrics.csv") if format == "csv" else rows
+
+    @app.get("/metrics", **_permission("GET", "/metrics"))
+    def metrics(ctx: appl.Context = Depends(allowed("GET", "/metrics")),
+                limit: int = Query(appl.MAX_PAGE, ge=1, le=appl.MAX_PAGE), offset: int = Query(0, ge=0)) -> dict:
+        """Metrics rows of every case, paged."""
+        return appl.cohort_metrics(ctx, limit=limit, offset=offset)
+
+    @app.get("/audit", **_permission("GET", "/audit"))
+    def audit(ctx: appl.Context = Depends(allowed("GET", "/audit")), actor: str | None = None,
+              action: str | None = None, case_id: str | None = None,
+              limit: int = Query(200, ge=1, le=appl.MAX_PAGE)) -> list[dict]:
+        """Audit entries, newest first."""
+        return appl.audit_log(ctx, actor=actor, action=action, case_id=case_id, limit=limit)
+
+    @app.get("/users", **_permission("GET", "/users"))
+    def users(ctx: appl.Context = Depends(allowed("GET", "/users"))) -> list[dict]:
+        """Users and roles (no password hashes)."""
+        return appl.list_users(ctx)
+
+    @app.get("/service-tokens", **_permission("GET", "/service-tokens"))
+    def service_tokens_list(ctx: appl.Context = Depends(allowed("GET", "/service-tokens"))) -> list[dict]:
+        """Service tokens: names, scopes, creator, last use, revocation (never the tokens)."""
+        return appl.list_service_tokens(ctx)
+
+    @app.post("/service-tokens", status_code=201, **_permission("POST", "/service-tokens"))
+    def service_tokens_create(body: NewServiceToken,
+                              ctx: appl.Context = Depends(allowed("POST", "/service-tokens"))) -> dict:
+        """A new scoped service token for a scanner or script; the token is in this answer only."""
+        return appl.create_service_token(ctx, service_tokens, name=body.name, scopes=body.scopes)
+
+    @app.delete("/service-tokens/{token_id}", **_permission("DELETE", "/service-tokens/{token_id}"))
+    def service_tokens_revoke(token_id: int,
+                              ctx: appl.Context = Depends(allowed("DELETE", "/service-tokens/{token_id}"))) -> dict:
+        """Revoke a service token at once."""
+        return appl.revoke_service_token(ctx, token_id)
+
+    _check_routes(app)
+    return app
+
+
+def _csv(rows: list[dict], filename: str) -> Response:
+    buf = io.StringIO()
+    fields = sorted({k for r in rows for k in r})
+    writer = csv.DictWriter(buf, fieldnames=fields)
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in fields})
+    return Response(buf.getvalue(), media_type="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+
+def _check_routes(app: FastAPI) -> None:
+    """Every API route has a policy entry naming a real permission, and every entry a route."""
+    seen = set()
+    for route in app.routes:
+        if not isinstance(route, APIRoute) or route.path in _FRAMEWORK_PATHS:
+            continue
+        for method in route.methods - {"HEAD", "OPTIONS"}:
+            key = (method, route.path)
+            perm = ROUTE_PERMISSIONS.get(key)
+            if perm is None:
+                raise RuntimeError(f"route {method} {route.path} has no entry in ROUTE_PERMISSIONS")
+            if perm not in PERMISSIONS and perm not in (AUTHENTICATED, PUBLIC):
+                raise RuntimeError(f"route {method} {route.path} needs unknown permission {perm!r}")
+            seen.add(key)
+    missing = set(ROUTE_PERMISSIONS) - seen
+    if missing:
+        raise RuntimeError(f"ROUTE_PERMISSIONS lists routes the app does not have: {sorted(missing)}")

@@ -1,0 +1,129 @@
+"""The gateway's routes × roles, generated from the app's own routes: each role gets what the
+policy grants and a 403 problem otherwise, every denial is audited, and the answers carry
+the data of the metadata DB."""
+from __future__ import annotations
+
+import pytest
+from fastapi.routing import APIRoute
+from fastapi.testclient import TestClient
+
+from api.auth import OIDCSettings, TokenVerifier
+from api.gateway import AUTHENTICATED, PUBLIC, ROUTE_PERMISSIONS, create_app
+from api.policy import ROLES, has_permission
+from jwks_server import AUDIENCE, ISSUER, JWKSServer, SigningKey  # tests/api
+from resources.metadata_db import make_test_metadata_db
+
+CASE = "CASE-0001"
+
+
+@pytest.fixture(scope="module")
+def gateway():
+    key = SigningKey("k1")
+    server = JWKSServer([key])
+    db = make_test_metadata_db()
+    db.upsert_case(case_id=CASE, status="processed", subject_id="SUBJ-7f3a", eye="OD")
+    db.upsert_case(case_id="CASE-0002", status="failed", subject_id="SUBJ-11aa", eye="OS")
+    db.record_metrics(CASE, [{"structure": "cones", "metric": "density_cells_per_mm2", "value": 24372.0,
+                              "unit": "cells/mm²", "ci_low": 23923.0, "ci_high": 24794.0}])
+    db.record_qc(CASE, [{"check_name": "cone_mosaic", "passed": True, "severity": None, "value": 9.1}])
+    verifier = TokenVerifier(OIDCSettings(issuer=ISSUER, audience=AUDIENCE, jwks_url=server.url))
+    app = create_app(db=db, verifier=verifier)
+    yield TestClient(app), app, db, key
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def verifier_and_key():
+    key = SigningKey("k1")
+    server = JWKSServer([key])
+    yield TokenVerifier(OIDCSettings(issuer=ISSUER, audience=AUDIENCE, jwks_url=server.url)), key
+    server.close()
+
+
+def _concrete(path: str) -> str:
+    return path.replace("{case_id}", CASE).replace("{token_id}", "999999")
+
+
+def _routes(app):
+    return [(m, r.path) for r in app.routes if isinstance(r, APIRoute)
+            for m in sorted(r.methods - {"HEAD", "OPTIONS"}) if (m, r.path) in ROUTE_PERMISSIONS]
+
+
+def test_every_route_of_the_app_has_a_policy_entry(gateway):
+    _, app, _, _ = gateway
+    api_routes = {(m, r.path) for r in app.routes if isinstance(r, APIRoute)
+                  for m in r.methods - {"HEAD", "OPTIONS"}} - {("GET", p) for p in
+                                                               ("/openapi.json", "/docs", "/redoc",
+                                                                "/docs/oauth2-redirect")}
+    assert api_routes == set(ROUTE_PERMISSIONS)
+    schema = app.openapi()
+    for method, path in ROUTE_PERMISSIONS:
+        assert schema["paths"][path][method.lower()]["x-permission"] == ROUTE_PERMISSIONS[(method, path)]
+
+
+@pytest.mark.parametrize("role", ROLES + ("no role",))
+def test_route_role_matrix(gateway, role):
+    client, app, db, key = gateway
+    token = key.token(roles=[] if role == "no role" else [role], email=f"{role.replace(' ', '-')}@lab.example")
+    for method, path in _routes(app):
+        perm = ROUTE_PERMISSIONS[(method, path)]
+        allowed = perm in (AUTHENTICATED, PUBLIC) or (role in ROLES and has_permission(role, perm))
+        before = len(db.list_audit(action=f"denied:{perm}", limit=500)) if perm not in (AUTHENTICATED, PUBLIC) \
+            else 0
+        r = client.request(method, _concrete(path), headers={"Authorization": f"Bearer {token}"})
+        if allowed:   # GETs answer; a POST without its body is invalid, a DELETE of nothing not found
+            expected = {"GET": 200, "POST": 422, "DELETE": 404}[method]
+            assert r.status_code == expected, (role, method, path, r.status_code, r.text)
+        else:
+            assert r.status_code == 403, (role, method, path, r.status_code, r.text)
+            body = r.json()
+            assert body["type"].endswith("/forbidden") and perm in body["detail"]
+            denials = db.list_audit(action=f"denied:{perm}", limit=500)
+            assert len(denials) == before + 1
+            assert denials[0]["allowed"] is False or denials[0]["allowed"] == 0
+            assert denials[0]["actor"] == f"{role.replace(' ', '-')}@lab.example"
+
+
+def test_cases_are_listed_filtered_and_paged(gateway):
+    client, _, _, key = gateway
+    h = {"Authorization": f"Bearer {key.token(roles=['Researcher'])}"}
+    page = client.get("/cases", headers=h, params={"limit": 1}).json()
+    assert page["total"] == 2 and len(page["items"]) == 1 and page["items"][0]["case_id"] == CASE
+    failed = client.get("/cases", headers=h, params={"status": "failed"}).json()
+    assert [c["case_id"] for c in failed["items"]] == ["CASE-0002"]
+    bad = client.get("/cases", headers=h, params={"status": "lost", "limit": 0})
+    assert bad.status_code == 422 and bad.headers["content-type"].startswith("application/problem+json")
+    assert "status" in bad.json()["detail"] and "limit" in bad.json()["detail"]
+
+
+def test_a_case_its_metrics_as_json_and_csv_and_a_missing_case(gateway):
+    client, _, _, key = gateway
+    h = {"Authorization": f"Bearer {key.token(roles=['Researcher'])}"}
+    case = client.get(f"/cases/{CASE}", headers=h).json()
+    assert case["case"]["subject_id"] == "SUBJ-7f3a" and case["qc"][0]["check_name"] == "cone_mosaic"
+    rows = client.get(f"/cases/{CASE}/metrics", headers=h).json()
+    assert rows[0]["value"] == 24372.0 and rows[0]["ci_low"] == 23923.0
+    csv = client.get(f"/cases/{CASE}/metrics", headers=h, params={"format": "csv"})
+    assert csv.headers["content-type"].startswith("text/csv") and "density_cells_per_mm2" in csv.text
+    missing = client.get("/cases/NOPE", headers=h)
+    assert missing.status_code == 404 and missing.json()["instance"] == "/cases/NOPE"
+    assert "GET /cases" in missing.json()["detail"]
+
+
+def test_users_are_listed_without_password_hashes(gateway):
+    client, _, db, key = gateway
+    db.create_user("bob", name="Bob", email="bob@lab.example", password_hash="$2b$12$" + "x" * 53, role="Tech")
+    users = client.get("/users", headers={"Authorization": f"Bearer {key.token(roles=['Admin'])}"}).json()
+    assert users[0]["username"] == "bob" and all("password_hash" not in u for u in users)
+
+
+def test_an_unexpected_error_is_a_500_problem_without_internals(verifier_and_key):
+    verifier, key = verifier_and_key
+
+    class Broken:
+        def __getattr__(self, name):
+            raise RuntimeError("secret internal state")
+
+    client = TestClient(create_app(db=Broken(), verifier=verifier), raise_server_exceptions=False)
+    r = client.get("/cases", headers={"Authorization": f"Bearer {key.token(roles=['Researcher'])}"})
+    assert r.status_code == 500 and "secret" not in r.text and r.json()["type"].endswith("/internal-error")
