@@ -98,8 +98,8 @@ def cohort_metrics(ctx: Context, *, limit: int = MAX_PAGE, offset: int = 0) -> d
     """Metrics rows of every case, paged (for dashboards and outside analysis)."""
     authorize(ctx, "view_dashboards")
     limit, offset = _page(limit, offset)
-    rows = ctx.db.get_metrics()
-    return {"items": rows[offset:offset + limit], "total": len(rows), "limit": limit, "offset": offset}
+    return {"items": ctx.db.get_metrics(limit=limit, offset=offset), "total": ctx.db.count_metrics(),
+            "limit": limit, "offset": offset}
 
 
 def audit_log(ctx: Context, *, actor: str | None = None, action: str | None = None,

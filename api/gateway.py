@@ -25,6 +25,7 @@ from api import application as appl
 from api.auth import AuthError, ProviderUnavailable
 from api.policy import PERMISSIONS
 from api.problems import Problem, install_problem_handlers, problem_response
+from api.ratelimit import Limiter, MemoryLog, RateLimit, client_address
 from api.service_tokens import ServiceTokens
 from api.sessions import password_sign_in
 
@@ -67,6 +68,8 @@ class NewServiceToken(BaseModel):
     name: str = Field(min_length=1, max_length=64, description="what the token is for, e.g. 'OCT-2 scanner'")
     scopes: list[str] = Field(min_length=1, max_length=len(PERMISSIONS),
                               description="permission names, e.g. ['upload_case']")
+
+
 CaseStatus = Literal["new", "ingested", "processing", "processed", "failed", "qc_failed", "approved",
                      "rejected"]
 
@@ -76,20 +79,38 @@ def _permission(method: str, path: str) -> dict:
     return {"openapi_extra": {"x-permission": perm}}
 
 
-def create_app(*, db, verifier, tokens=None, service_tokens=None, title: str = "aooct gateway") -> FastAPI:
+def create_app(*, db, verifier, tokens=None, service_tokens=None, limiter: Limiter | None = None,
+               ip_limit: RateLimit = RateLimit(1200), caller_limit: RateLimit = RateLimit(600),
+               trusted_proxies: frozenset[str] = frozenset(), title: str = "aooct gateway") -> FastAPI:
     """The gateway over ``db`` (:class:`resources.metadata_db.MetadataDB`), accepting the
     bearer tokens ``verifier`` (:class:`api.auth.TokenVerifier`,
     :class:`api.local_tokens.Verifiers`, or anything with ``verify(token) -> Principal``)
     accepts. ``tokens`` (:class:`api.local_tokens.LocalTokens`) turns on password sign-in at
     ``POST /auth/token``; ``service_tokens`` (:class:`api.service_tokens.ServiceTokens`, by
-    default over ``db``) is where Admins create and revoke them (the verifier checks them)."""
+    default over ``db``) is where Admins create and revoke them (the verifier checks them).
+    ``limiter`` (:class:`api.ratelimit.Limiter`; default in memory) holds each client address
+    to ``ip_limit`` and each authenticated caller to ``caller_limit``; ``X-Forwarded-For`` is
+    believed from ``trusted_proxies`` only."""
     service_tokens = service_tokens if service_tokens is not None else ServiceTokens(db)
+    limiter = limiter if limiter is not None else Limiter(MemoryLog())
+
+    def too_many(wait_s: float, who: str) -> Problem:
+        return Problem(429, "rate-limited", f"too many requests from this {who}; wait {int(wait_s)} s",
+                       headers={"Retry-After": str(int(wait_s))})
+
     app = FastAPI(title=title, version="1", description=__doc__.split("\n\n")[0])
     install_problem_handlers(app)
     bearer = HTTPBearer(auto_error=False)
 
     @app.middleware("http")
-    async def limit_body(request: Request, call_next):
+    async def limit_body_and_rate(request: Request, call_next):
+        client = client_address(request.client.host if request.client else None,
+                                request.headers.get("x-forwarded-for"), trusted_proxies)
+        request.state.client = client
+        wait_s = limiter.hit(f"ip:{client}", ip_limit)
+        if wait_s > 0:
+            exc = too_many(wait_s, "address")
+            return problem_response(request, exc.status, exc.kind, exc.detail, headers=exc.headers)
         size = request.headers.get("content-length")
         if size is not None and (not size.isdigit() or int(size) > MAX_BODY_BYTES):
             return problem_response(request, 413, "payload-too-large",
@@ -114,7 +135,10 @@ def create_app(*, db, verifier, tokens=None, service_tokens=None, title: str = "
                           "try again shortly", headers={"Retry-After": "10"}) from exc
         except AuthError as exc:
             raise Problem(401, "invalid-token", str(exc), headers=challenge) from exc
-        return appl.Context(principal=principal, db=db, client=request.client.host if request.client else None)
+        wait_s = limiter.hit(f"sub:{principal.via}:{principal.subject}", caller_limit)
+        if wait_s > 0:
+            raise too_many(wait_s, "caller")
+        return appl.Context(principal=principal, db=db, client=request.state.client)
 
     def allowed(method: str, path: str):
         # Authenticate, then ask the policy for the route's permission before the body is read
@@ -138,7 +162,7 @@ def create_app(*, db, verifier, tokens=None, service_tokens=None, title: str = "
         if tokens is None:
             raise Problem(404, "password-sign-in-off",
                           "this gateway takes tokens from the SSO provider only; sign in there")
-        client = request.client.host if request.client else None
+        client = request.state.client
         result = password_sign_in(db, body.username, body.password, client=client, via="gateway")
         if result.wait_s > 0:
             raise Problem(429, "sign-in-locked", "too many failed sign-ins; try again later",

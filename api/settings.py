@@ -1,7 +1,11 @@
 """The gateway's settings from the environment (embedded defaults for everything).
 
 ``AOOCT_API_HOST`` (127.0.0.1), ``AOOCT_API_PORT`` (8600), ``AOOCT_API_TOKEN_TTL_S`` (900),
-``AOOCT_API_PASSWORD_SIGN_IN`` (``1``; ``0`` leaves only SSO tokens). SSO: set
+``AOOCT_API_PASSWORD_SIGN_IN`` (``1``; ``0`` leaves only SSO tokens). Rate limits:
+``AOOCT_API_RATE_PER_MIN`` (600 requests a minute per caller), ``AOOCT_API_RATE_IP_PER_MIN``
+(1200 per client address), ``AOOCT_API_TRUSTED_PROXIES`` (comma-separated addresses whose
+``X-Forwarded-For`` is believed; none), ``AOOCT_REDIS_URL`` (counts shared in Redis; default
+in the process's memory). SSO: set
 ``AOOCT_OIDC_ISSUER`` to accept the provider's tokens, with ``AOOCT_OIDC_AUDIENCE`` (required
 then: the gateway's client id), ``AOOCT_OIDC_JWKS_URL`` (default: discovery),
 ``AOOCT_OIDC_ROLES_CLAIM`` (``realm_access.roles``), ``AOOCT_OIDC_ROLE_MAP``
@@ -24,6 +28,10 @@ class GatewaySettings:
     token_ttl_s: float = 900.0
     password_sign_in: bool = True
     oidc: OIDCSettings | None = None
+    rate_per_min: int = 600
+    rate_ip_per_min: int = 1200
+    trusted_proxies: frozenset[str] = frozenset()
+    redis_url: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "GatewaySettings":
@@ -58,6 +66,13 @@ class GatewaySettings:
             oidc = OIDCSettings(issuer=issuer, audience=audience, jwks_url=env.get("AOOCT_OIDC_JWKS_URL") or None,
                                 roles_claim=env.get("AOOCT_OIDC_ROLES_CLAIM", "realm_access.roles"),
                                 role_map=role_map, subject_claim=env.get("AOOCT_OIDC_SUBJECT_CLAIM", "email"))
+        rate, rate_ip = number("AOOCT_API_RATE_PER_MIN", cls.rate_per_min, int), \
+            number("AOOCT_API_RATE_IP_PER_MIN", cls.rate_ip_per_min, int)
+        if rate < 1 or rate_ip < 1:
+            raise ValueError("AOOCT_API_RATE_PER_MIN and AOOCT_API_RATE_IP_PER_MIN must be >= 1; "
+                             f"got {rate}, {rate_ip}")
+        proxies = frozenset(p.strip() for p in env.get("AOOCT_API_TRUSTED_PROXIES", "").split(",") if p.strip())
         return cls(host=env.get("AOOCT_API_HOST", cls.host), port=port,
                    token_ttl_s=number("AOOCT_API_TOKEN_TTL_S", cls.token_ttl_s),
-                   password_sign_in=flag in ("1", "true", "yes"), oidc=oidc)
+                   password_sign_in=flag in ("1", "true", "yes"), oidc=oidc, rate_per_min=rate,
+                   rate_ip_per_min=rate_ip, trusted_proxies=proxies, redis_url=env.get("AOOCT_REDIS_URL") or None)

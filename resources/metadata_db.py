@@ -154,7 +154,10 @@ class MetadataDB(abc.ABC):
     @abc.abstractmethod
     def record_metrics(self, case_id: str, rows: list[dict]) -> None: ...
     @abc.abstractmethod
-    def get_metrics(self, case_id: str | None = None) -> list[dict]: ...
+    def get_metrics(self, case_id: str | None = None, *, limit: int | None = None,
+                    offset: int = 0) -> list[dict]: ...
+    @abc.abstractmethod
+    def count_metrics(self, case_id: str | None = None) -> int: ...
     @abc.abstractmethod
     def record_qc(self, case_id: str, results: list[dict]) -> None: ...
     @abc.abstractmethod
@@ -377,12 +380,23 @@ class SqlMetadataDB(PeopleRecords, MetadataDB):
             if clean:
                 conn.execute(insert(m.metrics), clean)
 
-    def get_metrics(self, case_id: str | None = None) -> list[dict]:
+    def get_metrics(self, case_id: str | None = None, *, limit: int | None = None,
+                    offset: int = 0) -> list[dict]:
+        """Metric rows ordered by case and insertion; ``limit`` / ``offset`` page them."""
         stmt = select(m.metrics).order_by(m.metrics.c.case_id, m.metrics.c.id)
         if case_id is not None:
             stmt = stmt.where(m.metrics.c.case_id == case_id)
+        if limit is not None:
+            stmt = stmt.limit(int(limit)).offset(int(offset))
         with self.engine.connect() as conn:
             return [_plain(r) for r in conn.execute(stmt)]
+
+    def count_metrics(self, case_id: str | None = None) -> int:
+        stmt = select(func.count()).select_from(m.metrics)
+        if case_id is not None:
+            stmt = stmt.where(m.metrics.c.case_id == case_id)
+        with self.engine.connect() as conn:
+            return int(conn.execute(stmt).scalar_one())
 
     def record_qc(self, case_id: str, results: list[dict]) -> None:
         """Store QC results; a new result for a check replaces the case's previous one."""

@@ -10,6 +10,12 @@ if command -v pg_isready >/dev/null 2>&1; then
       echo "test_services: could not start PostgreSQL; postgres-marked tests will skip with a reason"
   fi
 fi
+# Redis for the gateway's shared rate-limit test; (re)start it if it stopped.
+if command -v redis-server >/dev/null 2>&1 && ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+  echo "test_services: starting Redis"
+  redis-server --bind 127.0.0.1 --port 6379 --daemonize yes --save "" --appendonly no >/dev/null || \
+    echo "test_services: could not start Redis; the Redis rate-limit test will skip with a reason"
+fi
 # Debian's chromium for the real-browser test (Playwright drives it; no downloaded browser).
 if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
   echo "test_services: installing Debian chromium for the browser test"

@@ -25,6 +25,7 @@ def register(app: typer.Typer) -> None:
         from api.auth import TokenVerifier
         from api.gateway import create_app
         from api.local_tokens import LocalTokens, Verifiers
+        from api.ratelimit import Limiter, MemoryLog, RateLimit, RedisLog
         from api.service_tokens import ServiceTokens
         from api.settings import GatewaySettings
         from resources.config import load_config
@@ -46,8 +47,11 @@ def register(app: typer.Typer) -> None:
         oidc = TokenVerifier(settings.oidc) if settings.oidc else None
         service = ServiceTokens(db)
         verifier = Verifiers(tokens if settings.password_sign_in else None, oidc, service)
+        counter = RedisLog(settings.redis_url) if settings.redis_url else MemoryLog()
         app_ = create_app(db=db, verifier=verifier, tokens=tokens if settings.password_sign_in else None,
-                          service_tokens=service)
+                          service_tokens=service, limiter=Limiter(counter),
+                          ip_limit=RateLimit(settings.rate_ip_per_min), caller_limit=RateLimit(settings.rate_per_min),
+                          trusted_proxies=settings.trusted_proxies)
         sso = f"SSO tokens from {settings.oidc.issuer}" if settings.oidc else "no SSO provider"
         print(f"aooct api: http://{settings.host}:{settings.port} (docs at /docs); "
               f"password sign-in {'on' if settings.password_sign_in else 'off'}, {sso}; Ctrl-C stops", flush=True)

@@ -39,7 +39,7 @@ from aooct_core.geometry import eccentricity_deg  # noqa: E402
 from aooct_core.metrics.norms import normative_cone_spacing_um  # noqa: E402
 from aooct_core.phantom import make_phantom  # noqa: E402
 from aooct_core.phantom.family import family_member  # noqa: E402
-from family_args import family_seeds  # noqa: E402  (bench/accuracy, the script's folder)
+from family_args import family_seeds, member_rows  # noqa: E402  (bench/accuracy, the script's folder)
 from output_frame import InteriorWindow, points_in_output_frame, residual_px  # noqa: E402
 from aooct_core.preprocessing import preprocess_case  # noqa: E402
 from ml.evaluate import evaluate_detections, match_points  # noqa: E402
@@ -118,10 +118,7 @@ def main(argv=None) -> int:
     print("| seed | spacing px (row, col) | rep | SNR | dz µm/px | P | R | F1 | density err % | ok |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     rows = []
-    for seed in seeds:
-        r = run_one(seed)
-        if r is None:
-            continue
+    for seed, r in member_rows(seeds, run_one):
         rows.append(r)
         sp = r["spacing_px"]
         if "error" in r:

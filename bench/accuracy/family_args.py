@@ -10,7 +10,7 @@ from pathlib import Path
 
 from aooct_core.phantom.family import HELD_OUT_SEEDS, TUNING_SEEDS
 
-__all__ = ["family_seeds"]
+__all__ = ["family_seeds", "member_rows"]
 
 
 def family_seeds(doc: str, argv=None, *, n_default: int = 10) -> tuple[argparse.Namespace, range]:
@@ -23,3 +23,11 @@ def family_seeds(doc: str, argv=None, *, n_default: int = 10) -> tuple[argparse.
     args = ap.parse_args(argv)
     seeds = (HELD_OUT_SEEDS if args.held_out else TUNING_SEEDS)[args.start:args.start + args.n]
     return args, seeds
+
+
+def member_rows(seeds, run_one):
+    """``(seed, row)`` for each seed whose ``run_one(seed)`` scores the member (None: skipped)."""
+    for seed in seeds:
+        row = run_one(seed)
+        if row is not None:
+            yield seed, row

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from aooct_core.phantom import make_phantom  # noqa: E402
 from aooct_core.phantom.family import family_member  # noqa: E402
 from aooct_core.preprocessing import preprocess_case  # noqa: E402
-from family_args import family_seeds  # noqa: E402  (bench/accuracy, the script's folder)
+from family_args import family_seeds, member_rows  # noqa: E402  (bench/accuracy, the script's folder)
 
 LATERAL_OFF_PX = 2.0
 AXIAL_OFF_PX = 1.0
@@ -61,10 +61,7 @@ def main(argv=None) -> int:
     print("| seed | rep | averaged B-scans lat > 2 px | axial > 1 px | repeats > 25 % off | lateral RMS px | ok | rejected |")
     print("|---|---|---|---|---|---|---|---|")
     rows = []
-    for seed in seeds:
-        r = run_one(seed)
-        if r is None:
-            continue
+    for seed, r in member_rows(seeds, run_one):
         rows.append(r)
         print(f"| {seed} | {r['n_repeats']} | {r['lateral_off']}/{r['n_moving']} | {r['axial_off']} | "
               f"{r['bad_repeats']} | {r['lateral_rms_px']:.2f} | {r['registration_ok']} | {r['rejected']} |",

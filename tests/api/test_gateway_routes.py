@@ -127,3 +127,12 @@ def test_an_unexpected_error_is_a_500_problem_without_internals(verifier_and_key
     client = TestClient(create_app(db=Broken(), verifier=verifier), raise_server_exceptions=False)
     r = client.get("/cases", headers={"Authorization": f"Bearer {key.token(roles=['Researcher'])}"})
     assert r.status_code == 500 and "secret" not in r.text and r.json()["type"].endswith("/internal-error")
+
+
+def test_cohort_metrics_are_paged_in_the_db(gateway):
+    client, _, db, key = gateway
+    db.record_metrics("CASE-0002", [{"structure": "rpe", "metric": f"m{i}", "value": float(i)} for i in range(5)])
+    h = {"Authorization": f"Bearer {key.token(roles=['Researcher'])}"}
+    page = client.get("/metrics", headers=h, params={"limit": 2, "offset": 1}).json()
+    assert page["total"] == 6 and len(page["items"]) == 2
+    assert [r["metric"] for r in page["items"]] == ["m0", "m1"]      # CASE-0001's one row comes first
