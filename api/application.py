@@ -10,13 +10,14 @@ and call these, so the same decision holds for every client of the gateway.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from api.policy import PERMISSIONS, Principal
 from api.problems import Problem
 
 __all__ = ["Context", "MAX_PAGE", "authorize", "list_cases", "get_case", "case_metrics",
            "cohort_metrics", "audit_log", "list_users", "whoami", "list_service_tokens",
-           "create_service_token", "revoke_service_token"]
+           "create_service_token", "revoke_service_token", "ingest_upload"]
 
 #: Largest page of a listing (cases, audit entries, metrics rows).
 MAX_PAGE = 500
@@ -142,3 +143,40 @@ def revoke_service_token(ctx: Context, token_id: int) -> dict:
         raise Problem(404, "not-found", f"no live service token {token_id}; list them with GET /service-tokens")
     ctx.db.audit(ctx.principal.subject, "revoke_service_token", detail={"id": token_id, "client": ctx.client})
     return {"id": token_id, "revoked": True}
+
+
+def _shown(path, work_dir: Path, name: str) -> str:
+    # A file as the uploader knows it: inside their zip, never the server's temporary folder.
+    p = Path(path)
+    if p.is_relative_to(work_dir / "x"):
+        return f"{name}:{p.relative_to(work_dir / 'x')}"
+    return name if p.is_relative_to(work_dir) else p.name
+
+
+def ingest_upload(ctx: Context, zip_path: Path, *, name: str, work_dir: Path, limits, drop: str,
+                  drop_store=None) -> dict:
+    """Validate an uploaded case zip in the limited worker process and drop it for ingest.
+
+    Nothing reaches the drop unless the whole case validates (the readers the pipeline uses,
+    zip-bomb and zip-slip checks first; :mod:`api.upload_worker`); it lands there atomically
+    (:func:`api.uploads.drop_for_ingest`). A rejected upload is a 422 problem naming the file
+    inside the zip and the problem; both outcomes are audited.
+    """
+    from aooct_core.io.errors import InputError
+    from api.upload_worker import validate_in_worker
+    from api.uploads import drop_for_ingest
+
+    authorize(ctx, "upload_case")
+    try:
+        case = validate_in_worker(zip_path, kind="zip", work_dir=work_dir, limits=limits)
+        where = drop_for_ingest(case, "" if drop_store is not None else drop, store=drop_store)
+    except InputError as exc:
+        ctx.db.audit(ctx.principal.subject, "upload_rejected",
+                     detail={"source": name, "problems": exc.problems, "via": "gateway", "client": ctx.client})
+        raise Problem(422, "invalid-upload", f"{_shown(exc.path, work_dir, name)}: {exc.problem}") from exc
+    ctx.db.audit(ctx.principal.subject, "upload", case_id=case.case_id,
+                 detail={"source": name, "dropped_at": where, "n_volumes": case.n_volumes,
+                         "volume_shape_px": list(case.volume_shape_px), "bytes": case.total_bytes,
+                         "via": "gateway", "client": ctx.client})
+    return {"case_id": case.case_id, "n_volumes": case.n_volumes,
+            "volume_shape_px": list(case.volume_shape_px), "bytes": case.total_bytes, "queued": True}

@@ -10,12 +10,18 @@ and its browsable form at ``/docs``.
 """
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import logging
+import shutil
+import tempfile
+import time
+from pathlib import Path
 from typing import Literal
 
 from fastapi import Depends, FastAPI, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from fastapi.routing import APIRoute
@@ -28,6 +34,7 @@ from api.problems import Problem, install_problem_handlers, problem_response
 from api.ratelimit import Limiter, MemoryLog, RateLimit, client_address
 from api.service_tokens import ServiceTokens
 from api.sessions import password_sign_in
+from api.uploads import UploadLimits
 
 __all__ = ["create_app", "ROUTE_PERMISSIONS", "AUTHENTICATED", "PUBLIC"]
 
@@ -48,6 +55,7 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], str] = {
     ("GET", "/metrics"): "view_dashboards",
     ("GET", "/audit"): "view_audit",
     ("GET", "/users"): "manage_users",
+    ("POST", "/uploads"): "upload_case",
     ("GET", "/service-tokens"): "manage_users",
     ("POST", "/service-tokens"): "manage_users",
     ("DELETE", "/service-tokens/{token_id}"): "manage_users",
@@ -55,8 +63,11 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], str] = {
 
 _FRAMEWORK_PATHS = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
 
-#: Largest request body the gateway reads, bytes (uploads will stream through their own route).
+#: Largest request body the gateway reads, bytes, except uploads (``UploadLimits.max_total_bytes``).
 MAX_BODY_BYTES = 1 << 20
+#: Uploads validated at once; more get 429 (each validation is a worker process of its own budget).
+MAX_CONCURRENT_UPLOADS = 2
+_UPLOAD_CHUNK = 1 << 20
 
 
 class PasswordSignIn(BaseModel):
@@ -81,7 +92,9 @@ def _permission(method: str, path: str) -> dict:
 
 def create_app(*, db, verifier, tokens=None, service_tokens=None, limiter: Limiter | None = None,
                ip_limit: RateLimit = RateLimit(1200), caller_limit: RateLimit = RateLimit(600),
-               trusted_proxies: frozenset[str] = frozenset(), title: str = "aooct gateway") -> FastAPI:
+               trusted_proxies: frozenset[str] = frozenset(), drop: str | None = None, drop_store=None,
+               upload_limits: UploadLimits | None = None, work_root: str | Path | None = None,
+               title: str = "aooct gateway") -> FastAPI:
     """The gateway over ``db`` (:class:`resources.metadata_db.MetadataDB`), accepting the
     bearer tokens ``verifier`` (:class:`api.auth.TokenVerifier`,
     :class:`api.local_tokens.Verifiers`, or anything with ``verify(token) -> Principal``)
@@ -90,7 +103,13 @@ def create_app(*, db, verifier, tokens=None, service_tokens=None, limiter: Limit
     default over ``db``) is where Admins create and revoke them (the verifier checks them).
     ``limiter`` (:class:`api.ratelimit.Limiter`; default in memory) holds each client address
     to ``ip_limit`` and each authenticated caller to ``caller_limit``; ``X-Forwarded-For`` is
-    believed from ``trusted_proxies`` only."""
+    believed from ``trusted_proxies`` only. Uploads (``POST /uploads``) go to the drop folder
+    ``drop`` (or the object store ``drop_store``), staged under ``work_root`` (a private
+    folder), within ``upload_limits``; without a drop the route answers 404."""
+    upload_limits = upload_limits or UploadLimits.from_env()
+    uploads_busy = asyncio.Semaphore(MAX_CONCURRENT_UPLOADS)
+    if work_root is not None:
+        _sweep_stale_uploads(Path(work_root))
     service_tokens = service_tokens if service_tokens is not None else ServiceTokens(db)
     limiter = limiter if limiter is not None else Limiter(MemoryLog())
 
@@ -112,9 +131,10 @@ def create_app(*, db, verifier, tokens=None, service_tokens=None, limiter: Limit
             exc = too_many(wait_s, "address")
             return problem_response(request, exc.status, exc.kind, exc.detail, headers=exc.headers)
         size = request.headers.get("content-length")
-        if size is not None and (not size.isdigit() or int(size) > MAX_BODY_BYTES):
+        budget = upload_limits.max_total_bytes if request.url.path == "/uploads" else MAX_BODY_BYTES
+        if size is not None and (not size.isdigit() or int(size) > budget):
             return problem_response(request, 413, "payload-too-large",
-                                    f"request bodies are limited to {MAX_BODY_BYTES} bytes here")
+                                    f"request bodies are limited to {budget} bytes here")
         if size is None and request.method in ("POST", "PUT", "PATCH"):
             return problem_response(request, 411, "length-required",
                                     "send a Content-Length (chunked request bodies are not read here)")
@@ -215,6 +235,39 @@ def create_app(*, db, verifier, tokens=None, service_tokens=None, limiter: Limit
         """Users and roles (no password hashes)."""
         return appl.list_users(ctx)
 
+    @app.post("/uploads", status_code=201, **_permission("POST", "/uploads"))
+    async def upload(request: Request, ctx: appl.Context = Depends(allowed("POST", "/uploads")),
+                     name: str = Query("upload.zip", max_length=128, description="the zip's file name")) -> dict:
+        """A case zip (``Content-Type: application/zip``, streamed): validated in a limited
+        worker process, then queued for ingest; nothing partial ever reaches the drop."""
+        if drop is None and drop_store is None:
+            raise Problem(404, "uploads-off", "this gateway has no drop location configured")
+        if uploads_busy.locked():
+            raise Problem(429, "uploads-busy", f"{MAX_CONCURRENT_UPLOADS} uploads are being validated; "
+                          "try again shortly", headers={"Retry-After": "30"})
+        async with uploads_busy:
+            root = Path(work_root) if work_root is not None else None
+            if root is not None:
+                root.mkdir(parents=True, exist_ok=True)
+            work = Path(tempfile.mkdtemp(prefix="upload-", dir=root))
+            try:
+                zip_path = work / "upload.zip"
+                declared = int(request.headers["content-length"])
+                received = 0
+                with open(zip_path, "wb") as fh:
+                    async for chunk in request.stream():
+                        received += len(chunk)
+                        if received > declared:
+                            raise Problem(400, "bad-length", "the body is longer than its Content-Length")
+                        fh.write(chunk)
+                if received != declared:
+                    raise Problem(400, "incomplete-upload", f"received {received} of {declared} bytes; "
+                                  "send the upload again")
+                return await run_in_threadpool(appl.ingest_upload, ctx, zip_path, name=name, work_dir=work,
+                                               limits=upload_limits, drop=drop, drop_store=drop_store)
+            finally:
+                await run_in_threadpool(shutil.rmtree, work, True)
+
     @app.get("/service-tokens", **_permission("GET", "/service-tokens"))
     def service_tokens_list(ctx: appl.Context = Depends(allowed("GET", "/service-tokens"))) -> list[dict]:
         """Service tokens: names, scopes, creator, last use, revocation (never the tokens)."""
@@ -234,6 +287,22 @@ def create_app(*, db, verifier, tokens=None, service_tokens=None, limiter: Limit
 
     _check_routes(app)
     return app
+
+
+#: A staging folder untouched this long is left from a gateway that died mid-upload.
+STALE_UPLOAD_S = 3600
+
+
+def _sweep_stale_uploads(root: Path) -> None:
+    if not root.is_dir():
+        return
+    for d in root.glob("upload-*"):
+        try:
+            if time.time() - d.stat().st_mtime > STALE_UPLOAD_S:
+                shutil.rmtree(d)
+                log.info("removed a stale upload staging folder %s", d.name)
+        except FileNotFoundError:
+            continue
 
 
 def _csv(rows: list[dict], filename: str) -> Response:

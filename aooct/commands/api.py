@@ -30,6 +30,7 @@ def register(app: typer.Typer) -> None:
         from api.settings import GatewaySettings
         from resources.config import load_config
         from resources.metadata_db import SqlMetadataDB
+        from resources.object_store import make_object_store
 
         env = dict(os.environ)
         if port is not None:
@@ -51,7 +52,11 @@ def register(app: typer.Typer) -> None:
         app_ = create_app(db=db, verifier=verifier, tokens=tokens if settings.password_sign_in else None,
                           service_tokens=service, limiter=Limiter(counter),
                           ip_limit=RateLimit(settings.rate_ip_per_min), caller_limit=RateLimit(settings.rate_per_min),
-                          trusted_proxies=settings.trusted_proxies)
+                          trusted_proxies=settings.trusted_proxies,
+                          drop=None if cfg.drop.startswith("s3://") else cfg.drop,
+                          drop_store=make_object_store(cfg.drop, **cfg.store_options())
+                          if cfg.drop.startswith("s3://") else None,
+                          work_root=cfg.home / "api" / "uploads")
         sso = f"SSO tokens from {settings.oidc.issuer}" if settings.oidc else "no SSO provider"
         print(f"aooct api: http://{settings.host}:{settings.port} (docs at /docs); "
               f"password sign-in {'on' if settings.password_sign_in else 'off'}, {sso}; Ctrl-C stops", flush=True)

@@ -3,6 +3,9 @@ policy grants and a 403 problem otherwise, every denial is audited, and the answ
 the data of the metadata DB."""
 from __future__ import annotations
 
+import shutil
+import tempfile
+
 import pytest
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
@@ -27,9 +30,11 @@ def gateway():
                               "unit": "cells/mm²", "ci_low": 23923.0, "ci_high": 24794.0}])
     db.record_qc(CASE, [{"check_name": "cone_mosaic", "passed": True, "severity": None, "value": 9.1}])
     verifier = TokenVerifier(OIDCSettings(issuer=ISSUER, audience=AUDIENCE, jwks_url=server.url))
-    app = create_app(db=db, verifier=verifier)
+    drop = tempfile.mkdtemp(prefix="aooct-matrix-drop-")
+    app = create_app(db=db, verifier=verifier, drop=drop)
     yield TestClient(app), app, db, key
     server.close()
+    shutil.rmtree(drop, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

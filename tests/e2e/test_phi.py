@@ -124,8 +124,8 @@ def test_dicom_upload_keeps_no_planted_identifier_anywhere(platform, tmp_path):
     """The review app's upload path: zip → validated in the worker → drop → sensor → job."""
     import zipfile
 
-    from ui.upload import drop_for_ingest
-    from ui.upload_worker import validate_in_worker
+    from api.uploads import drop_for_ingest
+    from api.upload_worker import validate_in_worker
 
     home, res, instance = platform
     case = dicom_case(tmp_path / "incoming", case_id="PHI3")

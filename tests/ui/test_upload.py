@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from aooct_core.io.errors import InputError
-from ui.upload import (UploadLimits, check_zip_members, drop_for_ingest, extract_zip_safely,
+from api.uploads import (UploadLimits, check_zip_members, drop_for_ingest, extract_zip_safely,
                        validate_case_folder)
 
 
@@ -171,7 +171,7 @@ def test_zip_bomb_is_refused_before_extraction(zip_bomb, tmp_path):
     with pytest.raises(InputError, match="zip bomb") as err:
         check_zip_members(zip_bomb)
     assert "1024.0 MB" in str(err.value)
-    from ui.upload_worker import validate_in_worker
+    from api.upload_worker import validate_in_worker
 
     with pytest.raises(InputError, match="zip bomb"):
         validate_in_worker(zip_bomb, kind="zip", work_dir=tmp_path / "w")
@@ -201,7 +201,7 @@ def test_tiff_bomb_is_validated_in_the_worker_not_in_this_process(tmp_path):
     """0.5-2 MB declaring 4 x 20000 x 20000 px: refused within a 1 GB budget, this process stays small."""
     import resource
 
-    from ui.upload_worker import validate_in_worker
+    from api.upload_worker import validate_in_worker
 
     folder = _tiff_case(tmp_path / "src", (4, 20000, 20000))
     assert (folder / "vol_00.tif").stat().st_size < 4 * 1024**2
@@ -222,7 +222,7 @@ def test_tiff_bomb_is_validated_in_the_worker_not_in_this_process(tmp_path):
 
 def test_worker_memory_budget_gives_a_clear_error(tmp_path):
     """A plausible volume (4 x 4096 x 4096, 256 MB as float32) against a 256 MB budget, then the default."""
-    from ui.upload_worker import ValidationBudgetError, validate_in_worker
+    from api.upload_worker import ValidationBudgetError, validate_in_worker
 
     folder = _tiff_case(tmp_path / "src", (4, 4096, 4096))
     with pytest.raises(ValidationBudgetError) as err:
@@ -235,7 +235,7 @@ def test_worker_memory_budget_gives_a_clear_error(tmp_path):
 
 
 def test_worker_time_budget_and_valid_zip_through_the_worker(tmp_path):
-    from ui.upload_worker import ValidationBudgetError, validate_in_worker
+    from api.upload_worker import ValidationBudgetError, validate_in_worker
 
     z = _zip(tmp_path / "c.zip", _case_folder(tmp_path / "src"))
     with pytest.raises(ValidationBudgetError, match="0 s time budget|time budget"):

@@ -11,8 +11,8 @@ import streamlit as st
 from aooct_core.io.errors import InputError
 from ui import data
 from ui.auth import audit, authorize, require_page
-from ui.upload import UploadLimits, drop_for_ingest
-from ui.upload_worker import validate_in_worker
+from api.uploads import UploadLimits, drop_for_ingest
+from api.upload_worker import validate_in_worker
 
 user = require_page("upload")
 st.title("Upload a case")

@@ -9,7 +9,7 @@ and only a fully valid case is copied to the drop location — into a temporary
 name first and renamed (or, on S3, with ``case.json`` written last), so the
 ingest sensor never sees half a case. The upload page runs the extraction and
 validation in a separate process with memory, CPU and time limits
-(:mod:`ui.upload_worker`), never in the serving process.
+(:mod:`api.upload_worker`), never in the serving process.
 """
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ class UploadLimits:
     Sizes are bytes. ``max_ratio`` is the largest uncompressed/compressed size of a zip
     member of at least ``ratio_floor_bytes`` (image data compresses a few-fold; a bomb of
     zeros a thousand-fold). ``worker_*`` bound the validating process
-    (:mod:`ui.upload_worker`): address space, CPU seconds and wall-clock seconds.
+    (:mod:`api.upload_worker`): address space, CPU seconds and wall-clock seconds.
     """
 
     max_file_bytes: int = 2 * 1024**3

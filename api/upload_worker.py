@@ -3,8 +3,8 @@
 A few hundred kilobytes can declare gigabytes: a deflate TIFF of zeros with huge
 dimensions, a zip of one zero-filled file. Decoding such a file inside the Streamlit
 process would take the app down for every user, so :func:`validate_in_worker` runs
-:func:`ui.upload.extract_zip_safely` and :func:`ui.upload.validate_case_folder` in
-``python -m ui.upload_worker``, which limits itself before importing any reader:
+:func:`api.uploads.extract_zip_safely` and :func:`api.uploads.validate_case_folder` in
+``python -m api.upload_worker``, which limits itself before importing any reader:
 
 * address space (``RLIMIT_AS``) to ``limits.worker_memory_bytes`` — an allocation over it
   raises ``MemoryError`` in the child, which reports it;
@@ -62,12 +62,12 @@ def validate_in_worker(source: str | Path, *, kind: str, work_dir: str | Path, l
         The uploaded zip, or the case folder (``kind="folder"``).
     work_dir : path
         A private temporary folder; a zip is extracted under ``work_dir/x``.
-    limits : ui.upload.UploadLimits, optional
+    limits : api.uploads.UploadLimits, optional
         Sizes and the worker's budgets (default: from the environment).
 
     Returns
     -------
-    ui.upload.ValidatedCase
+    api.uploads.ValidatedCase
 
     Raises
     ------
@@ -78,7 +78,7 @@ def validate_in_worker(source: str | Path, *, kind: str, work_dir: str | Path, l
     RuntimeError
         The validator itself failed (a bug, not the upload): its stderr is in the message.
     """
-    from ui.upload import UploadLimits, ValidatedCase
+    from api.uploads import UploadLimits, ValidatedCase
 
     limits = limits or UploadLimits.from_env()
     if kind not in ("zip", "folder"):
@@ -95,7 +95,7 @@ def validate_in_worker(source: str | Path, *, kind: str, work_dir: str | Path, l
            "MKL_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(
                [str(_REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
     try:
-        proc = subprocess.run([sys.executable, "-m", "ui.upload_worker"], input=json.dumps(request),
+        proc = subprocess.run([sys.executable, "-m", "api.upload_worker"], input=json.dumps(request),
                               capture_output=True, text=True, env=env, cwd=work_dir,
                               timeout=limits.worker_wall_s)
     except subprocess.TimeoutExpired:  # subprocess.run has killed it
@@ -143,7 +143,7 @@ def main() -> int:
     request = json.loads(sys.stdin.read())
     _limit_self(request["limits"])  # first: the budget covers everything the readers do
     result, progress = Path(request["result"]), Path(request["progress"])
-    from ui.upload import UploadLimits, extract_zip_safely, validate_case_folder
+    from api.uploads import UploadLimits, extract_zip_safely, validate_case_folder
 
     limits = UploadLimits(**request["limits"])
     source = Path(request["source"])
