@@ -17,7 +17,7 @@ from api.problems import Problem
 
 __all__ = ["Context", "MAX_PAGE", "authorize", "list_cases", "get_case", "case_metrics",
            "cohort_metrics", "audit_log", "list_users", "whoami", "list_service_tokens",
-           "create_service_token", "revoke_service_token", "ingest_upload"]
+           "create_service_token", "revoke_service_token", "ingest_upload", "require_case"]
 
 #: Largest page of a listing (cases, audit entries, metrics rows).
 MAX_PAGE = 500
@@ -71,6 +71,12 @@ def list_cases(ctx: Context, *, status: str | None = None, eye: str | None = Non
     except ValueError as exc:       # an unknown status / QC level, named by the DB layer
         raise Problem(400, "bad-filter", str(exc)) from exc
     return {"items": items, "total": total, "limit": limit, "offset": offset}
+
+
+def require_case(ctx: Context, case_id: str) -> dict:
+    """The case record when the caller may view it (403) and it exists (404)."""
+    authorize(ctx, "view_case", case_id=case_id)
+    return _case_or_404(ctx, case_id)
 
 
 def _case_or_404(ctx: Context, case_id: str) -> dict:

@@ -28,6 +28,7 @@ from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api import application as appl
+from api import artifacts as art
 from api.auth import AuthError, ProviderUnavailable
 from api.policy import PERMISSIONS
 from api.problems import Problem, install_problem_handlers, problem_response
@@ -56,6 +57,9 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], str] = {
     ("GET", "/audit"): "view_audit",
     ("GET", "/users"): "manage_users",
     ("POST", "/uploads"): "upload_case",
+    ("GET", "/cases/{case_id}/artifacts"): "view_case",
+    ("GET", "/cases/{case_id}/slabs/{slab}"): "view_case",
+    ("GET", "/cases/{case_id}/report"): "view_case",
     ("GET", "/service-tokens"): "manage_users",
     ("POST", "/service-tokens"): "manage_users",
     ("DELETE", "/service-tokens/{token_id}"): "manage_users",
@@ -94,7 +98,7 @@ def create_app(*, db, verifier, tokens=None, service_tokens=None, limiter: Limit
                ip_limit: RateLimit = RateLimit(1200), caller_limit: RateLimit = RateLimit(600),
                trusted_proxies: frozenset[str] = frozenset(), drop: str | None = None, drop_store=None,
                upload_limits: UploadLimits | None = None, work_root: str | Path | None = None,
-               title: str = "aooct gateway") -> FastAPI:
+               store=None, title: str = "aooct gateway") -> FastAPI:
     """The gateway over ``db`` (:class:`resources.metadata_db.MetadataDB`), accepting the
     bearer tokens ``verifier`` (:class:`api.auth.TokenVerifier`,
     :class:`api.local_tokens.Verifiers`, or anything with ``verify(token) -> Principal``)
@@ -105,7 +109,8 @@ def create_app(*, db, verifier, tokens=None, service_tokens=None, limiter: Limit
     to ``ip_limit`` and each authenticated caller to ``caller_limit``; ``X-Forwarded-For`` is
     believed from ``trusted_proxies`` only. Uploads (``POST /uploads``) go to the drop folder
     ``drop`` (or the object store ``drop_store``), staged under ``work_root`` (a private
-    folder), within ``upload_limits``; without a drop the route answers 404."""
+    folder), within ``upload_limits``; without a drop the route answers 404. ``store``
+    (:class:`resources.object_store.ObjectStore`) holds the artifacts the artifact routes serve."""
     upload_limits = upload_limits or UploadLimits.from_env()
     uploads_busy = asyncio.Semaphore(MAX_CONCURRENT_UPLOADS)
     if work_root is not None:
@@ -267,6 +272,44 @@ def create_app(*, db, verifier, tokens=None, service_tokens=None, limiter: Limit
                                                limits=upload_limits, drop=drop, drop_store=drop_store)
             finally:
                 await run_in_threadpool(shutil.rmtree, work, True)
+
+    def artifact(call, *args, **kwargs):
+        if store is None:
+            raise Problem(404, "artifacts-off", "this gateway has no object store configured")
+        try:
+            return call(store, *args, **kwargs)
+        except art.ArtifactMissing as exc:
+            raise Problem(404, "not-found", str(exc)) from exc
+        except art.ArtifactTooLarge as exc:
+            raise Problem(413, "artifact-too-large", str(exc)) from exc
+        except ValueError as exc:
+            raise Problem(400, "bad-artifact-request", str(exc)) from exc
+
+    @app.get("/cases/{case_id}/artifacts", **_permission("GET", "/cases/{case_id}/artifacts"))
+    def artifacts(case_id: str, ctx: appl.Context = Depends(allowed("GET", "/cases/{case_id}/artifacts"))):
+        """The case's stored artifacts: kind, name, key and size."""
+        appl.require_case(ctx, case_id)             # 404 for an unknown case, as everywhere
+        return artifact(art.list_artifacts, case_id)
+
+    @app.get("/cases/{case_id}/slabs/{slab}", **_permission("GET", "/cases/{case_id}/slabs/{slab}"))
+    def slab(case_id: str, slab: str, ctx: appl.Context = Depends(allowed("GET", "/cases/{case_id}/slabs/{slab}")),
+             format: Literal["png", "npy"] = "png", row: int = Query(0, ge=0), col: int = Query(0, ge=0),
+             size: int = Query(512, ge=1, le=art.MAX_TILE_PX)):
+        """An en face slab: a PNG tile (``row``, ``col``, ``size``) or the whole array as ``.npy``."""
+        appl.require_case(ctx, case_id)
+        if format == "npy":
+            return Response(artifact(art.slab_npy, case_id, slab), media_type="application/octet-stream",
+                            headers={"Content-Disposition": f'attachment; filename="{case_id}-{slab}.npy"'})
+        return Response(artifact(art.slab_png_tile, case_id, slab, row=row, col=col, size_px=size),
+                        media_type="image/png")
+
+    @app.get("/cases/{case_id}/report", **_permission("GET", "/cases/{case_id}/report"))
+    def report(case_id: str, ctx: appl.Context = Depends(allowed("GET", "/cases/{case_id}/report"))):
+        """The case report (HTML, as a download: it is never rendered in the gateway's origin)."""
+        appl.require_case(ctx, case_id)
+        return Response(artifact(art.report_html, case_id), media_type="text/html",
+                        headers={"Content-Disposition": f'attachment; filename="{case_id}-report.html"',
+                                 "Content-Security-Policy": "sandbox", "X-Content-Type-Options": "nosniff"})
 
     @app.get("/service-tokens", **_permission("GET", "/service-tokens"))
     def service_tokens_list(ctx: appl.Context = Depends(allowed("GET", "/service-tokens"))) -> list[dict]:

@@ -3,7 +3,8 @@
 Starts ``aooct api`` as a real server process on a loopback port over a fresh SQLite metadata
 DB holding ``--cases`` cases with 12 metrics each, signs in one user per client, and has
 ``--clients`` threads (one keep-alive HTTP connection each) call ``GET /cases?limit=50`` and
-``GET /cases/{id}/metrics`` ``--requests`` times each. Prints p50 / p99 per route, requests per
+``GET /cases/{id}/metrics`` and a 512×512 PNG tile of a 1024×1024 en face slab
+(``GET /cases/{id}/slabs/isos_cost?size=512``) ``--requests`` times each. Prints p50 / p99 per route, requests per
 second and the machine's load. Then, with ``AOOCT_API_RATE_PER_MIN`` = 100, one caller sends
 300 requests as fast as it can: at most 100 may pass.
 
@@ -12,6 +13,7 @@ second and the machine's load. Then, with ``AOOCT_API_RATE_PER_MIN`` = 100, one 
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import socket
 import statistics
@@ -23,12 +25,14 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from api.sessions import hash_password  # noqa: E402
 from resources.config import load_config  # noqa: E402
 from resources.metadata_db import SqlMetadataDB  # noqa: E402
+from resources.object_store import make_object_store  # noqa: E402
 
 
 def _free_port() -> int:
@@ -57,7 +61,14 @@ def _serve(home: Path, extra_env: dict) -> tuple[subprocess.Popen, str]:
 
 
 def _populate(home: Path, n_cases: int, n_users: int) -> None:
-    db = SqlMetadataDB(load_config({"AOOCT_HOME": str(home)}).db_url)
+    cfg = load_config({"AOOCT_HOME": str(home)})
+    db = SqlMetadataDB(cfg.db_url)
+    store = make_object_store(cfg.object_store, **cfg.store_options())
+    rng = np.random.default_rng(0)
+    for i in range(10):
+        buf = io.BytesIO()
+        np.save(buf, rng.random((1024, 1024), dtype=np.float32))
+        store.put_bytes(f"cases/CASE-{i:05d}/enface/isos_cost.npy", buf.getvalue())
     pw = hash_password("bench-pw-1", rounds=4)
     for i in range(n_users):
         db.create_user(f"user{i}", name=f"User {i}", email=f"user{i}@lab.example", password_hash=pw,
@@ -88,7 +99,7 @@ def main(argv=None) -> int:
         proc, base = _serve(home, {"AOOCT_API_RATE_PER_MIN": "100000", "AOOCT_API_RATE_IP_PER_MIN": "100000"})
         try:
             tokens = [_token(base, f"user{i}") for i in range(args.clients)]
-            times = {"GET /cases?limit=50": [], "GET /cases/{id}/metrics": []}
+            times = {"GET /cases?limit=50": [], "GET /cases/{id}/metrics": [], "GET slab tile 512x512 PNG": []}
             errors = []
             lock = threading.Lock()
             start = threading.Barrier(args.clients)
@@ -97,8 +108,11 @@ def main(argv=None) -> int:
                 with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {tokens[i]}"}, timeout=60) as c:
                     start.wait()
                     for k in range(args.requests):
-                        for route, path in (("GET /cases?limit=50", f"/cases?limit=50&offset={(k * 50) % args.cases}"),
-                                            ("GET /cases/{id}/metrics", f"/cases/CASE-{(i * 7 + k) % args.cases:05d}/metrics")):
+                        routes = (("GET /cases?limit=50", f"/cases?limit=50&offset={(k * 50) % args.cases}"),
+                                  ("GET /cases/{id}/metrics", f"/cases/CASE-{(i * 7 + k) % args.cases:05d}/metrics"),
+                                  ("GET slab tile 512x512 PNG",
+                                   f"/cases/CASE-{(i + k) % 10:05d}/slabs/isos_cost?size=512&row={256 * (k % 3)}"))
+                        for route, path in routes:
                             t0 = time.perf_counter()
                             r = c.get(path)
                             dt = time.perf_counter() - t0
@@ -116,7 +130,7 @@ def main(argv=None) -> int:
                 t.join()
             wall = time.perf_counter() - t0
             n = sum(len(v) for v in times.values())
-            print(f"{args.clients} clients x {args.requests} requests x 2 routes, {args.cases} cases; "
+            print(f"{args.clients} clients x {args.requests} requests x {len(times)} routes, {args.cases} cases; "
                   f"{n / wall:.0f} requests/s over {wall:.1f} s; non-200: {len(errors)}; "
                   f"load average {load0:.2f} at start, {os.getloadavg()[0]:.2f} at end (2 cores, client and "
                   "server on the same machine)")

@@ -37,6 +37,8 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
+from aooct_core.artifact_keys import ARTIFACT_KINDS, case_prefix, classify
+
 __all__ = [
     "UIConfig",
     "ui_config",
@@ -163,15 +165,6 @@ class CaseArtifacts:
     report: str | None = None
 
 
-_ARTIFACT_PATTERNS = [
-    ("enface", re.compile(r"^enface/(?P<name>[\w-]+)\.npy$")),
-    ("points", re.compile(r"^masks/(?P<name>cones|rpe)/points_rc\.npy$")),
-    ("masks", re.compile(r"^masks/(?P<name>capillaries|nfl)/mask\.npy$")),
-    ("uncertainty", re.compile(r"^masks/(?P<name>[\w-]+)/(heatmap_var|probability_var)\.npy$")),
-    ("surfaces", re.compile(r"^corrected/surfaces/(?P<name>[\w-]+)\.npy$")),
-]
-
-
 @st.cache_data(show_spinner=False, ttl=30, max_entries=256)
 def _case_keys(store_url: str, prefix: str) -> list[str]:
     # Short TTL: artifacts appear while the pipeline runs, but one listing per rerun
@@ -181,19 +174,20 @@ def _case_keys(store_url: str, prefix: str) -> list[str]:
 
 def case_artifacts(case_id: str) -> CaseArtifacts:
     """List the artifacts of a case in the object store (one listing, cached 30 s)."""
-    prefix = f"cases/{case_id}/"
-    found: dict[str, dict[str, str]] = {kind: {} for kind, _ in _ARTIFACT_PATTERNS}
+    prefix = case_prefix(case_id) + "/"
+    found: dict[str, dict[str, str]] = {kind: {} for kind, _ in ARTIFACT_KINDS}
     volume = report = None
     for key in _case_keys(ui_config().object_store, prefix):
-        rel = key[len(prefix):]
-        for kind, pattern in _ARTIFACT_PATTERNS:
-            m = pattern.match(rel)
-            if m:
-                found[kind][m.group("name")] = key
-        if rel == "corrected/volume.npy":
+        hit = classify(key[len(prefix):])
+        if hit is None:
+            continue
+        kind, name = hit
+        if kind == "volume":
             volume = key
-        elif rel == "report/report.html":
+        elif kind == "report":
             report = key
+        else:
+            found[kind][name] = key
     return CaseArtifacts(case_id, volume=volume, report=report, **found)
 
 

@@ -91,8 +91,7 @@ def registry_of(context):
     return None if res is None else unwrap(res)
 
 
-def case_prefix(case_id: str) -> str:
-    return f"cases/{case_id}"
+from aooct_core.artifact_keys import case_prefix  # noqa: E402,F401  (the layout's one statement; re-exported)
 
 
 def npy_bytes(array: np.ndarray) -> bytes:

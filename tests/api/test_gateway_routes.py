@@ -3,9 +3,11 @@ policy grants and a 403 problem otherwise, every denial is audited, and the answ
 the data of the metadata DB."""
 from __future__ import annotations
 
+import io
 import shutil
 import tempfile
 
+import numpy as np
 import pytest
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
@@ -15,6 +17,7 @@ from api.gateway import AUTHENTICATED, PUBLIC, ROUTE_PERMISSIONS, create_app
 from api.policy import ROLES, has_permission
 from jwks_server import AUDIENCE, ISSUER, JWKSServer, SigningKey  # tests/api
 from resources.metadata_db import make_test_metadata_db
+from resources.object_store import InMemoryObjectStore
 
 CASE = "CASE-0001"
 
@@ -31,7 +34,13 @@ def gateway():
     db.record_qc(CASE, [{"check_name": "cone_mosaic", "passed": True, "severity": None, "value": 9.1}])
     verifier = TokenVerifier(OIDCSettings(issuer=ISSUER, audience=AUDIENCE, jwks_url=server.url))
     drop = tempfile.mkdtemp(prefix="aooct-matrix-drop-")
-    app = create_app(db=db, verifier=verifier, drop=drop)
+    store = InMemoryObjectStore()
+    buf = io.BytesIO()
+    np.save(buf, np.arange(600 * 700, dtype=np.float32).reshape(600, 700))
+    store.put_bytes(f"cases/{CASE}/enface/isos_cost.npy", buf.getvalue())
+    store.put_bytes(f"cases/{CASE}/report/report.html", b"<html><body>report</body></html>")
+    store.put_bytes(f"cases/{CASE}/masks/cones/points_rc.npy", buf.getvalue())
+    app = create_app(db=db, verifier=verifier, drop=drop, store=store)
     yield TestClient(app), app, db, key
     server.close()
     shutil.rmtree(drop, ignore_errors=True)
@@ -46,7 +55,7 @@ def verifier_and_key():
 
 
 def _concrete(path: str) -> str:
-    return path.replace("{case_id}", CASE).replace("{token_id}", "999999")
+    return path.replace("{case_id}", CASE).replace("{token_id}", "999999").replace("{slab}", "isos_cost")
 
 
 def _routes(app):
@@ -141,3 +150,25 @@ def test_cohort_metrics_are_paged_in_the_db(gateway):
     page = client.get("/metrics", headers=h, params={"limit": 2, "offset": 1}).json()
     assert page["total"] == 6 and len(page["items"]) == 2
     assert [r["metric"] for r in page["items"]] == ["m0", "m1"]      # CASE-0001's one row comes first
+
+
+def test_artifacts_are_listed_and_slabs_served_as_tiles_and_arrays(gateway):
+    client, _, _, key = gateway
+    h = {"Authorization": f"Bearer {key.token(roles=['Researcher'])}"}
+    listed = client.get(f"/cases/{CASE}/artifacts", headers=h).json()
+    assert {(a["kind"], a["name"]) for a in listed} == {("enface", "isos_cost"), ("report", "report"),
+                                                        ("points", "cones")}
+    from PIL import Image
+
+    tile = client.get(f"/cases/{CASE}/slabs/isos_cost", headers=h, params={"row": 100, "col": 600, "size": 512})
+    assert tile.headers["content-type"] == "image/png"
+    assert Image.open(io.BytesIO(tile.content)).size == (100, 500)       # clipped at the slab's edges
+    whole = client.get(f"/cases/{CASE}/slabs/isos_cost", headers=h, params={"format": "npy"})
+    assert np.load(io.BytesIO(whole.content)).shape == (600, 700)
+    assert client.get(f"/cases/{CASE}/slabs/nope", headers=h).status_code == 404
+    assert client.get(f"/cases/{CASE}/slabs/..%2Fsecret", headers=h).status_code in (400, 404)
+    outside = client.get(f"/cases/{CASE}/slabs/isos_cost", headers=h, params={"row": 900})
+    assert outside.status_code == 400 and "outside" in outside.json()["detail"]
+    rep = client.get(f"/cases/{CASE}/report", headers=h)
+    assert rep.headers["content-security-policy"] == "sandbox" and "attachment" in rep.headers["content-disposition"]
+    assert client.get("/cases/NOPE/artifacts", headers=h).status_code == 404
