@@ -17,7 +17,8 @@ from api.problems import Problem
 
 __all__ = ["Context", "MAX_PAGE", "authorize", "list_cases", "get_case", "case_metrics",
            "cohort_metrics", "audit_log", "list_users", "whoami", "list_service_tokens",
-           "create_service_token", "revoke_service_token", "ingest_upload", "require_case"]
+           "create_service_token", "revoke_service_token", "ingest_upload", "require_case",
+           "list_reviews", "add_review", "list_labels", "add_label"]
 
 #: Largest page of a listing (cases, audit entries, metrics rows).
 MAX_PAGE = 500
@@ -186,3 +187,37 @@ def ingest_upload(ctx: Context, zip_path: Path, *, name: str, work_dir: Path, li
                          "via": "gateway", "client": ctx.client})
     return {"case_id": case.case_id, "n_volumes": case.n_volumes,
             "volume_shape_px": list(case.volume_shape_px), "bytes": case.total_bytes, "queued": True}
+
+
+def list_reviews(ctx: Context, case_id: str) -> list[dict]:
+    """The case's review decisions, oldest first."""
+    require_case(ctx, case_id)
+    return ctx.db.get_reviews(case_id)
+
+
+def add_review(ctx: Context, case_id: str, *, decision: str, comment: str) -> dict:
+    """Approve or reject a case (its status follows); audited."""
+    authorize(ctx, "review_case", case_id=case_id)
+    _case_or_404(ctx, case_id)
+    review_id = ctx.db.add_review(case_id, ctx.principal.subject, decision, comment)
+    ctx.db.set_case_status(case_id, "approved" if decision == "approve" else "rejected")
+    ctx.db.audit(ctx.principal.subject, "review", case_id=case_id,
+                 detail={"decision": decision, "review_id": review_id, "via": "gateway", "client": ctx.client})
+    return {"id": review_id, "case_id": case_id, "decision": decision}
+
+
+def list_labels(ctx: Context, case_id: str, *, structure: str | None = None, annotator: str | None = None,
+                latest_only: bool = False) -> list[dict]:
+    """Label versions of a case (every annotator's, each version kept)."""
+    require_case(ctx, case_id)
+    return ctx.db.get_labels(case_id, structure=structure, annotator=annotator, latest_only=latest_only)
+
+
+def add_label(ctx: Context, case_id: str, *, structure: str, payload: dict) -> dict:
+    """A new label version of the caller's (never overwriting one); audited."""
+    authorize(ctx, "label", case_id=case_id)
+    _case_or_404(ctx, case_id)
+    version = ctx.db.add_label(case_id, structure, ctx.principal.subject, payload)
+    ctx.db.audit(ctx.principal.subject, "save_label", case_id=case_id,
+                 detail={"structure": structure, "version": version, "via": "gateway", "client": ctx.client})
+    return {"case_id": case_id, "structure": structure, "annotator": ctx.principal.subject, "version": version}

@@ -60,6 +60,10 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], str] = {
     ("GET", "/cases/{case_id}/artifacts"): "view_case",
     ("GET", "/cases/{case_id}/slabs/{slab}"): "view_case",
     ("GET", "/cases/{case_id}/report"): "view_case",
+    ("GET", "/cases/{case_id}/reviews"): "view_case",
+    ("POST", "/cases/{case_id}/reviews"): "review_case",
+    ("GET", "/cases/{case_id}/labels"): "view_case",
+    ("POST", "/cases/{case_id}/labels"): "label",
     ("GET", "/service-tokens"): "manage_users",
     ("POST", "/service-tokens"): "manage_users",
     ("DELETE", "/service-tokens/{token_id}"): "manage_users",
@@ -83,6 +87,29 @@ class NewServiceToken(BaseModel):
     name: str = Field(min_length=1, max_length=64, description="what the token is for, e.g. 'OCT-2 scanner'")
     scopes: list[str] = Field(min_length=1, max_length=len(PERMISSIONS),
                               description="permission names, e.g. ['upload_case']")
+
+
+class NewReview(BaseModel):
+    decision: Literal["approve", "reject"]
+    comment: str = Field("", max_length=4000)
+
+
+class PointLabels(BaseModel):
+    kind: Literal["points"]
+    points_rc: list[tuple[float, float]] = Field(max_length=200_000, description="(row, col) px in the slab")
+    source: str = Field("", max_length=256)
+
+
+class MaskLabels(BaseModel):
+    kind: Literal["mask"]
+    shape: tuple[int, int]
+    rle: list[int] = Field(max_length=2_000_000, description="run lengths, as the review app writes them")
+    source: str = Field("", max_length=256)
+
+
+class NewLabels(BaseModel):
+    structure: Literal["cones", "rpe", "capillaries", "nfl"]
+    payload: PointLabels | MaskLabels = Field(discriminator="kind")
 
 
 CaseStatus = Literal["new", "ingested", "processing", "processed", "failed", "qc_failed", "approved",
@@ -311,6 +338,34 @@ def create_app(*, db, verifier, tokens=None, service_tokens=None, limiter: Limit
                         headers={"Content-Disposition": f'attachment; filename="{case_id}-report.html"',
                                  "Content-Security-Policy": "sandbox", "X-Content-Type-Options": "nosniff"})
 
+    @app.get("/cases/{case_id}/reviews", **_permission("GET", "/cases/{case_id}/reviews"))
+    def reviews(case_id: str, ctx: appl.Context = Depends(allowed("GET", "/cases/{case_id}/reviews"))):
+        """The case's review decisions."""
+        return appl.list_reviews(ctx, case_id)
+
+    @app.post("/cases/{case_id}/reviews", status_code=201, **_permission("POST", "/cases/{case_id}/reviews"))
+    def review(case_id: str, body: NewReview,
+               ctx: appl.Context = Depends(allowed("POST", "/cases/{case_id}/reviews"))) -> dict:
+        """Approve or reject the case."""
+        return appl.add_review(ctx, case_id, decision=body.decision, comment=body.comment)
+
+    @app.get("/cases/{case_id}/labels", **_permission("GET", "/cases/{case_id}/labels"))
+    def labels(case_id: str, ctx: appl.Context = Depends(allowed("GET", "/cases/{case_id}/labels")),
+               structure: Literal["cones", "rpe", "capillaries", "nfl"] | None = None,
+               annotator: str | None = Query(None, max_length=128), latest_only: bool = False):
+        """Label versions of the case (every version of every annotator unless ``latest_only``)."""
+        return appl.list_labels(ctx, case_id, structure=structure, annotator=annotator, latest_only=latest_only)
+
+    @app.post("/cases/{case_id}/labels", status_code=201, **_permission("POST", "/cases/{case_id}/labels"))
+    def label(case_id: str, body: NewLabels,
+              ctx: appl.Context = Depends(allowed("POST", "/cases/{case_id}/labels"))) -> dict:
+        """Save a new label version (points for cones / RPE, a run-length mask for vessels)."""
+        if isinstance(body.payload, MaskLabels):
+            problem = _rle_problem(body.payload.rle, body.payload.shape)
+            if problem:
+                raise Problem(422, "bad-labels", problem)
+        return appl.add_label(ctx, case_id, structure=body.structure, payload=body.payload.model_dump())
+
     @app.get("/service-tokens", **_permission("GET", "/service-tokens"))
     def service_tokens_list(ctx: appl.Context = Depends(allowed("GET", "/service-tokens"))) -> list[dict]:
         """Service tokens: names, scopes, creator, last use, revocation (never the tokens)."""
@@ -330,6 +385,21 @@ def create_app(*, db, verifier, tokens=None, service_tokens=None, limiter: Limit
 
     _check_routes(app)
     return app
+
+
+def _rle_problem(rle: list[int], shape: tuple[int, int]) -> str:
+    """Why ``rle`` (``[start, length, ...]`` of true pixels, row-major, as the review app
+    writes it) is not a mask of ``shape``; empty when it is."""
+    if not (1 <= shape[0] <= 16384 and 1 <= shape[1] <= 16384):
+        return f"mask shape must be two sizes in [1, 16384]; got {list(shape)}"
+    if len(rle) % 2:
+        return "rle must be [start, length, ...] pairs"
+    end = -1
+    for start, length in zip(rle[0::2], rle[1::2]):
+        if start <= end or length < 1 or start + length > shape[0] * shape[1]:
+            return "rle runs must be increasing, non-overlapping, of length >= 1 and inside the mask"
+        end = start + length - 1
+    return ""
 
 
 #: A staging folder untouched this long is left from a gateway that died mid-upload.

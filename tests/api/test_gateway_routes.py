@@ -172,3 +172,25 @@ def test_artifacts_are_listed_and_slabs_served_as_tiles_and_arrays(gateway):
     rep = client.get(f"/cases/{CASE}/report", headers=h)
     assert rep.headers["content-security-policy"] == "sandbox" and "attachment" in rep.headers["content-disposition"]
     assert client.get("/cases/NOPE/artifacts", headers=h).status_code == 404
+
+
+def test_reviews_and_label_versions(gateway):
+    client, _, db, key = gateway
+    researcher = {"Authorization": f"Bearer {key.token(roles=['Researcher'], email='res@lab.example')}"}
+    labeler = {"Authorization": f"Bearer {key.token(roles=['Labeler'], email='lab@lab.example')}"}
+    r = client.post("/cases/CASE-0002/reviews", headers=researcher, json={"decision": "reject", "comment": "blink"})
+    assert r.status_code == 201 and db.get_case("CASE-0002")["status"] == "rejected"
+    assert client.get("/cases/CASE-0002/reviews", headers=labeler).json()[0]["decision"] == "reject"
+    assert client.post("/cases/CASE-0002/reviews", headers=labeler, json={"decision": "approve"}).status_code == 403
+    pts = {"structure": "cones", "payload": {"kind": "points", "points_rc": [[1.5, 2.0], [3, 4]]}}
+    v1 = client.post("/cases/CASE-0002/labels", headers=labeler, json=pts).json()
+    v2 = client.post("/cases/CASE-0002/labels", headers=labeler, json=pts).json()
+    assert (v1["version"], v2["version"]) == (1, 2)
+    mask = {"structure": "capillaries", "payload": {"kind": "mask", "shape": [4, 4], "rle": [0, 3, 5, 2]}}
+    assert client.post("/cases/CASE-0002/labels", headers=labeler, json=mask).status_code == 201
+    bad = {"structure": "capillaries", "payload": {"kind": "mask", "shape": [4, 4], "rle": [0, 20]}}
+    assert client.post("/cases/CASE-0002/labels", headers=labeler, json=bad).status_code == 422
+    latest = client.get("/cases/CASE-0002/labels", headers=researcher, params={"latest_only": True}).json()
+    assert sorted((x["structure"], x["version"]) for x in latest) == [("capillaries", 1), ("cones", 2)]
+    assert client.post("/cases/CASE-0002/labels", headers=researcher, json=pts).status_code == 403
+    assert {"review", "save_label"} <= {row["action"] for row in db.list_audit(limit=500)}
