@@ -18,7 +18,7 @@ from api.problems import Problem
 __all__ = ["Context", "MAX_PAGE", "authorize", "list_cases", "get_case", "case_metrics",
            "cohort_metrics", "audit_log", "list_users", "whoami", "list_service_tokens",
            "create_service_token", "revoke_service_token", "ingest_upload", "require_case",
-           "list_reviews", "add_review", "list_labels", "add_label"]
+           "list_reviews", "add_review", "list_labels", "add_label", "launch_run", "run_status"]
 
 #: Largest page of a listing (cases, audit entries, metrics rows).
 MAX_PAGE = 500
@@ -221,3 +221,36 @@ def add_label(ctx: Context, case_id: str, *, structure: str, payload: dict) -> d
     ctx.db.audit(ctx.principal.subject, "save_label", case_id=case_id,
                  detail={"structure": structure, "version": version, "via": "gateway", "client": ctx.client})
     return {"case_id": case_id, "structure": structure, "annotator": ctx.principal.subject, "version": version}
+
+
+def launch_run(ctx: Context, runs, case_id: str, *, idempotency_key: str) -> dict:
+    """Start the case's pipeline run through the orchestrator, once per idempotency key; audited."""
+    from api.runs import IdempotencyConflict, OrchestratorError
+
+    authorize(ctx, "run_case", case_id=case_id)
+    _case_or_404(ctx, case_id)
+    try:
+        run = runs.launch(case_id, tag_key=runs.key_for(ctx.principal.subject, idempotency_key))
+    except IdempotencyConflict as exc:
+        raise Problem(409, "idempotency-conflict", str(exc)) from exc
+    except OrchestratorError as exc:
+        raise Problem(502, "orchestrator-error", str(exc)) from exc
+    if run["created"]:
+        ctx.db.audit(ctx.principal.subject, "launch_run", case_id=case_id,
+                     detail={"run_id": run["run_id"], "via": "gateway", "client": ctx.client})
+    return {**run, "case_id": case_id}
+
+
+def run_status(ctx: Context, runs, run_id: str) -> dict:
+    """A run's status and step events from the orchestrator (the case's view permission)."""
+    from api.runs import OrchestratorError
+
+    try:
+        run = runs.status(run_id)
+    except OrchestratorError as exc:
+        raise Problem(502, "orchestrator-error", str(exc)) from exc
+    if run is None or not run.get("case_id"):
+        authorize(ctx, "view_cases")
+        raise Problem(404, "not-found", f"the orchestrator has no case run {run_id!r}")
+    authorize(ctx, "view_case", case_id=run["case_id"])
+    return run

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Literal
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
@@ -64,6 +64,8 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], str] = {
     ("POST", "/cases/{case_id}/reviews"): "review_case",
     ("GET", "/cases/{case_id}/labels"): "view_case",
     ("POST", "/cases/{case_id}/labels"): "label",
+    ("POST", "/cases/{case_id}/runs"): "run_case",
+    ("GET", "/runs/{run_id}"): AUTHENTICATED,      # the case's view_case, once the run names its case
     ("GET", "/service-tokens"): "manage_users",
     ("POST", "/service-tokens"): "manage_users",
     ("DELETE", "/service-tokens/{token_id}"): "manage_users",
@@ -125,7 +127,7 @@ def create_app(*, db, verifier, tokens=None, service_tokens=None, limiter: Limit
                ip_limit: RateLimit = RateLimit(1200), caller_limit: RateLimit = RateLimit(600),
                trusted_proxies: frozenset[str] = frozenset(), drop: str | None = None, drop_store=None,
                upload_limits: UploadLimits | None = None, work_root: str | Path | None = None,
-               store=None, title: str = "aooct gateway") -> FastAPI:
+               store=None, runs=None, title: str = "aooct gateway") -> FastAPI:
     """The gateway over ``db`` (:class:`resources.metadata_db.MetadataDB`), accepting the
     bearer tokens ``verifier`` (:class:`api.auth.TokenVerifier`,
     :class:`api.local_tokens.Verifiers`, or anything with ``verify(token) -> Principal``)
@@ -137,7 +139,8 @@ def create_app(*, db, verifier, tokens=None, service_tokens=None, limiter: Limit
     believed from ``trusted_proxies`` only. Uploads (``POST /uploads``) go to the drop folder
     ``drop`` (or the object store ``drop_store``), staged under ``work_root`` (a private
     folder), within ``upload_limits``; without a drop the route answers 404. ``store``
-    (:class:`resources.object_store.ObjectStore`) holds the artifacts the artifact routes serve."""
+    (:class:`resources.object_store.ObjectStore`) holds the artifacts the artifact routes serve;
+    ``runs`` (:class:`api.runs.DagsterRuns`) is the orchestrator the run routes talk to."""
     upload_limits = upload_limits or UploadLimits.from_env()
     uploads_busy = asyncio.Semaphore(MAX_CONCURRENT_UPLOADS)
     if work_root is not None:
@@ -365,6 +368,23 @@ def create_app(*, db, verifier, tokens=None, service_tokens=None, limiter: Limit
             if problem:
                 raise Problem(422, "bad-labels", problem)
         return appl.add_label(ctx, case_id, structure=body.structure, payload=body.payload.model_dump())
+
+    def orchestrator():
+        if runs is None:
+            raise Problem(404, "runs-off", "this gateway has no orchestrator configured (AOOCT_DAGSTER_URL)")
+        return runs
+
+    @app.post("/cases/{case_id}/runs", status_code=202, **_permission("POST", "/cases/{case_id}/runs"))
+    def launch(case_id: str, ctx: appl.Context = Depends(allowed("POST", "/cases/{case_id}/runs")),
+               idempotency_key: str = Header(min_length=1, max_length=128,
+                                             description="the same key returns the same run, never a second one")):
+        """Start the case's pipeline run in the orchestrator (``created`` false: this key's run)."""
+        return appl.launch_run(ctx, orchestrator(), case_id, idempotency_key=idempotency_key)
+
+    @app.get("/runs/{run_id}", **_permission("GET", "/runs/{run_id}"))
+    def run(run_id: str, ctx: appl.Context = Depends(allowed("GET", "/runs/{run_id}"))) -> dict:
+        """A run's live status and step events, from the orchestrator."""
+        return appl.run_status(ctx, orchestrator(), run_id)
 
     @app.get("/service-tokens", **_permission("GET", "/service-tokens"))
     def service_tokens_list(ctx: appl.Context = Depends(allowed("GET", "/service-tokens"))) -> list[dict]:

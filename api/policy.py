@@ -27,6 +27,7 @@ PERMISSIONS: dict[str, str] = {
     "view_case": "open a case for review (images, overlays, metrics)",
     "review_case": "approve or reject a case with a comment",
     "upload_case": "upload a case folder or zip for ingest",
+    "run_case": "start (or re-start) a case's pipeline run",
     "label": "add, remove and move points and correct vessel masks",
     "view_dashboards": "cohort plots and distributions",
     "export": "export metrics (CSV/Parquet) and reports to the export location",
@@ -41,9 +42,9 @@ ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
         {"view_cases", "view_case", "review_case", "view_dashboards", "export"}
     ),
     # Techs acquire and upload data and judge whether an acquisition is usable.
-    "Tech": frozenset({"view_cases", "view_case", "review_case", "upload_case"}),
+    "Tech": frozenset({"view_cases", "view_case", "review_case", "upload_case", "run_case"}),
     "Labeler": frozenset({"view_cases", "view_case", "label"}),
-    "ML Engineer": frozenset({"view_cases", "view_case", "view_dashboards", "view_models"}),
+    "ML Engineer": frozenset({"view_cases", "view_case", "view_dashboards", "view_models", "run_case"}),
     "Admin": frozenset(PERMISSIONS),
 }
 

@@ -5,7 +5,8 @@
 ``AOOCT_API_RATE_PER_MIN`` (600 requests a minute per caller), ``AOOCT_API_RATE_IP_PER_MIN``
 (1200 per client address), ``AOOCT_API_TRUSTED_PROXIES`` (comma-separated addresses whose
 ``X-Forwarded-For`` is believed; none), ``AOOCT_REDIS_URL`` (counts shared in Redis; default
-in the process's memory). SSO: set
+in the process's memory). ``AOOCT_DAGSTER_URL`` (``http://127.0.0.1:3000``): the
+dagster-webserver the run routes talk to. SSO: set
 ``AOOCT_OIDC_ISSUER`` to accept the provider's tokens, with ``AOOCT_OIDC_AUDIENCE`` (required
 then: the gateway's client id), ``AOOCT_OIDC_JWKS_URL`` (default: discovery),
 ``AOOCT_OIDC_ROLES_CLAIM`` (``realm_access.roles``), ``AOOCT_OIDC_ROLE_MAP``
@@ -32,6 +33,7 @@ class GatewaySettings:
     rate_ip_per_min: int = 1200
     trusted_proxies: frozenset[str] = frozenset()
     redis_url: str | None = None
+    dagster_url: str = "http://127.0.0.1:3000"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "GatewaySettings":
@@ -75,4 +77,5 @@ class GatewaySettings:
         return cls(host=env.get("AOOCT_API_HOST", cls.host), port=port,
                    token_ttl_s=number("AOOCT_API_TOKEN_TTL_S", cls.token_ttl_s),
                    password_sign_in=flag in ("1", "true", "yes"), oidc=oidc, rate_per_min=rate,
-                   rate_ip_per_min=rate_ip, trusted_proxies=proxies, redis_url=env.get("AOOCT_REDIS_URL") or None)
+                   rate_ip_per_min=rate_ip, trusted_proxies=proxies, redis_url=env.get("AOOCT_REDIS_URL") or None,
+                   dagster_url=env.get("AOOCT_DAGSTER_URL") or cls.dagster_url)

@@ -26,6 +26,7 @@ def register(app: typer.Typer) -> None:
         from api.gateway import create_app
         from api.local_tokens import LocalTokens, Verifiers
         from api.ratelimit import Limiter, MemoryLog, RateLimit, RedisLog
+        from api.runs import DagsterRuns
         from api.service_tokens import ServiceTokens
         from api.settings import GatewaySettings
         from resources.config import load_config
@@ -57,7 +58,8 @@ def register(app: typer.Typer) -> None:
                           drop_store=make_object_store(cfg.drop, **cfg.store_options())
                           if cfg.drop.startswith("s3://") else None,
                           work_root=cfg.home / "api" / "uploads",
-                          store=make_object_store(cfg.object_store, **cfg.store_options()))
+                          store=make_object_store(cfg.object_store, **cfg.store_options()),
+                          runs=DagsterRuns(settings.dagster_url))
         sso = f"SSO tokens from {settings.oidc.issuer}" if settings.oidc else "no SSO provider"
         print(f"aooct api: http://{settings.host}:{settings.port} (docs at /docs); "
               f"password sign-in {'on' if settings.password_sign_in else 'off'}, {sso}; Ctrl-C stops", flush=True)
