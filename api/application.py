@@ -18,7 +18,8 @@ from api.problems import Problem
 __all__ = ["Context", "MAX_PAGE", "authorize", "list_cases", "get_case", "case_metrics",
            "cohort_metrics", "audit_log", "list_users", "whoami", "list_service_tokens",
            "create_service_token", "revoke_service_token", "ingest_upload", "require_case",
-           "list_reviews", "add_review", "list_labels", "add_label", "launch_run", "run_status"]
+           "list_reviews", "add_review", "list_labels", "add_label", "launch_run", "run_status",
+           "create_user", "update_user", "look_up_subject"]
 
 #: Largest page of a listing (cases, audit entries, metrics rows).
 MAX_PAGE = 500
@@ -254,3 +255,53 @@ def run_status(ctx: Context, runs, run_id: str) -> dict:
         raise Problem(404, "not-found", f"the orchestrator has no case run {run_id!r}")
     authorize(ctx, "view_case", case_id=run["case_id"])
     return run
+
+
+#: Shortest password the gateway (and the review app's admin page) accepts.
+MIN_PASSWORD_CHARS = 8
+
+
+def create_user(ctx: Context, *, username: str, name: str, email: str, password: str, role: str) -> dict:
+    """A new user with a bcrypt hash of ``password``; audited (without the password)."""
+    from api.sessions import hash_password
+
+    authorize(ctx, "manage_users")
+    username = username.strip()
+    if len(password) < MIN_PASSWORD_CHARS:
+        raise Problem(400, "weak-password", f"a password needs at least {MIN_PASSWORD_CHARS} characters")
+    if ctx.db.get_user(username):
+        raise Problem(409, "user-exists",
+                      f"user {username!r} already exists; change the role with PATCH /users/{username}")
+    ctx.db.create_user(username, name=name or username, email=email, password_hash=hash_password(password), role=role)
+    ctx.db.audit(ctx.principal.subject, "create_user", detail={"username": username, "role": role, "via": "gateway"})
+    return {"username": username, "role": role, "active": True}
+
+
+def update_user(ctx: Context, username: str, *, role: str | None, active: bool | None) -> dict:
+    """Change a user's role and/or deactivate them; either ends their open sessions at once."""
+    authorize(ctx, "manage_users")
+    user = ctx.db.get_user(username)
+    if user is None:
+        raise Problem(404, "not-found", f"no user {username!r}; list them with GET /users")
+    if username == ctx.principal.subject and (active is False or (role is not None and role != "Admin")):
+        raise Problem(409, "self-lockout", "an Admin cannot deactivate or demote themselves; ask another Admin")
+    if role is not None and role != user["role"]:
+        ctx.db.set_role(username, role)
+        ctx.db.audit(ctx.principal.subject, "set_role", detail={"username": username, "role": role, "via": "gateway"})
+    if active is not None and bool(active) != bool(user["active"]):
+        ctx.db.set_active(username, bool(active))
+        ctx.db.audit(ctx.principal.subject, "set_active",
+                     detail={"username": username, "active": bool(active), "via": "gateway"})
+    after = ctx.db.get_user(username)
+    return {"username": username, "role": after["role"], "active": bool(after["active"])}
+
+
+def look_up_subject(ctx: Context, pseudonym: str) -> dict:
+    """The subject_id a pseudonym stands for (Admin only); every look-up is audited."""
+    authorize(ctx, "look_up_subject")
+    original = ctx.db.subject_for(pseudonym)
+    ctx.db.audit(ctx.principal.subject, "look_up_subject",
+                 detail={"pseudonym": pseudonym, "found": original is not None, "via": "gateway"})
+    if original is None:
+        raise Problem(404, "not-found", f"no subject is mapped to {pseudonym!r}")
+    return {"pseudonym": pseudonym, "subject_id": original}

@@ -30,12 +30,13 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from api import application as appl
 from api import artifacts as art
 from api.auth import AuthError, ProviderUnavailable
-from api.policy import PERMISSIONS
+from api.policy import PERMISSIONS, ROLES
 from api.problems import Problem, install_problem_handlers, problem_response
 from api.ratelimit import Limiter, MemoryLog, RateLimit, client_address
 from api.service_tokens import ServiceTokens
 from api.sessions import password_sign_in
 from api.uploads import UploadLimits
+from resources.metadata_db import CASE_STATUSES
 
 __all__ = ["create_app", "ROUTE_PERMISSIONS", "AUTHENTICATED", "PUBLIC"]
 
@@ -56,6 +57,9 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], str] = {
     ("GET", "/metrics"): "view_dashboards",
     ("GET", "/audit"): "view_audit",
     ("GET", "/users"): "manage_users",
+    ("POST", "/users"): "manage_users",
+    ("PATCH", "/users/{username}"): "manage_users",
+    ("GET", "/subjects/{pseudonym}"): "look_up_subject",
     ("POST", "/uploads"): "upload_case",
     ("GET", "/cases/{case_id}/artifacts"): "view_case",
     ("GET", "/cases/{case_id}/slabs/{slab}"): "view_case",
@@ -114,8 +118,23 @@ class NewLabels(BaseModel):
     payload: PointLabels | MaskLabels = Field(discriminator="kind")
 
 
-CaseStatus = Literal["new", "ingested", "processing", "processed", "failed", "qc_failed", "approved",
-                     "rejected"]
+Role = Literal[ROLES]       # the policy's roles, stated once (api/policy.py)
+
+
+class NewUser(BaseModel):
+    username: str = Field(min_length=1, max_length=128, pattern=r"^[\w.@-]+$")
+    name: str = Field("", max_length=128)
+    email: str = Field("", max_length=256)
+    password: str = Field(min_length=1, max_length=1024)
+    role: Role
+
+
+class UserChange(BaseModel):
+    role: Role | None = None
+    active: bool | None = None
+
+
+CaseStatus = Literal[CASE_STATUSES]
 
 
 def _permission(method: str, path: str) -> dict:
@@ -385,6 +404,23 @@ def create_app(*, db, verifier, tokens=None, service_tokens=None, limiter: Limit
     def run(run_id: str, ctx: appl.Context = Depends(allowed("GET", "/runs/{run_id}"))) -> dict:
         """A run's live status and step events, from the orchestrator."""
         return appl.run_status(ctx, orchestrator(), run_id)
+
+    @app.post("/users", status_code=201, **_permission("POST", "/users"))
+    def user_create(body: NewUser, ctx: appl.Context = Depends(allowed("POST", "/users"))) -> dict:
+        """Create a user (bcrypt hash stored, the password never)."""
+        return appl.create_user(ctx, username=body.username, name=body.name, email=body.email,
+                                password=body.password, role=body.role)
+
+    @app.patch("/users/{username}", **_permission("PATCH", "/users/{username}"))
+    def user_update(username: str, body: UserChange,
+                    ctx: appl.Context = Depends(allowed("PATCH", "/users/{username}"))) -> dict:
+        """Change a user's role or deactivate them (their sessions and tokens stop at once)."""
+        return appl.update_user(ctx, username, role=body.role, active=body.active)
+
+    @app.get("/subjects/{pseudonym}", **_permission("GET", "/subjects/{pseudonym}"))
+    def subject(pseudonym: str, ctx: appl.Context = Depends(allowed("GET", "/subjects/{pseudonym}"))) -> dict:
+        """The subject_id a pseudonym stands for (Admin only, audited)."""
+        return appl.look_up_subject(ctx, pseudonym)
 
     @app.get("/service-tokens", **_permission("GET", "/service-tokens"))
     def service_tokens_list(ctx: appl.Context = Depends(allowed("GET", "/service-tokens"))) -> list[dict]:

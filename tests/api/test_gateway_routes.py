@@ -56,7 +56,7 @@ def verifier_and_key():
 
 def _concrete(path: str) -> str:
     return (path.replace("{case_id}", CASE).replace("{token_id}", "999999").replace("{slab}", "isos_cost")
-            .replace("{run_id}", "no-such-run"))
+            .replace("{run_id}", "no-such-run").replace("{username}", "nobody").replace("{pseudonym}", "P-none"))
 
 
 def _routes(app):
@@ -88,8 +88,8 @@ def test_route_role_matrix(gateway, role):
         r = client.request(method, _concrete(path), headers={"Authorization": f"Bearer {token}"})
         if allowed:   # GETs answer; a POST without its body is invalid, a DELETE of nothing not found;
             # the run routes have no orchestrator here (tests/api/test_gateway_runs.py has one)
-            expected = {"GET": 200, "POST": 422, "DELETE": 404}[method]
-            if path in ("/runs/{run_id}", "/cases/{case_id}/runs"):
+            expected = {"GET": 200, "POST": 422, "PATCH": 422, "DELETE": 404}[method]
+            if path in ("/runs/{run_id}", "/cases/{case_id}/runs", "/subjects/{pseudonym}"):
                 expected = 422 if method == "POST" else 404
             assert r.status_code == expected, (role, method, path, r.status_code, r.text)
         else:
@@ -198,3 +198,25 @@ def test_reviews_and_label_versions(gateway):
     assert sorted((x["structure"], x["version"]) for x in latest) == [("capillaries", 1), ("cones", 2)]
     assert client.post("/cases/CASE-0002/labels", headers=researcher, json=pts).status_code == 403
     assert {"review", "save_label"} <= {row["action"] for row in db.list_audit(limit=500)}
+
+
+def test_admins_create_and_change_users_and_look_up_subjects(gateway):
+    client, _, db, key = gateway
+    admin = {"Authorization": f"Bearer {key.token(roles=['Admin'], email='boss@lab.example')}"}
+    made = client.post("/users", headers=admin, json={"username": "newtech", "password": "long-enough-1",
+                                                      "role": "Tech"})
+    assert made.status_code == 201 and db.get_user("newtech")["password_hash"].startswith("$2")
+    assert client.post("/users", headers=admin, json={"username": "x", "password": "short", "role": "Tech"}
+                       ).status_code == 400
+    assert client.post("/users", headers=admin, json={"username": "newtech", "password": "long-enough-1",
+                                                      "role": "Tech"}).status_code == 409
+    changed = client.patch("/users/newtech", headers=admin, json={"role": "Labeler", "active": False}).json()
+    assert changed == {"username": "newtech", "role": "Labeler", "active": False}
+    assert client.patch("/users/ghost", headers=admin, json={"active": False}).status_code == 404
+    db.map_subject("MRN-12345", pseudonym="P-abc")
+    found = client.get("/subjects/P-abc", headers=admin).json()
+    assert found["subject_id"] == "MRN-12345"
+    researcher = {"Authorization": f"Bearer {key.token(roles=['Researcher'])}"}
+    assert client.get("/subjects/P-abc", headers=researcher).status_code == 403
+    looks = db.list_audit(action="look_up_subject")
+    assert looks and "MRN-12345" not in str(looks)              # the audit names the pseudonym only
