@@ -19,7 +19,7 @@ __all__ = ["Context", "MAX_PAGE", "authorize", "list_cases", "get_case", "case_m
            "cohort_metrics", "audit_log", "list_users", "whoami", "list_service_tokens",
            "create_service_token", "revoke_service_token", "ingest_upload", "require_case",
            "list_reviews", "add_review", "list_labels", "add_label", "launch_run", "run_status",
-           "create_user", "update_user", "look_up_subject"]
+           "create_user", "update_user", "look_up_subject", "export_metrics"]
 
 #: Largest page of a listing (cases, audit entries, metrics rows).
 MAX_PAGE = 500
@@ -305,3 +305,28 @@ def look_up_subject(ctx: Context, pseudonym: str) -> dict:
     if original is None:
         raise Problem(404, "not-found", f"no subject is mapped to {pseudonym!r}")
     return {"pseudonym": pseudonym, "subject_id": original}
+
+
+#: Most metric rows one export writes.
+MAX_EXPORT_ROWS = 2_000_000
+
+
+def export_metrics(ctx: Context, export_store, *, fmt: str, case_id: str | None = None) -> dict:
+    """Write the metrics (of one case, or all) as CSV or Parquet to the export location; audited."""
+    import polars as pl
+
+    from api.exports import write_table
+
+    authorize(ctx, "export", case_id=case_id)
+    if case_id is not None:
+        _case_or_404(ctx, case_id)
+    total = ctx.db.count_metrics(case_id)
+    if total > MAX_EXPORT_ROWS:
+        raise Problem(413, "export-too-large", f"{total} metric rows, over the {MAX_EXPORT_ROWS}-row budget of "
+                      "one export; export case by case")
+    rows = ctx.db.get_metrics(case_id)
+    uri = write_table(pl.DataFrame(rows, infer_schema_length=None), export_store, actor=ctx.principal.subject,
+                      fmt=fmt)
+    ctx.db.audit(ctx.principal.subject, "export", case_id=case_id,
+                 detail={"format": fmt, "rows": len(rows), "uri": uri, "via": "gateway"})
+    return {"uri": uri, "rows": len(rows), "format": fmt}

@@ -60,6 +60,7 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], str] = {
     ("POST", "/users"): "manage_users",
     ("PATCH", "/users/{username}"): "manage_users",
     ("GET", "/subjects/{pseudonym}"): "look_up_subject",
+    ("POST", "/exports"): "export",
     ("POST", "/uploads"): "upload_case",
     ("GET", "/cases/{case_id}/artifacts"): "view_case",
     ("GET", "/cases/{case_id}/slabs/{slab}"): "view_case",
@@ -129,6 +130,11 @@ class NewUser(BaseModel):
     role: Role
 
 
+class NewExport(BaseModel):
+    format: Literal["csv", "parquet"] = "csv"
+    case_id: str | None = Field(None, max_length=140, description="one case; all cases when omitted")
+
+
 class UserChange(BaseModel):
     role: Role | None = None
     active: bool | None = None
@@ -146,7 +152,7 @@ def create_app(*, db, verifier, tokens=None, service_tokens=None, limiter: Limit
                ip_limit: RateLimit = RateLimit(1200), caller_limit: RateLimit = RateLimit(600),
                trusted_proxies: frozenset[str] = frozenset(), drop: str | None = None, drop_store=None,
                upload_limits: UploadLimits | None = None, work_root: str | Path | None = None,
-               store=None, runs=None, title: str = "aooct gateway") -> FastAPI:
+               store=None, runs=None, export_store=None, title: str = "aooct gateway") -> FastAPI:
     """The gateway over ``db`` (:class:`resources.metadata_db.MetadataDB`), accepting the
     bearer tokens ``verifier`` (:class:`api.auth.TokenVerifier`,
     :class:`api.local_tokens.Verifiers`, or anything with ``verify(token) -> Principal``)
@@ -159,7 +165,8 @@ def create_app(*, db, verifier, tokens=None, service_tokens=None, limiter: Limit
     ``drop`` (or the object store ``drop_store``), staged under ``work_root`` (a private
     folder), within ``upload_limits``; without a drop the route answers 404. ``store``
     (:class:`resources.object_store.ObjectStore`) holds the artifacts the artifact routes serve;
-    ``runs`` (:class:`api.runs.DagsterRuns`) is the orchestrator the run routes talk to."""
+    ``runs`` (:class:`api.runs.DagsterRuns`) is the orchestrator the run routes talk to;
+    ``export_store`` the export location (folder, NFS or S3) of ``POST /exports``."""
     upload_limits = upload_limits or UploadLimits.from_env()
     uploads_busy = asyncio.Semaphore(MAX_CONCURRENT_UPLOADS)
     if work_root is not None:
@@ -421,6 +428,13 @@ def create_app(*, db, verifier, tokens=None, service_tokens=None, limiter: Limit
     def subject(pseudonym: str, ctx: appl.Context = Depends(allowed("GET", "/subjects/{pseudonym}"))) -> dict:
         """The subject_id a pseudonym stands for (Admin only, audited)."""
         return appl.look_up_subject(ctx, pseudonym)
+
+    @app.post("/exports", status_code=201, **_permission("POST", "/exports"))
+    def export(body: NewExport, ctx: appl.Context = Depends(allowed("POST", "/exports"))) -> dict:
+        """Write the metrics to the export location (a new, never overwritten, prefix per export)."""
+        if export_store is None:
+            raise Problem(404, "exports-off", "this gateway has no export location configured (AOOCT_EXPORT)")
+        return appl.export_metrics(ctx, export_store, fmt=body.format, case_id=body.case_id)
 
     @app.get("/service-tokens", **_permission("GET", "/service-tokens"))
     def service_tokens_list(ctx: appl.Context = Depends(allowed("GET", "/service-tokens"))) -> list[dict]:

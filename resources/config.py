@@ -20,6 +20,8 @@ variable                     meaning (default)
 ``MLFLOW_TRACKING_URI``      model registry (``sqlite:///$AOOCT_HOME/mlflow.db``)
 ``AOOCT_DROP``               where new cases are dropped: a folder or ``s3://`` prefix
                              (``$AOOCT_HOME/drop``)
+``AOOCT_EXPORT``             where exports go (review app, gateway): a folder or ``s3://``
+                             prefix (``$AOOCT_HOME/exports``)
 ``AOOCT_DEVICE``             compute device for GPU steps: ``cpu`` or ``cuda`` (``cpu``)
 ``AOOCT_CASE_ID_CONFLICT``   a drop whose ``case_id`` is already stored with other
                              content: ``version`` (new partition ``<id>~v2``; default)
@@ -54,6 +56,7 @@ class PlatformConfig:
     mlflow_tracking_uri: str
     drop: str
     device: str
+    export: str = ""
     case_id_conflict: str = "version"
     s3_connect_timeout_s: float = 10.0
     s3_read_timeout_s: float = 60.0
@@ -98,6 +101,7 @@ def load_config(env: Mapping[str, str] | None = None) -> PlatformConfig:
         mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow.db'}",
         drop=_local_or_s3(env.get("AOOCT_DROP"), home / "drop"),
         device=device,
+        export=_local_or_s3(env.get("AOOCT_EXPORT"), home / "exports"),
         case_id_conflict=conflict,
         s3_connect_timeout_s=_seconds(env, "AOOCT_S3_CONNECT_TIMEOUT_S", 10.0),
         s3_read_timeout_s=_seconds(env, "AOOCT_S3_READ_TIMEOUT_S", 60.0),

@@ -28,11 +28,7 @@ Artifact keys read (``cases/<case_id>/`` prefix, as ``aooct_assets`` writes them
 from __future__ import annotations
 
 import io
-import os
-import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from pathlib import Path
 
 import numpy as np
 import streamlit as st
@@ -77,13 +73,10 @@ def ui_config() -> UIConfig:
     from resources.config import load_config
 
     cfg = load_config()
-    export = os.environ.get("AOOCT_EXPORT") or str(cfg.home / "exports")
-    if not export.startswith("s3://"):
-        export = str(Path(export).expanduser().resolve())
     return UIConfig(
         db_url=cfg.db_url,
         object_store=cfg.object_store,
-        export=export,
+        export=cfg.export,
         drop=cfg.drop,
         mlflow_tracking_uri=cfg.mlflow_tracking_uri,
         s3_endpoint_url=cfg.s3_endpoint_url,
@@ -211,33 +204,18 @@ def normative_band(eccentricity_deg: np.ndarray, *, axial_length_mm: float = 24.
     return mean, sd
 
 
-def _export_prefix(actor: str) -> str:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-    return f"exports/{stamp}_{re.sub(r'[^A-Za-z0-9_.-]', '_', actor)}"
-
-
 def export_table(df, *, actor: str, fmt: str) -> str:
     """Write a polars DataFrame as CSV or Parquet to the export location; return its URI."""
-    if fmt not in ("csv", "parquet"):
-        raise ValueError(f"export format must be 'csv' or 'parquet'; got {fmt!r}")
-    buf = io.BytesIO()
-    if fmt == "csv":
-        df.write_csv(buf)
-    else:
-        df.write_parquet(buf)
-    key = f"{_export_prefix(actor)}/metrics.{fmt}"
-    store = get_export_store()
-    store.put_bytes(key, buf.getvalue())
-    return store.uri(key)
+    from api.exports import write_table
+
+    return write_table(df, get_export_store(), actor=actor, fmt=fmt)
 
 
 def export_report(case_id: str, report_key: str, *, actor: str) -> str:
     """Copy a case report to the export location; return its URI."""
-    data = get_store().get_bytes(report_key)
-    key = f"{_export_prefix(actor)}/{case_id}_report.html"
-    store = get_export_store()
-    store.put_bytes(key, data)
-    return store.uri(key)
+    from api.exports import copy_report
+
+    return copy_report(get_store(), report_key, get_export_store(), case_id=case_id, actor=actor)
 
 
 def qc_status(qc_rows: list[dict]) -> str:

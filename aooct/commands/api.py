@@ -59,7 +59,8 @@ def register(app: typer.Typer) -> None:
                           if cfg.drop.startswith("s3://") else None,
                           work_root=cfg.home / "api" / "uploads",
                           store=make_object_store(cfg.object_store, **cfg.store_options()),
-                          runs=DagsterRuns(settings.dagster_url))
+                          runs=DagsterRuns(settings.dagster_url),
+                          export_store=make_object_store(cfg.export, **cfg.store_options()))
         sso = f"SSO tokens from {settings.oidc.issuer}" if settings.oidc else "no SSO provider"
         print(f"aooct api: http://{settings.host}:{settings.port} (docs at /docs); "
               f"password sign-in {'on' if settings.password_sign_in else 'off'}, {sso}; Ctrl-C stops", flush=True)

@@ -40,7 +40,7 @@ def gateway():
     store.put_bytes(f"cases/{CASE}/enface/isos_cost.npy", buf.getvalue())
     store.put_bytes(f"cases/{CASE}/report/report.html", b"<html><body>report</body></html>")
     store.put_bytes(f"cases/{CASE}/masks/cones/points_rc.npy", buf.getvalue())
-    app = create_app(db=db, verifier=verifier, drop=drop, store=store)
+    app = create_app(db=db, verifier=verifier, drop=drop, store=store, export_store=InMemoryObjectStore())
     yield TestClient(app), app, db, key
     server.close()
     shutil.rmtree(drop, ignore_errors=True)
@@ -220,3 +220,15 @@ def test_admins_create_and_change_users_and_look_up_subjects(gateway):
     assert client.get("/subjects/P-abc", headers=researcher).status_code == 403
     looks = db.list_audit(action="look_up_subject")
     assert looks and "MRN-12345" not in str(looks)              # the audit names the pseudonym only
+
+
+def test_metrics_are_exported_as_csv_and_parquet_to_new_prefixes(gateway):
+    client, _, db, key = gateway
+    h = {"Authorization": f"Bearer {key.token(roles=['Researcher'], email='exp@lab.example')}"}
+    a = client.post("/exports", headers=h, json={"format": "csv"}).json()
+    b = client.post("/exports", headers=h, json={"format": "parquet", "case_id": CASE}).json()
+    assert a["uri"] != b["uri"] and a["rows"] >= 1 and b["rows"] == 1
+    assert client.post("/exports", headers=h, json={"case_id": "NOPE"}).status_code == 404
+    assert db.list_audit(action="export", actor="exp@lab.example")
+    labeler = {"Authorization": f"Bearer {key.token(roles=['Labeler'])}"}
+    assert client.post("/exports", headers=labeler, json={}).status_code == 403
