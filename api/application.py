@@ -19,7 +19,7 @@ __all__ = ["Context", "MAX_PAGE", "authorize", "list_cases", "get_case", "case_m
            "cohort_metrics", "audit_log", "list_users", "whoami", "list_service_tokens",
            "create_service_token", "revoke_service_token", "ingest_upload", "require_case",
            "list_reviews", "add_review", "list_labels", "add_label", "launch_run", "run_status",
-           "create_user", "update_user", "look_up_subject", "export_metrics"]
+           "create_user", "update_user", "look_up_subject", "export_metrics", "list_models"]
 
 #: Largest page of a listing (cases, audit entries, metrics rows).
 MAX_PAGE = 500
@@ -330,3 +330,9 @@ def export_metrics(ctx: Context, export_store, *, fmt: str, case_id: str | None 
     ctx.db.audit(ctx.principal.subject, "export", case_id=case_id,
                  detail={"format": fmt, "rows": len(rows), "uri": uri, "via": "gateway"})
     return {"uri": uri, "rows": len(rows), "format": fmt}
+
+
+def list_models(ctx: Context, registry) -> list[dict]:
+    """Registered models: versions with their metrics, aliases and the latest model card."""
+    authorize(ctx, "view_models")
+    return registry.list_models()

@@ -61,6 +61,7 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], str] = {
     ("PATCH", "/users/{username}"): "manage_users",
     ("GET", "/subjects/{pseudonym}"): "look_up_subject",
     ("POST", "/exports"): "export",
+    ("GET", "/models"): "view_models",
     ("POST", "/uploads"): "upload_case",
     ("GET", "/cases/{case_id}/artifacts"): "view_case",
     ("GET", "/cases/{case_id}/slabs/{slab}"): "view_case",
@@ -152,7 +153,8 @@ def create_app(*, db, verifier, tokens=None, service_tokens=None, limiter: Limit
                ip_limit: RateLimit = RateLimit(1200), caller_limit: RateLimit = RateLimit(600),
                trusted_proxies: frozenset[str] = frozenset(), drop: str | None = None, drop_store=None,
                upload_limits: UploadLimits | None = None, work_root: str | Path | None = None,
-               store=None, runs=None, export_store=None, title: str = "aooct gateway") -> FastAPI:
+               store=None, runs=None, export_store=None, registry=None,
+               title: str = "aooct gateway") -> FastAPI:
     """The gateway over ``db`` (:class:`resources.metadata_db.MetadataDB`), accepting the
     bearer tokens ``verifier`` (:class:`api.auth.TokenVerifier`,
     :class:`api.local_tokens.Verifiers`, or anything with ``verify(token) -> Principal``)
@@ -166,7 +168,8 @@ def create_app(*, db, verifier, tokens=None, service_tokens=None, limiter: Limit
     folder), within ``upload_limits``; without a drop the route answers 404. ``store``
     (:class:`resources.object_store.ObjectStore`) holds the artifacts the artifact routes serve;
     ``runs`` (:class:`api.runs.DagsterRuns`) is the orchestrator the run routes talk to;
-    ``export_store`` the export location (folder, NFS or S3) of ``POST /exports``."""
+    ``export_store`` the export location (folder, NFS or S3) of ``POST /exports``; ``registry``
+    (:class:`resources.model_registry.ModelRegistry`) the models ``GET /models`` lists."""
     upload_limits = upload_limits or UploadLimits.from_env()
     uploads_busy = asyncio.Semaphore(MAX_CONCURRENT_UPLOADS)
     if work_root is not None:
@@ -435,6 +438,13 @@ def create_app(*, db, verifier, tokens=None, service_tokens=None, limiter: Limit
         if export_store is None:
             raise Problem(404, "exports-off", "this gateway has no export location configured (AOOCT_EXPORT)")
         return appl.export_metrics(ctx, export_store, fmt=body.format, case_id=body.case_id)
+
+    @app.get("/models", **_permission("GET", "/models"))
+    def models(ctx: appl.Context = Depends(allowed("GET", "/models"))) -> list[dict]:
+        """Registered models: versions, metrics, aliases, model card."""
+        if registry is None:
+            raise Problem(404, "models-off", "this gateway has no model registry configured")
+        return appl.list_models(ctx, registry)
 
     @app.get("/service-tokens", **_permission("GET", "/service-tokens"))
     def service_tokens_list(ctx: appl.Context = Depends(allowed("GET", "/service-tokens"))) -> list[dict]:

@@ -31,6 +31,7 @@ def register(app: typer.Typer) -> None:
         from api.settings import GatewaySettings
         from resources.config import load_config
         from resources.metadata_db import SqlMetadataDB
+        from resources.model_registry import ModelRegistry
         from resources.object_store import make_object_store
 
         env = dict(os.environ)
@@ -60,7 +61,8 @@ def register(app: typer.Typer) -> None:
                           work_root=cfg.home / "api" / "uploads",
                           store=make_object_store(cfg.object_store, **cfg.store_options()),
                           runs=DagsterRuns(settings.dagster_url),
-                          export_store=make_object_store(cfg.export, **cfg.store_options()))
+                          export_store=make_object_store(cfg.export, **cfg.store_options()),
+                          registry=ModelRegistry(cfg.mlflow_tracking_uri, cache_dir=cfg.home / "api" / "models"))
         sso = f"SSO tokens from {settings.oidc.issuer}" if settings.oidc else "no SSO provider"
         print(f"aooct api: http://{settings.host}:{settings.port} (docs at /docs); "
               f"password sign-in {'on' if settings.password_sign_in else 'off'}, {sso}; Ctrl-C stops", flush=True)
