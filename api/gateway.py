@@ -15,28 +15,26 @@ import csv
 import io
 import logging
 import shutil
-import tempfile
-import time
 from pathlib import Path
 from typing import Literal
 
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
-from pydantic import BaseModel, Field
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api import application as appl
 from api import artifacts as art
 from api.auth import AuthError, ProviderUnavailable
-from api.policy import PERMISSIONS, ROLES
+from api.policy import PERMISSIONS
+from api.schemas import (CaseStatus, MaskLabels, NewExport, NewLabels, NewReview, NewServiceToken, NewUser,
+                         PasswordSignIn, UserChange, rle_problem)
 from api.problems import Problem, install_problem_handlers, problem_response
 from api.ratelimit import Limiter, MemoryLog, RateLimit, client_address
 from api.service_tokens import ServiceTokens
 from api.sessions import password_sign_in
-from api.uploads import UploadLimits
-from resources.metadata_db import CASE_STATUSES
+from api.uploads import UploadLimits, new_staging, receive_body, sweep_stale_staging
 
 __all__ = ["create_app", "ROUTE_PERMISSIONS", "AUTHENTICATED", "PUBLIC"]
 
@@ -83,65 +81,6 @@ _FRAMEWORK_PATHS = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
 MAX_BODY_BYTES = 1 << 20
 #: Uploads validated at once; more get 429 (each validation is a worker process of its own budget).
 MAX_CONCURRENT_UPLOADS = 2
-_UPLOAD_CHUNK = 1 << 20
-
-
-class PasswordSignIn(BaseModel):
-    username: str = Field(min_length=1, max_length=128)
-    password: str = Field(min_length=1, max_length=1024)
-
-
-class NewServiceToken(BaseModel):
-    name: str = Field(min_length=1, max_length=64, description="what the token is for, e.g. 'OCT-2 scanner'")
-    scopes: list[str] = Field(min_length=1, max_length=len(PERMISSIONS),
-                              description="permission names, e.g. ['upload_case']")
-
-
-class NewReview(BaseModel):
-    decision: Literal["approve", "reject"]
-    comment: str = Field("", max_length=4000)
-
-
-class PointLabels(BaseModel):
-    kind: Literal["points"]
-    points_rc: list[tuple[float, float]] = Field(max_length=200_000, description="(row, col) px in the slab")
-    source: str = Field("", max_length=256)
-
-
-class MaskLabels(BaseModel):
-    kind: Literal["mask"]
-    shape: tuple[int, int]
-    rle: list[int] = Field(max_length=2_000_000, description="run lengths, as the review app writes them")
-    source: str = Field("", max_length=256)
-
-
-class NewLabels(BaseModel):
-    structure: Literal["cones", "rpe", "capillaries", "nfl"]
-    payload: PointLabels | MaskLabels = Field(discriminator="kind")
-
-
-Role = Literal[ROLES]       # the policy's roles, stated once (api/policy.py)
-
-
-class NewUser(BaseModel):
-    username: str = Field(min_length=1, max_length=128, pattern=r"^[\w.@-]+$")
-    name: str = Field("", max_length=128)
-    email: str = Field("", max_length=256)
-    password: str = Field(min_length=1, max_length=1024)
-    role: Role
-
-
-class NewExport(BaseModel):
-    format: Literal["csv", "parquet"] = "csv"
-    case_id: str | None = Field(None, max_length=140, description="one case; all cases when omitted")
-
-
-class UserChange(BaseModel):
-    role: Role | None = None
-    active: bool | None = None
-
-
-CaseStatus = Literal[CASE_STATUSES]
 
 
 def _permission(method: str, path: str) -> dict:
@@ -173,7 +112,8 @@ def create_app(*, db, verifier, tokens=None, service_tokens=None, limiter: Limit
     upload_limits = upload_limits or UploadLimits.from_env()
     uploads_busy = asyncio.Semaphore(MAX_CONCURRENT_UPLOADS)
     if work_root is not None:
-        _sweep_stale_uploads(Path(work_root))
+        for name in sweep_stale_staging(work_root):
+            log.info("removed a stale upload staging folder %s", name)
     service_tokens = service_tokens if service_tokens is not None else ServiceTokens(db)
     limiter = limiter if limiter is not None else Limiter(MemoryLog())
 
@@ -310,25 +250,15 @@ def create_app(*, db, verifier, tokens=None, service_tokens=None, limiter: Limit
             raise Problem(429, "uploads-busy", f"{MAX_CONCURRENT_UPLOADS} uploads are being validated; "
                           "try again shortly", headers={"Retry-After": "30"})
         async with uploads_busy:
-            root = Path(work_root) if work_root is not None else None
-            if root is not None:
-                root.mkdir(parents=True, exist_ok=True)
-            work = Path(tempfile.mkdtemp(prefix="upload-", dir=root))
+            work = new_staging(work_root)
             try:
-                zip_path = work / "upload.zip"
-                declared = int(request.headers["content-length"])
-                received = 0
-                with open(zip_path, "wb") as fh:
-                    async for chunk in request.stream():
-                        received += len(chunk)
-                        if received > declared:
-                            raise Problem(400, "bad-length", "the body is longer than its Content-Length")
-                        fh.write(chunk)
-                if received != declared:
-                    raise Problem(400, "incomplete-upload", f"received {received} of {declared} bytes; "
-                                  "send the upload again")
-                return await run_in_threadpool(appl.ingest_upload, ctx, zip_path, name=name, work_dir=work,
-                                               limits=upload_limits, drop=drop, drop_store=drop_store)
+                try:
+                    await receive_body(request.stream(), work / "upload.zip",
+                                       declared_bytes=int(request.headers["content-length"]))
+                except ValueError as exc:
+                    raise Problem(400, "incomplete-upload", str(exc)) from exc
+                return await run_in_threadpool(appl.ingest_upload, ctx, work / "upload.zip", name=name,
+                                               work_dir=work, limits=upload_limits, drop=drop, drop_store=drop_store)
             finally:
                 await run_in_threadpool(shutil.rmtree, work, True)
 
@@ -393,7 +323,7 @@ def create_app(*, db, verifier, tokens=None, service_tokens=None, limiter: Limit
               ctx: appl.Context = Depends(allowed("POST", "/cases/{case_id}/labels"))) -> dict:
         """Save a new label version (points for cones / RPE, a run-length mask for vessels)."""
         if isinstance(body.payload, MaskLabels):
-            problem = _rle_problem(body.payload.rle, body.payload.shape)
+            problem = rle_problem(body.payload.rle, body.payload.shape)
             if problem:
                 raise Problem(422, "bad-labels", problem)
         return appl.add_label(ctx, case_id, structure=body.structure, payload=body.payload.model_dump())
@@ -465,37 +395,6 @@ def create_app(*, db, verifier, tokens=None, service_tokens=None, limiter: Limit
 
     _check_routes(app)
     return app
-
-
-def _rle_problem(rle: list[int], shape: tuple[int, int]) -> str:
-    """Why ``rle`` (``[start, length, ...]`` of true pixels, row-major, as the review app
-    writes it) is not a mask of ``shape``; empty when it is."""
-    if not (1 <= shape[0] <= 16384 and 1 <= shape[1] <= 16384):
-        return f"mask shape must be two sizes in [1, 16384]; got {list(shape)}"
-    if len(rle) % 2:
-        return "rle must be [start, length, ...] pairs"
-    end = -1
-    for start, length in zip(rle[0::2], rle[1::2]):
-        if start <= end or length < 1 or start + length > shape[0] * shape[1]:
-            return "rle runs must be increasing, non-overlapping, of length >= 1 and inside the mask"
-        end = start + length - 1
-    return ""
-
-
-#: A staging folder untouched this long is left from a gateway that died mid-upload.
-STALE_UPLOAD_S = 3600
-
-
-def _sweep_stale_uploads(root: Path) -> None:
-    if not root.is_dir():
-        return
-    for d in root.glob("upload-*"):
-        try:
-            if time.time() - d.stat().st_mtime > STALE_UPLOAD_S:
-                shutil.rmtree(d)
-                log.info("removed a stale upload staging folder %s", d.name)
-        except FileNotFoundError:
-            continue
 
 
 def _csv(rows: list[dict], filename: str) -> Response:

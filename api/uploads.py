@@ -17,6 +17,7 @@ import os
 import shutil
 import stat
 import tempfile
+import time
 import uuid
 import zipfile
 from collections.abc import Callable
@@ -26,6 +27,10 @@ from pathlib import Path, PurePosixPath
 from aooct_core.io.errors import InputError
 
 __all__ = [
+    "STALE_UPLOAD_S",
+    "new_staging",
+    "sweep_stale_staging",
+    "receive_body",
     "UploadLimits",
     "ValidatedCase",
     "check_zip_members",
@@ -291,3 +296,43 @@ def drop_for_ingest(case: ValidatedCase, drop: str, *, store=None) -> str:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return str(final)
+
+
+#: A staging folder untouched this long is left from a gateway that died mid-upload.
+STALE_UPLOAD_S = 3600
+
+
+def new_staging(root: str | os.PathLike | None) -> Path:
+    """A private ``upload-*`` staging folder under ``root`` (the system's temporary folder when None)."""
+    if root is not None:
+        Path(root).mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix="upload-", dir=root))
+
+
+def sweep_stale_staging(root: str | os.PathLike) -> list[str]:
+    """Remove ``upload-*`` folders under ``root`` untouched for :data:`STALE_UPLOAD_S`; their names."""
+    root, removed = Path(root), []
+    if not root.is_dir():
+        return removed
+    for d in root.glob("upload-*"):
+        try:
+            if time.time() - d.stat().st_mtime > STALE_UPLOAD_S:
+                shutil.rmtree(d)
+                removed.append(d.name)
+        except FileNotFoundError:
+            continue
+    return removed
+
+
+async def receive_body(chunks, path: Path, *, declared_bytes: int) -> None:
+    """Write an async stream of byte chunks to ``path``; ``ValueError`` when it is not exactly
+    ``declared_bytes`` long (a longer body is cut off as soon as it overruns)."""
+    received = 0
+    with open(path, "wb") as fh:
+        async for chunk in chunks:
+            received += len(chunk)
+            if received > declared_bytes:
+                raise ValueError("the body is longer than its Content-Length")
+            fh.write(chunk)
+    if received != declared_bytes:
+        raise ValueError(f"received {received} of {declared_bytes} bytes; send the upload again")

@@ -104,7 +104,7 @@ def test_staging_left_by_a_dead_gateway_is_swept_at_start(tmp_path):
     import os
     import time
 
-    from api.gateway import STALE_UPLOAD_S
+    from api.uploads import STALE_UPLOAD_S
 
     stale, fresh = tmp_path / "work" / "upload-old", tmp_path / "work" / "upload-new"
     for d in (stale, fresh):
