@@ -41,8 +41,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _serve(home: Path, extra_env: dict) -> tuple[subprocess.Popen, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AOOCT_OIDC_", "AOOCT_API_", "AOOCT_DB_URL"))}
+def serve_gateway(home: Path, extra_env: dict) -> tuple[subprocess.Popen, str]:
+    """``aooct api`` on a free loopback port over ``home``, up and answering; (process, base URL)."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("AOOCT_OIDC_", "AOOCT_API_", "AOOCT_DB_URL", "AOOCT_DROP", "AOOCT_OBJECT_STORE", "AOOCT_EXPORT"))}
     env.update(AOOCT_HOME=str(home), **extra_env)
     port = _free_port()
     proc = subprocess.Popen([str(Path(sys.executable).with_name("aooct")), "api", "--port", str(port)], env=env,
@@ -96,7 +98,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="aooct-bench-gw-") as tmp:
         home = Path(tmp) / "home"
         _populate(home, args.cases, args.clients)
-        proc, base = _serve(home, {"AOOCT_API_RATE_PER_MIN": "100000", "AOOCT_API_RATE_IP_PER_MIN": "100000"})
+        proc, base = serve_gateway(home, {"AOOCT_API_RATE_PER_MIN": "100000", "AOOCT_API_RATE_IP_PER_MIN": "100000"})
         try:
             tokens = [_token(base, f"user{i}") for i in range(args.clients)]
             times = {"GET /cases?limit=50": [], "GET /cases/{id}/metrics": [], "GET slab tile 512x512 PNG": []}
@@ -140,7 +142,7 @@ def main(argv=None) -> int:
         finally:
             proc.terminate()
             proc.wait(timeout=20)
-        proc, base = _serve(home, {"AOOCT_API_RATE_PER_MIN": "100", "AOOCT_API_RATE_IP_PER_MIN": "100000"})
+        proc, base = serve_gateway(home, {"AOOCT_API_RATE_PER_MIN": "100", "AOOCT_API_RATE_IP_PER_MIN": "100000"})
         try:
             token = _token(base, "user0")
             with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30) as c:

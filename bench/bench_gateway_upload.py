@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,6 +24,9 @@ import httpx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_gateway import serve_gateway  # noqa: E402  (bench/, the script's folder)
 
 from api.sessions import hash_password  # noqa: E402
 from resources.config import load_config  # noqa: E402
@@ -77,28 +78,15 @@ def main(argv=None) -> int:
         size = _write_case_zip(tmp / "big.zip", args.gb, args.volumes)
         print(f"case zip: {size / 1024**3:.2f} GiB in {time.perf_counter() - t0:.0f} s")
         home = tmp / "home"
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("AOOCT_OIDC_", "AOOCT_API_", "AOOCT_DB_URL",
-                                                                         "AOOCT_DROP"))}
-        env.update(AOOCT_HOME=str(home), AOOCT_UPLOAD_MAX_TOTAL_MB=str(int(size / 1024**2) + 64),
-                   AOOCT_UPLOAD_MAX_FILE_MB=str(int(size / 1024**2)), AOOCT_UPLOAD_WORKER_WALL_S="1200",
-                   AOOCT_UPLOAD_WORKER_CPU_S="1200")
-        db = SqlMetadataDB(load_config(env).db_url)
+        limits = {"AOOCT_UPLOAD_MAX_TOTAL_MB": str(int(size / 1024**2) + 64),
+                  "AOOCT_UPLOAD_MAX_FILE_MB": str(int(size / 1024**2)), "AOOCT_UPLOAD_WORKER_WALL_S": "1200",
+                  "AOOCT_UPLOAD_WORKER_CPU_S": "1200"}
+        db = SqlMetadataDB(load_config({"AOOCT_HOME": str(home)}).db_url)
         db.create_user("tess", name="Tess", email="t@lab.example", password_hash=hash_password("pw-t-1", rounds=4),
                        role="Tech")
         db.close()
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        proc = subprocess.Popen([str(Path(sys.executable).with_name("aooct")), "api", "--port", str(port)], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        base = f"http://127.0.0.1:{port}"
+        proc, base = serve_gateway(home, limits)
         try:
-            for _ in range(300):
-                try:
-                    if httpx.get(base + "/health", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.2)
             idle_mb = _hwm_mb(proc.pid)
             tok = httpx.post(base + "/auth/token", json={"username": "tess", "password": "pw-t-1"}).json()
             load0 = os.getloadavg()[0]
