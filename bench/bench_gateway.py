@@ -43,8 +43,8 @@ def _free_port() -> int:
 
 def serve_gateway(home: Path, extra_env: dict) -> tuple[subprocess.Popen, str]:
     """``aooct api`` on a free loopback port over ``home``, up and answering; (process, base URL)."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("AOOCT_OIDC_", "AOOCT_API_", "AOOCT_DB_URL", "AOOCT_DROP", "AOOCT_OBJECT_STORE", "AOOCT_EXPORT"))}
+    own = ("AOOCT_OIDC_", "AOOCT_API_", "AOOCT_DB_URL", "AOOCT_DROP", "AOOCT_OBJECT_STORE", "AOOCT_EXPORT")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(own)}
     env.update(AOOCT_HOME=str(home), **extra_env)
     port = _free_port()
     proc = subprocess.Popen([str(Path(sys.executable).with_name("aooct")), "api", "--port", str(port)], env=env,
