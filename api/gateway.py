@@ -123,6 +123,7 @@ def create_app(*, db, verifier, tokens=None, service_tokens=None, limiter: Limit
 
     app = FastAPI(title=title, version="1", description=__doc__.split("\n\n")[0])
     install_problem_handlers(app)
+    app.state.store = store            # the outside systems it was made with, for tools and tests
     bearer = HTTPBearer(auto_error=False)
 
     @app.middleware("http")

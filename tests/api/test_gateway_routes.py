@@ -232,3 +232,20 @@ def test_metrics_are_exported_as_csv_and_parquet_to_new_prefixes(gateway):
     assert db.list_audit(action="export", actor="exp@lab.example")
     labeler = {"Authorization": f"Bearer {key.token(roles=['Labeler'])}"}
     assert client.post("/exports", headers=labeler, json={}).status_code == 403
+
+
+def test_tiles_of_one_slab_are_cut_from_one_load(gateway):
+    from api import artifacts
+
+    client, app, _, key = gateway
+    h = {"Authorization": f"Bearer {key.token(roles=['Researcher'])}"}
+    artifacts._cache.clear()
+    store, loads = app.state.store, []
+    original = store.get_bytes
+    store.get_bytes = lambda k: (loads.append(k), original(k))[1]
+    try:
+        for row in (0, 256, 512):
+            assert client.get(f"/cases/{CASE}/slabs/isos_cost", headers=h, params={"row": row}).status_code == 200
+    finally:
+        del store.get_bytes
+    assert loads == [f"cases/{CASE}/enface/isos_cost.npy"]
