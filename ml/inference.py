@@ -48,7 +48,8 @@ class CellDetections:
     Attributes
     ----------
     points_rc : ndarray float32 (N, 2)
-        0-based sub-pixel ``(row, col)`` centres.
+        0-based sub-pixel ``(row, col)`` centres, inside the image
+        (``0 <= row <= rows - 1``, ``0 <= col <= cols - 1``).
     confidence : ndarray float32 (N,)
         P(cell) in [0, 1] from the heat-map mean and its TTA/MC spread.
     heatmap_mean, heatmap_var : ndarray float32 (row, col)
@@ -339,6 +340,9 @@ def detect_cells(image: np.ndarray, *, target: str = "cones",
         pts = ((pts + 0.5) / np.asarray(zoom, np.float32) - 0.5).astype(np.float32)
         mean = resize(mean, norm.shape, order=1, anti_aliasing=True).astype(np.float32)
         var = resize(var, norm.shape, order=1, anti_aliasing=True).astype(np.float32)
+    # A peak in an edge pixel maps back to up to half a pixel outside the pixel centres
+    # (row -0.35): every point is reported inside the image, 0 <= row <= rows - 1.
+    pts = np.clip(pts, 0, np.asarray(norm.shape, np.float32) - 1).astype(np.float32).reshape(-1, 2)
     return CellDetections(points_rc=pts, confidence=conf, heatmap_mean=mean, heatmap_var=var,
                           model_version=str(meta["model_version"]))
 

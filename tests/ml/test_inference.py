@@ -169,3 +169,18 @@ def test_capillaries_are_not_measured_on_a_slab_without_vessels():
     area = res.metrics["capillaries"]["area_density"]
     assert np.isnan(area.value) and area.method.startswith("not measured: no vessels")
     assert any(n.startswith("capillaries not analysed: no vessels") for n in res.notes)
+
+
+def test_points_are_inside_the_image_also_after_resampling():
+    # Cells on the border of an image resampled for detection (spacing 4 px < 7 px): a peak in
+    # an edge pixel of the resampled image maps back up to half a pixel outside (row -0.35, as
+    # reported on a real volume); every point is now inside 0..rows-1, 0..cols-1.
+    _weights("cones")
+    rng = np.random.default_rng(3)
+    rr, cc = np.meshgrid(np.arange(0, 48, 4.0), np.arange(0, 48, 4.0), indexing="ij")
+    pts = np.c_[rr.ravel(), cc.ravel()] + rng.normal(0, 0.2, (rr.size, 2))
+    img = np.clip(render_heatmap(pts, (48, 48), 1.0) * 200 + 20 + rng.normal(0, 5, (48, 48)), 0, 255)
+    det = detect_cells(img.astype(np.float32), target="cones", uncertainty=None, um_per_px=1.0,
+                       expected_spacing_um=4.0, resample_below_px=7.0)
+    assert len(det.points_rc)
+    assert det.points_rc.min() >= 0 and np.all(det.points_rc <= np.array([47, 47]))
