@@ -24,6 +24,7 @@ __all__ = ["Context", "MAX_PAGE", "authorize", "list_cases", "get_case", "case_m
 #: Largest page of a listing (cases, audit entries, metrics rows).
 MAX_PAGE = 500
 
+
 @dataclass(frozen=True)
 class Context:
     """Who calls (``principal``), from where (``client``: the peer address) and the
@@ -41,6 +42,10 @@ def authorize(ctx: Context, permission: str, *, case_id: str | None = None) -> N
     ctx.db.audit(ctx.principal.subject, f"denied:{permission}", case_id=case_id,
                  detail={"via": ctx.principal.via, "client": ctx.client,
                          "roles": sorted(ctx.principal.roles)}, allowed=False)
+    if ctx.principal.scopes is not None:
+        scopes = ", ".join(sorted(ctx.principal.scopes))
+        raise Problem(403, "forbidden", f"{permission!r} is not in this service token's scopes ({scopes}); "
+                                        "an Admin can make one that has it")
     have = ", ".join(sorted(ctx.principal.roles)) or "no platform role"
     raise Problem(403, "forbidden", f"{permission!r} is not granted to {have}; ask an Admin for a role "
                                     "that has it")

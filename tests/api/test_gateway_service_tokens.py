@@ -36,7 +36,8 @@ def test_a_scoped_token_is_allowed_its_scopes_only_and_revocation_ends_it(gatewa
     assert client.get("/cases", headers=h).status_code == 200
     me = client.get("/me", headers=h).json()
     assert me["subject"] == "service:dashboard" and me["permissions"] == ["view_cases"]
-    assert client.get("/cases/CASE-1", headers=h).status_code == 403     # view_case is not in its scopes
+    denied = client.get("/cases/CASE-1", headers=h)         # view_case is not in its scopes
+    assert denied.status_code == 403 and "service token" in denied.json()["detail"]
     listed = client.get("/service-tokens", headers=admin).json()
     assert listed[0]["name"] == "dashboard" and listed[0]["last_used_at"] and "token_hash" not in listed[0]
     engine = create_engine(f"sqlite:///{tmp / 'aooct-test.db'}")
