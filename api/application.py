@@ -95,16 +95,14 @@ def _case_or_404(ctx: Context, case_id: str) -> dict:
 
 def get_case(ctx: Context, case_id: str) -> dict:
     """A case with its QC checks, runs and stored artifacts."""
-    authorize(ctx, "view_case", case_id=case_id)
-    case = _case_or_404(ctx, case_id)
+    case = require_case(ctx, case_id)
     return {"case": case, "qc": ctx.db.get_qc(case_id), "runs": ctx.db.list_runs(case_id),
             "artifacts": ctx.db.list_artifacts(case_id)}
 
 
 def case_metrics(ctx: Context, case_id: str) -> list[dict]:
     """The metrics of one case (value, CI, unit, model version per row)."""
-    authorize(ctx, "view_case", case_id=case_id)
-    _case_or_404(ctx, case_id)
+    require_case(ctx, case_id)
     return ctx.db.get_metrics(case_id)
 
 

@@ -17,7 +17,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from aooct_core.artifact_keys import case_prefix, classify, enface_key
+from aooct_core.artifact_keys import REPORT, case_prefix, classify, enface_key
 
 __all__ = ["MAX_ARRAY_BYTES", "MAX_TILE_PX", "list_artifacts", "slab_npy", "slab_png_tile", "report_html"]
 
@@ -52,11 +52,16 @@ def list_artifacts(store, case_id: str) -> list[dict]:
     return out
 
 
-def _load(store, key: str) -> bytes:
+def _size(store, key: str) -> int:
     try:
-        size = store.size(key)
+        return store.size(key)
     except FileNotFoundError as exc:
         raise ArtifactMissing(f"no {key.split('/', 2)[-1]} for this case") from exc
+
+
+def _load(store, key: str, size: int | None = None) -> bytes:
+    """The object's bytes, within the budget (``size``: already looked up)."""
+    size = _size(store, key) if size is None else size
     if size > MAX_ARRAY_BYTES:
         raise ArtifactTooLarge(f"{key.split('/', 2)[-1]} is {size} bytes, over the gateway's "
                                f"{MAX_ARRAY_BYTES}-byte budget; read it from the object store")
@@ -86,17 +91,14 @@ def slab_png_tile(store, case_id: str, slab: str, *, row: int, col: int, size_px
 
 def _windowed_slab(store, case_id: str, slab: str):
     key = enface_key(case_id, slab)
-    try:
-        size = store.size(key)
-    except FileNotFoundError as exc:
-        raise ArtifactMissing(f"no enface/{slab}.npy for this case") from exc
+    size = _size(store, key)
     tag, now = (id(store), key, size), time.monotonic()
     with _cache_lock:
         hit = _cache.get(tag)
         if hit is not None and now - hit[0] < SLAB_CACHE_TTL_S:
             _cache.move_to_end(tag)
             return hit[1:]
-    image = np.load(io.BytesIO(_load(store, key)), allow_pickle=False)
+    image = np.load(io.BytesIO(_load(store, key, size)), allow_pickle=False)
     if image.ndim != 2:
         raise ValueError(f"slab {slab!r} is not 2-D (shape {image.shape})")
     finite = image[np.isfinite(image)]
@@ -109,4 +111,4 @@ def _windowed_slab(store, case_id: str, slab: str):
 
 
 def report_html(store, case_id: str) -> bytes:
-    return _load(store, case_prefix(case_id) + "/report/report.html")
+    return _load(store, f"{case_prefix(case_id)}/{REPORT}")

@@ -83,11 +83,6 @@ MAX_BODY_BYTES = 1 << 20
 MAX_CONCURRENT_UPLOADS = 2
 
 
-def _permission(method: str, path: str) -> dict:
-    perm = ROUTE_PERMISSIONS[(method, path)]
-    return {"openapi_extra": {"x-permission": perm}}
-
-
 def create_app(*, db, verifier, tokens=None, service_tokens=None, limiter: Limiter | None = None,
                ip_limit: RateLimit = RateLimit(1200), caller_limit: RateLimit = RateLimit(600),
                trusted_proxies: frozenset[str] = frozenset(), drop: str | None = None, drop_store=None,
@@ -165,23 +160,27 @@ def create_app(*, db, verifier, tokens=None, service_tokens=None, limiter: Limit
             raise too_many(wait_s, "caller")
         return appl.Context(principal=principal, db=db, client=request.state.client)
 
-    def allowed(method: str, path: str):
-        # Authenticate, then ask the policy for the route's permission before the body is read
-        # or validated: a caller without it gets 403 (audited), never a validation answer.
+    def route(method: str, path: str, **kwargs):
+        # Register a route under its ROUTE_PERMISSIONS entry: authenticate and ask the policy
+        # for that permission before the body is read or validated (a route-level dependency
+        # runs first; the endpoint's own Depends(context) reuses the same, cached, context) —
+        # a caller without it gets 403 (audited), never a validation answer.
         permission = ROUTE_PERMISSIONS[(method, path)]
+        dependencies = []
+        if permission != PUBLIC:
+            def authorized(request: Request, ctx: appl.Context = Depends(context)) -> None:
+                if permission != AUTHENTICATED:
+                    appl.authorize(ctx, permission, case_id=request.path_params.get("case_id"))
+            dependencies.append(Depends(authorized))
+        return app.api_route(path, methods=[method], dependencies=dependencies,
+                             openapi_extra={"x-permission": permission}, **kwargs)
 
-        def dependency(request: Request, ctx: appl.Context = Depends(context)) -> appl.Context:
-            if permission not in (AUTHENTICATED, PUBLIC):
-                appl.authorize(ctx, permission, case_id=request.path_params.get("case_id"))
-            return ctx
-        return dependency
-
-    @app.get("/health", **_permission("GET", "/health"))
+    @route("GET", "/health")
     def health() -> dict:
         """Liveness: the gateway answers (no authentication)."""
         return {"status": "ok"}
 
-    @app.post("/auth/token", **_permission("POST", "/auth/token"))
+    @route("POST", "/auth/token")
     def token(body: PasswordSignIn, request: Request) -> dict:
         """Password sign-in (embedded default): a short-lived bearer token for the gateway."""
         if tokens is None:
@@ -198,50 +197,50 @@ def create_app(*, db, verifier, tokens=None, service_tokens=None, limiter: Limit
         return {"access_token": tokens.issue(result.account["username"], result.account["role"]),
                 "token_type": "bearer", "expires_in": int(tokens.ttl_s)}
 
-    @app.get("/me", **_permission("GET", "/me"))
-    def me(ctx: appl.Context = Depends(allowed("GET", "/me"))) -> dict:
+    @route("GET", "/me")
+    def me(ctx: appl.Context = Depends(context)) -> dict:
         """Who the token says you are, and what you may do."""
         return appl.whoami(ctx)
 
-    @app.get("/cases", **_permission("GET", "/cases"))
-    def cases(ctx: appl.Context = Depends(allowed("GET", "/cases")), status: CaseStatus | None = None,
+    @route("GET", "/cases")
+    def cases(ctx: appl.Context = Depends(context), status: CaseStatus | None = None,
               eye: Literal["OD", "OS"] | None = None, qc_status: Literal["pass", "warn", "fail"] | None = None,
               limit: int = Query(50, ge=1, le=appl.MAX_PAGE), offset: int = Query(0, ge=0)) -> dict:
         """Cases with status and QC, filtered and paged (ordered by case id)."""
         return appl.list_cases(ctx, status=status, eye=eye, qc_status=qc_status, limit=limit, offset=offset)
 
-    @app.get("/cases/{case_id}", **_permission("GET", "/cases/{case_id}"))
-    def case(case_id: str, ctx: appl.Context = Depends(allowed("GET", "/cases/{case_id}"))) -> dict:
+    @route("GET", "/cases/{case_id}")
+    def case(case_id: str, ctx: appl.Context = Depends(context)) -> dict:
         """One case: its record, QC checks, runs and artifacts."""
         return appl.get_case(ctx, case_id)
 
-    @app.get("/cases/{case_id}/metrics", **_permission("GET", "/cases/{case_id}/metrics"))
-    def case_metrics(case_id: str, ctx: appl.Context = Depends(allowed("GET", "/cases/{case_id}/metrics")),
+    @route("GET", "/cases/{case_id}/metrics")
+    def case_metrics(case_id: str, ctx: appl.Context = Depends(context),
                      format: Literal["json", "csv"] = "json"):
         """The case's metrics as JSON rows or CSV."""
         rows = appl.case_metrics(ctx, case_id)
         return _csv(rows, f"{case_id}-metrics.csv") if format == "csv" else rows
 
-    @app.get("/metrics", **_permission("GET", "/metrics"))
-    def metrics(ctx: appl.Context = Depends(allowed("GET", "/metrics")),
+    @route("GET", "/metrics")
+    def metrics(ctx: appl.Context = Depends(context),
                 limit: int = Query(appl.MAX_PAGE, ge=1, le=appl.MAX_PAGE), offset: int = Query(0, ge=0)) -> dict:
         """Metrics rows of every case, paged."""
         return appl.cohort_metrics(ctx, limit=limit, offset=offset)
 
-    @app.get("/audit", **_permission("GET", "/audit"))
-    def audit(ctx: appl.Context = Depends(allowed("GET", "/audit")), actor: str | None = None,
+    @route("GET", "/audit")
+    def audit(ctx: appl.Context = Depends(context), actor: str | None = None,
               action: str | None = None, case_id: str | None = None,
               limit: int = Query(200, ge=1, le=appl.MAX_PAGE)) -> list[dict]:
         """Audit entries, newest first."""
         return appl.audit_log(ctx, actor=actor, action=action, case_id=case_id, limit=limit)
 
-    @app.get("/users", **_permission("GET", "/users"))
-    def users(ctx: appl.Context = Depends(allowed("GET", "/users"))) -> list[dict]:
+    @route("GET", "/users")
+    def users(ctx: appl.Context = Depends(context)) -> list[dict]:
         """Users and roles (no password hashes)."""
         return appl.list_users(ctx)
 
-    @app.post("/uploads", status_code=201, **_permission("POST", "/uploads"))
-    async def upload(request: Request, ctx: appl.Context = Depends(allowed("POST", "/uploads")),
+    @route("POST", "/uploads", status_code=201)
+    async def upload(request: Request, ctx: appl.Context = Depends(context),
                      name: str = Query("upload.zip", max_length=128, description="the zip's file name")) -> dict:
         """A case zip (``Content-Type: application/zip``, streamed): validated in a limited
         worker process, then queued for ingest; nothing partial ever reaches the drop."""
@@ -275,14 +274,14 @@ def create_app(*, db, verifier, tokens=None, service_tokens=None, limiter: Limit
         except ValueError as exc:
             raise Problem(400, "bad-artifact-request", str(exc)) from exc
 
-    @app.get("/cases/{case_id}/artifacts", **_permission("GET", "/cases/{case_id}/artifacts"))
-    def artifacts(case_id: str, ctx: appl.Context = Depends(allowed("GET", "/cases/{case_id}/artifacts"))):
+    @route("GET", "/cases/{case_id}/artifacts")
+    def artifacts(case_id: str, ctx: appl.Context = Depends(context)):
         """The case's stored artifacts: kind, name, key and size."""
         appl.require_case(ctx, case_id)             # 404 for an unknown case, as everywhere
         return artifact(art.list_artifacts, case_id)
 
-    @app.get("/cases/{case_id}/slabs/{slab}", **_permission("GET", "/cases/{case_id}/slabs/{slab}"))
-    def slab(case_id: str, slab: str, ctx: appl.Context = Depends(allowed("GET", "/cases/{case_id}/slabs/{slab}")),
+    @route("GET", "/cases/{case_id}/slabs/{slab}")
+    def slab(case_id: str, slab: str, ctx: appl.Context = Depends(context),
              format: Literal["png", "npy"] = "png", row: int = Query(0, ge=0), col: int = Query(0, ge=0),
              size: int = Query(512, ge=1, le=art.MAX_TILE_PX)):
         """An en face slab: a PNG tile (``row``, ``col``, ``size``) or the whole array as ``.npy``."""
@@ -293,35 +292,35 @@ def create_app(*, db, verifier, tokens=None, service_tokens=None, limiter: Limit
         return Response(artifact(art.slab_png_tile, case_id, slab, row=row, col=col, size_px=size),
                         media_type="image/png")
 
-    @app.get("/cases/{case_id}/report", **_permission("GET", "/cases/{case_id}/report"))
-    def report(case_id: str, ctx: appl.Context = Depends(allowed("GET", "/cases/{case_id}/report"))):
+    @route("GET", "/cases/{case_id}/report")
+    def report(case_id: str, ctx: appl.Context = Depends(context)):
         """The case report (HTML, as a download: it is never rendered in the gateway's origin)."""
         appl.require_case(ctx, case_id)
         return Response(artifact(art.report_html, case_id), media_type="text/html",
                         headers={"Content-Disposition": f'attachment; filename="{case_id}-report.html"',
                                  "Content-Security-Policy": "sandbox", "X-Content-Type-Options": "nosniff"})
 
-    @app.get("/cases/{case_id}/reviews", **_permission("GET", "/cases/{case_id}/reviews"))
-    def reviews(case_id: str, ctx: appl.Context = Depends(allowed("GET", "/cases/{case_id}/reviews"))):
+    @route("GET", "/cases/{case_id}/reviews")
+    def reviews(case_id: str, ctx: appl.Context = Depends(context)):
         """The case's review decisions."""
         return appl.list_reviews(ctx, case_id)
 
-    @app.post("/cases/{case_id}/reviews", status_code=201, **_permission("POST", "/cases/{case_id}/reviews"))
+    @route("POST", "/cases/{case_id}/reviews", status_code=201)
     def review(case_id: str, body: NewReview,
-               ctx: appl.Context = Depends(allowed("POST", "/cases/{case_id}/reviews"))) -> dict:
+               ctx: appl.Context = Depends(context)) -> dict:
         """Approve or reject the case."""
         return appl.add_review(ctx, case_id, decision=body.decision, comment=body.comment)
 
-    @app.get("/cases/{case_id}/labels", **_permission("GET", "/cases/{case_id}/labels"))
-    def labels(case_id: str, ctx: appl.Context = Depends(allowed("GET", "/cases/{case_id}/labels")),
+    @route("GET", "/cases/{case_id}/labels")
+    def labels(case_id: str, ctx: appl.Context = Depends(context),
                structure: Literal["cones", "rpe", "capillaries", "nfl"] | None = None,
                annotator: str | None = Query(None, max_length=128), latest_only: bool = False):
         """Label versions of the case (every version of every annotator unless ``latest_only``)."""
         return appl.list_labels(ctx, case_id, structure=structure, annotator=annotator, latest_only=latest_only)
 
-    @app.post("/cases/{case_id}/labels", status_code=201, **_permission("POST", "/cases/{case_id}/labels"))
+    @route("POST", "/cases/{case_id}/labels", status_code=201)
     def label(case_id: str, body: NewLabels,
-              ctx: appl.Context = Depends(allowed("POST", "/cases/{case_id}/labels"))) -> dict:
+              ctx: appl.Context = Depends(context)) -> dict:
         """Save a new label version (points for cones / RPE, a run-length mask for vessels)."""
         if isinstance(body.payload, MaskLabels):
             problem = rle_problem(body.payload.rle, body.payload.shape)
@@ -334,63 +333,63 @@ def create_app(*, db, verifier, tokens=None, service_tokens=None, limiter: Limit
             raise Problem(404, "runs-off", "this gateway has no orchestrator configured (AOOCT_DAGSTER_URL)")
         return runs
 
-    @app.post("/cases/{case_id}/runs", status_code=202, **_permission("POST", "/cases/{case_id}/runs"))
-    def launch(case_id: str, ctx: appl.Context = Depends(allowed("POST", "/cases/{case_id}/runs")),
+    @route("POST", "/cases/{case_id}/runs", status_code=202)
+    def launch(case_id: str, ctx: appl.Context = Depends(context),
                idempotency_key: str = Header(min_length=1, max_length=128,
                                              description="the same key returns the same run, never a second one")):
         """Start the case's pipeline run in the orchestrator (``created`` false: this key's run)."""
         return appl.launch_run(ctx, orchestrator(), case_id, idempotency_key=idempotency_key)
 
-    @app.get("/runs/{run_id}", **_permission("GET", "/runs/{run_id}"))
-    def run(run_id: str, ctx: appl.Context = Depends(allowed("GET", "/runs/{run_id}"))) -> dict:
+    @route("GET", "/runs/{run_id}")
+    def run(run_id: str, ctx: appl.Context = Depends(context)) -> dict:
         """A run's live status and step events, from the orchestrator."""
         return appl.run_status(ctx, orchestrator(), run_id)
 
-    @app.post("/users", status_code=201, **_permission("POST", "/users"))
-    def user_create(body: NewUser, ctx: appl.Context = Depends(allowed("POST", "/users"))) -> dict:
+    @route("POST", "/users", status_code=201)
+    def user_create(body: NewUser, ctx: appl.Context = Depends(context)) -> dict:
         """Create a user (bcrypt hash stored, the password never)."""
         return appl.create_user(ctx, username=body.username, name=body.name, email=body.email,
                                 password=body.password, role=body.role)
 
-    @app.patch("/users/{username}", **_permission("PATCH", "/users/{username}"))
+    @route("PATCH", "/users/{username}")
     def user_update(username: str, body: UserChange,
-                    ctx: appl.Context = Depends(allowed("PATCH", "/users/{username}"))) -> dict:
+                    ctx: appl.Context = Depends(context)) -> dict:
         """Change a user's role or deactivate them (their sessions and tokens stop at once)."""
         return appl.update_user(ctx, username, role=body.role, active=body.active)
 
-    @app.get("/subjects/{pseudonym}", **_permission("GET", "/subjects/{pseudonym}"))
-    def subject(pseudonym: str, ctx: appl.Context = Depends(allowed("GET", "/subjects/{pseudonym}"))) -> dict:
+    @route("GET", "/subjects/{pseudonym}")
+    def subject(pseudonym: str, ctx: appl.Context = Depends(context)) -> dict:
         """The subject_id a pseudonym stands for (Admin only, audited)."""
         return appl.look_up_subject(ctx, pseudonym)
 
-    @app.post("/exports", status_code=201, **_permission("POST", "/exports"))
-    def export(body: NewExport, ctx: appl.Context = Depends(allowed("POST", "/exports"))) -> dict:
+    @route("POST", "/exports", status_code=201)
+    def export(body: NewExport, ctx: appl.Context = Depends(context)) -> dict:
         """Write the metrics to the export location (a new, never overwritten, prefix per export)."""
         if export_store is None:
             raise Problem(404, "exports-off", "this gateway has no export location configured (AOOCT_EXPORT)")
         return appl.export_metrics(ctx, export_store, fmt=body.format, case_id=body.case_id)
 
-    @app.get("/models", **_permission("GET", "/models"))
-    def models(ctx: appl.Context = Depends(allowed("GET", "/models"))) -> list[dict]:
+    @route("GET", "/models")
+    def models(ctx: appl.Context = Depends(context)) -> list[dict]:
         """Registered models: versions, metrics, aliases, model card."""
         if registry is None:
             raise Problem(404, "models-off", "this gateway has no model registry configured")
         return appl.list_models(ctx, registry)
 
-    @app.get("/service-tokens", **_permission("GET", "/service-tokens"))
-    def service_tokens_list(ctx: appl.Context = Depends(allowed("GET", "/service-tokens"))) -> list[dict]:
+    @route("GET", "/service-tokens")
+    def service_tokens_list(ctx: appl.Context = Depends(context)) -> list[dict]:
         """Service tokens: names, scopes, creator, last use, revocation (never the tokens)."""
         return appl.list_service_tokens(ctx)
 
-    @app.post("/service-tokens", status_code=201, **_permission("POST", "/service-tokens"))
+    @route("POST", "/service-tokens", status_code=201)
     def service_tokens_create(body: NewServiceToken,
-                              ctx: appl.Context = Depends(allowed("POST", "/service-tokens"))) -> dict:
+                              ctx: appl.Context = Depends(context)) -> dict:
         """A new scoped service token for a scanner or script; the token is in this answer only."""
         return appl.create_service_token(ctx, service_tokens, name=body.name, scopes=body.scopes)
 
-    @app.delete("/service-tokens/{token_id}", **_permission("DELETE", "/service-tokens/{token_id}"))
+    @route("DELETE", "/service-tokens/{token_id}")
     def service_tokens_revoke(token_id: int,
-                              ctx: appl.Context = Depends(allowed("DELETE", "/service-tokens/{token_id}"))) -> dict:
+                              ctx: appl.Context = Depends(context)) -> dict:
         """Revoke a service token at once."""
         return appl.revoke_service_token(ctx, token_id)
 
