@@ -13,6 +13,7 @@ second and the machine's load. Then, with ``AOOCT_API_RATE_PER_MIN`` = 100, one 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import os
 import socket
@@ -41,8 +42,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def serve_gateway(home: Path, extra_env: dict) -> tuple[subprocess.Popen, str]:
-    """``aooct api`` on a free loopback port over ``home``, up and answering; (process, base URL)."""
+@contextlib.contextmanager
+def gateway_process(home: Path, extra_env: dict):
+    """``aooct api`` on a free loopback port over ``home``, up and answering: yields
+    (process, base URL); the process is stopped on leaving, also when it failed to start."""
     own = ("AOOCT_OIDC_", "AOOCT_API_", "AOOCT_DB_URL", "AOOCT_DROP", "AOOCT_OBJECT_STORE", "AOOCT_EXPORT")
     env = {k: v for k, v in os.environ.items() if not k.startswith(own)}
     env.update(AOOCT_HOME=str(home), **extra_env)
@@ -50,16 +53,21 @@ def serve_gateway(home: Path, extra_env: dict) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen([str(Path(sys.executable).with_name("aooct")), "api", "--port", str(port)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(base + "/health", timeout=2).status_code == 200:
-                return proc, base
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit("aooct api did not start")
-        time.sleep(0.2)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(base + "/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("aooct api did not start")
+            time.sleep(0.2)
+        yield proc, base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 def _populate(home: Path, n_cases: int, n_users: int) -> None:
@@ -98,8 +106,8 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="aooct-bench-gw-") as tmp:
         home = Path(tmp) / "home"
         _populate(home, args.cases, args.clients)
-        proc, base = serve_gateway(home, {"AOOCT_API_RATE_PER_MIN": "100000", "AOOCT_API_RATE_IP_PER_MIN": "100000"})
-        try:
+        unlimited = {"AOOCT_API_RATE_PER_MIN": "100000", "AOOCT_API_RATE_IP_PER_MIN": "100000"}
+        with gateway_process(home, unlimited) as (_, base):
             tokens = [_token(base, f"user{i}") for i in range(args.clients)]
             times = {"GET /cases?limit=50": [], "GET /cases/{id}/metrics": [], "GET slab tile 512x512 PNG": []}
             errors = []
@@ -139,19 +147,13 @@ def main(argv=None) -> int:
             for route, v in times.items():
                 q = statistics.quantiles(v, n=100)
                 print(f"  {route}: p50 {1000 * statistics.median(v):.1f} ms, p99 {1000 * q[98]:.1f} ms")
-        finally:
-            proc.terminate()
-            proc.wait(timeout=20)
-        proc, base = serve_gateway(home, {"AOOCT_API_RATE_PER_MIN": "100", "AOOCT_API_RATE_IP_PER_MIN": "100000"})
-        try:
+        limited = {"AOOCT_API_RATE_PER_MIN": "100", "AOOCT_API_RATE_IP_PER_MIN": "100000"}
+        with gateway_process(home, limited) as (_, base):
             token = _token(base, "user0")
             with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30) as c:
                 codes = [c.get("/me").status_code for _ in range(300)]
             print(f"rate limit 100/min per caller, 300 requests at once: {codes.count(200)} passed, "
                   f"{codes.count(429)} refused with 429 (target: at most 100 pass)")
-        finally:
-            proc.terminate()
-            proc.wait(timeout=20)
     return 0
 
 

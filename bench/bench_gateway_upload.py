@@ -26,7 +26,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_gateway import serve_gateway  # noqa: E402  (bench/, the script's folder)
+from bench_gateway import gateway_process  # noqa: E402  (bench/, the script's folder)
 
 from api.sessions import hash_password  # noqa: E402
 from resources.config import load_config  # noqa: E402
@@ -85,8 +85,7 @@ def main(argv=None) -> int:
         db.create_user("tess", name="Tess", email="t@lab.example", password_hash=hash_password("pw-t-1", rounds=4),
                        role="Tech")
         db.close()
-        proc, base = serve_gateway(home, limits)
-        try:
+        with gateway_process(home, limits) as (proc, base):
             idle_mb = _hwm_mb(proc.pid)
             tok = httpx.post(base + "/auth/token", json={"username": "tess", "password": "pw-t-1"}).json()
             load0 = os.getloadavg()[0]
@@ -103,9 +102,6 @@ def main(argv=None) -> int:
                   f" {r.text[:160]}")
             print(f"gateway peak RSS (VmHWM) {peak:.0f} MB (idle {idle_mb:.0f} MB; target < 200 MB); load average "
                   f"{load0:.2f} at start, {os.getloadavg()[0]:.2f} at end (2 cores)")
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
     return 0
 
 
