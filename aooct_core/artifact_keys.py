@@ -1,7 +1,9 @@
-"""Where a case's artifacts live in the object store: the one statement of the key layout.
+"""Where a case's artifacts live in the object store.
 
-The Dagster assets write these keys, the review app and the gateway read them. Everything of
-case ``<id>`` is under ``cases/<id>/``:
+The Dagster assets write these keys, the review app and the gateway read them. The case prefix
+(:func:`case_prefix`) and the artifact patterns the readers classify keys by are stated here;
+the assets still spell the keys below the prefix themselves. Everything of case ``<id>`` is
+under ``cases/<id>/``:
 
 ==============================================  ==========================================
 ``corrected/volume.npy``                        the corrected repeat average (bscan, depth, aline)

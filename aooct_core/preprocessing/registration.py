@@ -233,9 +233,8 @@ def estimate_motion(volumes, geometry: Geometry, *, reference: int | None = None
 
 def _estimate_motion(volumes, geometry, *, reference, device, search_px, rigid_search_fraction, sigma_px,
                      within_volume, axial_detrend_degree, saccade_threshold_px, min_quality, min_significance,
-                     outlier_px,
-                     dim_fraction, max_rejected_fraction, max_weak_fraction, chunk_bscans, return_average,
-                     cpu_threads):
+                     outlier_px, dim_fraction, max_rejected_fraction, max_weak_fraction, chunk_bscans,
+                     return_average, cpu_threads):
     # Body of estimate_motion; also returns what preprocess_case needs to re-estimate the
     # residual after its lattice step: (e_clean lateral (R, B) px, usable (R, B) bool).
     _check_volumes(volumes)
