@@ -12,11 +12,18 @@ Per tick, for each drop:
 2. ``case.json`` must exist and every volume it lists must be present — otherwise the
    drop is *partial* and waits;
 3. an invalid ``case.json`` or an empty volume is *malformed*: the drop is moved to
-   ``_quarantine/<name>/`` next to a ``REASON.txt`` that says what is wrong;
-4. the content hash (canonical ``case.json`` + volume bytes) is the run key, so the same
+   ``_quarantine/<name>/`` next to a ``REASON.txt`` that says what is wrong
+   (:mod:`aooct_assets.quarantine`);
+4. its names are screened against the identifiers it carries (``subject_id`` as received,
+   the DICOM headers' patient names, IDs and birth date; :mod:`aooct_core.io.phi`): a
+   ``case_id`` or volume file name holding one quarantines the drop; a folder name holding
+   one is replaced by the drop's token (``drop-<keyed hash>``) before anything is requested.
+   Until then the drop is named by its token in the cursor and the notes, both of which
+   Dagster stores;
+5. the content hash (canonical ``case.json`` + volume bytes) is the run key, so the same
    content dropped twice gives one run (the second copy is removed, its files listed
    with their sha256 in ``_duplicates/<name>-<hash>/REASON.txt``);
-5. the partition is added and the run requested in one ``SensorResult``.
+6. the partition is added and the run requested in one ``SensorResult``.
 
 The run's ``raw_volume`` step copies the drop into the object store and only then moves
 it to ``_processed/``, so no drop is ever lost; the run key makes it processed once.
@@ -30,13 +37,14 @@ from dagster import (DefaultSensorStatus, RunRequest, SensorEvaluationContext, S
                      SkipReason, sensor)
 
 from aooct_assets.partitions import cases_partitions
+from aooct_assets.quarantine import drop_token, quarantine, retire_duplicate, scrub_quarantined
 from aooct_core.io import content_hash_of_case
-from aooct_core.io.drop_layout import DUPLICATES, QUARANTINE, RESERVED_PREFIXES
+from aooct_core.io.drop_layout import DUPLICATES, RESERVED_PREFIXES
+from aooct_core.io.phi import find_identifiers, identifiers_of_case, redact_identifiers, screen_case_names
 from resources.object_store import ObjectStore, make_object_store
 
 __all__ = ["make_drop_sensor", "mark_case_failed", "scan_drop", "run_requests_for", "content_hash_of_drop",
            "quarantine", "scrub_quarantined"]
-
 
 
 def content_hash_of_drop(store: ObjectStore, name: str, case_dict: dict) -> str:
@@ -52,115 +60,45 @@ def content_hash_of_drop(store: ObjectStore, name: str, case_dict: dict) -> str:
     return content_hash_of_case(case_dict, read_volume_bytes)
 
 
-def _signature(listing: dict[str, str]) -> str:
-    return hashlib.sha256(json.dumps(sorted(listing.items())).encode()).hexdigest()[:16]
-
-
-def quarantine(store: ObjectStore, name: str, reason: str, sig: str) -> str:
-    """Move drop ``name`` under ``_quarantine/`` with ``REASON.txt``; returns the new prefix.
-
-    Its DICOM files are then de-identified in place and case.json's ``subject_id`` replaced by
-    its pseudonym (:func:`scrub_quarantined`); a DICOM that cannot be de-identified is removed,
-    listed in ``REASON.txt`` by size and sha256. A refused drop is kept for the lab to fix,
-    never as a copy of the patient's identifiers.
-    """
-    dest = f"{QUARANTINE}/{name}"
-    if store.list_keys(dest + "/"):
-        dest = f"{dest}-{sig[:8]}"
-    # The reason is written first: if the move is interrupted, the half-moved drop is
-    # still explained, and every file exists in exactly one of the two places.
-    store.put_bytes(f"{dest}/REASON.txt", (reason.rstrip() + "\n").encode())
-    store.move_prefix(name, dest)
-    if name in store.refused_entries(name):  # the drop itself is a link or a FIFO
-        store.move(name, f"{dest}/{name}")
-    scrubbed = scrub_quarantined(store, dest)
-    if scrubbed:
-        store.put_bytes(f"{dest}/REASON.txt", (reason.rstrip() + "\n\n" + "\n".join(scrubbed) + "\n").encode())
-    return dest
-
-
-def scrub_quarantined(store: ObjectStore, prefix: str, *, uid_key: bytes | None = None) -> list[str]:
-    """Take the identifiers out of a quarantined drop, in place.
-
-    Every DICOM file is de-identified with the ingest's
-    :func:`aooct_core.io.deid.deidentify_dicom_file`; one that cannot be (burned-in
-    annotation, unreadable, over the read budget) is deleted. A ``case.json`` that parses
-    to an object with a string ``subject_id`` gets the subject's pseudonym instead
-    (:func:`aooct_core.io.deid.pseudonymize_subject`; the original is not kept: it is the
-    lab's own, and the subject map only holds subjects of stored cases).
-
-    Returns
-    -------
-    list of str
-        One line per file changed: what was removed from it, or that it was deleted, with
-        its size and sha256 as received (so the lab can match it to its own copy).
-    """
+def _hash_and_identifiers(store: ObjectStore, name: str, case_dict: dict):
+    """:func:`content_hash_of_drop` and, read on the way, the patient identifiers in the
+    DICOM volumes' headers (a volume that cannot be read as DICOM gives none: its ingest
+    refuses it with the reason)."""
     import tempfile
     from pathlib import Path
 
     from aooct_core.io import InputError
-    from aooct_core.io.deid import deidentify_dicom_file, looks_like_dicom, pseudonymize_subject
-    from aooct_core.io.jsonsafe import loads_bounded
-    from resources.config import deid_uid_key
+    from aooct_core.io.deid import dicom_identifiers, looks_like_dicom
 
-    lines: list[str] = []
-    key_bytes = uid_key
+    found = []
 
-    def secret() -> bytes:   # read only when a file needs it
-        nonlocal key_bytes
-        key_bytes = key_bytes if key_bytes is not None else deid_uid_key()
-        return key_bytes
-    for key, size in sorted(store.list_objects(prefix + "/").items()):
-        name = key[len(prefix) + 1:]
-        if name == "REASON.txt":
-            continue
-        if name == "case.json":
-            data = store.get_bytes(key)
-            try:
-                spec = loads_bounded(data, source=store.uri(key))
-            except InputError:
-                continue      # unreadable: kept as is, the reason above says why
-            if isinstance(spec, dict) and isinstance(spec.get("subject_id"), str):
-                pseudonym = pseudonymize_subject(spec["subject_id"], key=secret())
-                if pseudonym != spec["subject_id"]:
-                    store.put_bytes(key, json.dumps({**spec, "subject_id": pseudonym}, indent=2).encode())
-                    lines.append(f"case.json: subject_id replaced by its pseudonym {pseudonym}; "
-                                 f"as received {size} bytes, sha256 {hashlib.sha256(data).hexdigest()}")
-            continue
-        with tempfile.TemporaryDirectory(prefix="aooct-scrub-") as tmp:
-            path = store.get_file(key, Path(tmp) / "file")
-            sha = hashlib.sha256()
-            with open(path, "rb") as fh:
-                head = fh.read(132)
-                if not looks_like_dicom(name, head):
-                    continue
-                sha.update(head)
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    sha.update(block)
-            digest = sha.hexdigest()
-            try:
-                res = deidentify_dicom_file(path, uid_key=secret(), source=store.uri(key))
-            except InputError as exc:
-                store.delete(key)
-                lines.append(f"{name}: deleted, it could not be de-identified ({exc.problem}); "
-                             f"{size} bytes, sha256 {digest}")
-                continue
-        store.put_bytes(key, res.data)
-        lines.append(f"{name}: de-identified in place ({', '.join(res.removed) or 'nothing to remove'}); "
-                     f"as received {size} bytes, sha256 {digest}")
-    return lines
+    def read_volume_bytes(vol: str) -> tuple[int, list[bytes]]:
+        data = store.get_bytes(f"{name}/{vol}")
+        if looks_like_dicom(vol, data[:132]):
+            with tempfile.TemporaryDirectory(prefix="aooct-screen-") as tmp:
+                path = Path(tmp) / "volume.dcm"
+                path.write_bytes(data)
+                try:
+                    found.extend(dicom_identifiers(path))
+                except InputError:
+                    pass   # refused, with its reason, at de-identification in raw_volume
+        return len(data), [data]
+
+    return content_hash_of_case(case_dict, read_volume_bytes), found
 
 
-def _retire_duplicate(store: ObjectStore, name: str, dest: str, listing: dict, why: str) -> None:
-    """Replace duplicate drop ``name`` by ``dest/REASON.txt``: why, and each file's size
-    and sha256. Its bytes are those of the drop it duplicates, which keeps them (stored,
-    de-identified where DICOM); a second verbatim copy would only keep identifiers."""
-    lines = [why, "", "files removed (the same bytes are held by that drop):"]
-    for key in sorted(listing):
-        lines.append(f"  {key[len(name) + 1:]}  {listing[key]} bytes  "
-                     f"sha256 {hashlib.sha256(store.get_bytes(key)).hexdigest()}")
-    store.put_bytes(f"{dest}/REASON.txt", ("\n".join(lines) + "\n").encode())
-    store.delete_prefix(name, keys=listing)
+def _rename_target(store: ObjectStore, name: str, sig: str) -> str:
+    """The neutral name for drop ``name`` (whose name holds an identifier): its keyed token,
+    or token-<sig> when that folder holds another drop. An interrupted rename (``case.json``
+    moves last) is resumed into the same folder."""
+    new = drop_token(name)
+    if store.exists(f"{new}/case.json"):
+        new = f"{new}-{sig[:8]}"
+    return new
+
+
+def _signature(listing: dict[str, str]) -> str:
+    return hashlib.sha256(json.dumps(sorted(listing.items())).encode()).hexdigest()[:16]
 
 
 def _read_case_json(store: ObjectStore, name: str, size: int) -> dict:
@@ -186,33 +124,47 @@ def _read_case_json(store: ObjectStore, name: str, size: int) -> dict:
 
 
 def _judge(store: ObjectStore, name: str, listing: dict[str, int], refused: dict[str, str],
-           sig: str, entry: dict, requested: dict[str, str]):
-    """("wait" | "quarantine" | "duplicate" | "request" | "requested", detail) for one stable drop."""
+           entry: dict, requested: dict[str, str]):
+    """``(verdict, detail, identifiers)`` for one stable drop; verdict is one of "wait",
+    "quarantine", "rename" (its folder name holds an identifier), "duplicate", "request",
+    "requested". ``identifiers`` are those read from the drop (held in memory only)."""
     from aooct_core.io import InputError
 
     if refused:
         return "quarantine", ("not regular files (the drop location never follows links or opens "
                               "FIFOs; copy the files themselves): "
-                              + "; ".join(f"{k}: {why}" for k, why in refused.items()))
+                              + "; ".join(f"{k}: {why}" for k, why in refused.items())), []
     if f"{name}/case.json" not in listing:
-        return "wait", "waiting for case.json"
+        return "wait", "waiting for case.json", []
     try:
         case_dict = _read_case_json(store, name, listing[f"{name}/case.json"])
     except InputError as exc:
-        return "quarantine", f"case.json is invalid: {exc}"
+        return "quarantine", f"case.json is invalid: {exc}", []
+    ids = identifiers_of_case(case_dict)
+    if find_identifiers(name, ids):   # before waiting for volumes: resumes an interrupted rename
+        return "rename", None, ids
     missing = [v for v in case_dict["volumes"] if f"{name}/{v}" not in listing]
     if missing:
-        return "wait", f"waiting for volumes {missing}"
+        return "wait", f"waiting for volumes {missing}", ids
     empty = [v for v in case_dict["volumes"] if listing[f"{name}/{v}"] == 0]
     if empty:
-        return "quarantine", f"volumes {empty} are empty (0 bytes)"
-    digest = entry["hash"] or content_hash_of_drop(store, name, case_dict)
-    entry["hash"] = digest
+        return "quarantine", f"volumes {empty} are empty (0 bytes)", ids
+    digest = entry["hash"]   # set only once the drop's names passed the screening below
+    if not digest:
+        digest, dicom_ids = _hash_and_identifiers(store, name, case_dict)
+        ids += dicom_ids
+        problems = screen_case_names(case_dict["case_id"], case_dict["volumes"], ids)
+        if problems:
+            return "quarantine", ("names that identify the patient are never stored: "
+                                  + "; ".join(problems)), ids
+        if find_identifiers(name, ids):
+            return "rename", None, ids
+        entry["hash"] = digest
     if digest in requested:
         if requested[digest] != name:
-            return "duplicate", (digest, case_dict)
-        return "requested", None  # same drop still waiting for its run to move it
-    return "request", (digest, case_dict)
+            return "duplicate", (digest, case_dict), ids
+        return "requested", None, ids  # same drop still waiting for its run to move it
+    return "request", (digest, case_dict), ids
 
 
 def scan_drop(store: ObjectStore, state: dict, *, stable_ticks: int = 2,
@@ -229,7 +181,9 @@ def scan_drop(store: ObjectStore, state: dict, *, stable_ticks: int = 2,
         Ticks a drop's listing (keys and version tokens: size, mtime) must stay unchanged
         before it is judged; 1 judges every drop at once.
     only : set of str, optional
-        Judge only these drops (``aooct process CASE_DIR...``); the others are left as they are.
+        Judge only these drops (``aooct process CASE_DIR...``); the others are left as they
+        are. A drop renamed because its folder name identifies the patient has its new name
+        added to ``only`` (so its caller can clean it up).
 
     Returns
     -------
@@ -238,7 +192,9 @@ def scan_drop(store: ObjectStore, state: dict, *, stable_ticks: int = 2,
     state : dict
         The new cursor state.
     notes : list of str
-        One line per drop that is waiting, quarantined or a duplicate (for the skip reason / log).
+        One line per drop that is waiting, renamed, quarantined or a duplicate (for the skip
+        reason / log). A drop is named by its token (``drop-<keyed hash>``) until its names
+        have been screened, since the skip reason and the cursor are stored.
 
     Notes
     -----
@@ -248,6 +204,7 @@ def scan_drop(store: ObjectStore, state: dict, *, stable_ticks: int = 2,
     it (a copier that preallocates, a file corrupted in place) is judged again, and its
     new content requested under a new run key.
     """
+    from resources.config import deid_uid_key
     from resources.object_store import TransientStoreError
 
     seen = dict(state.get("seen", {}))
@@ -266,43 +223,70 @@ def scan_drop(store: ObjectStore, state: dict, *, stable_ticks: int = 2,
             refused[top][key] = why
             groups[top].setdefault(key, "refused")
     requests, notes = [], []
+    key = deid_uid_key()
+    present = {drop_token(n, key=key) for n in groups}
+    alive = set(groups)
     for name in sorted(groups):
         if only is not None and name not in only:
             continue
         sig = _signature(groups[name])
-        prev = seen.get(name, {})
+        token = drop_token(name, key=key)   # the cursor and the notes never hold a folder name
+        prev = seen.get(token, {})
         same = prev.get("sig") == sig
         entry = {"sig": sig, "count": prev.get("count", 0) + 1 if same else 1,
                  "hash": prev.get("hash") if same else None, "runs": prev.get("runs", 0)}
-        seen[name] = entry
+        seen[token] = entry
         if not same and prev.get("hash") and requested.get(prev["hash"]) == name:
             requested.pop(prev["hash"])  # requested content changed before its run took it
         if entry["count"] < stable_ticks:
-            notes.append(f"{name}: waiting for sizes to stay unchanged ({entry['count']}/{stable_ticks} ticks)")
+            notes.append(f"{token}: waiting for sizes to stay unchanged ({entry['count']}/{stable_ticks} ticks)")
             continue
         listing = {k: sizes.get(k, 0) for k in groups[name] if k not in refused[name]}
-        try:
-            verdict, detail = _judge(store, name, listing, refused[name], sig, entry, requested)
-        except TransientStoreError as exc:
-            notes.append(f"{name}: store error, judged again on the next tick ({exc})")
-            continue
-        except Exception as exc:  # noqa: BLE001 - one drop must never stall the others
-            verdict, detail = "quarantine", (f"could not be read ({type(exc).__name__}: {exc}); "
-                                             "fix the drop and copy it in again")
-        if verdict == "wait":
-            notes.append(f"{name}: {detail}")
+        ids: list = []
+        for attempt in range(2):
+            try:
+                verdict, detail, ids = _judge(store, name, listing, refused[name], entry, requested)
+            except TransientStoreError as exc:
+                verdict, detail = "retry", f"store error, judged again on the next tick ({exc})"
+            except Exception as exc:  # noqa: BLE001 - one drop must never stall the others
+                verdict, detail = "quarantine", (f"could not be read ({type(exc).__name__}: {exc}); "
+                                                 "fix the drop and copy it in again")
+            if verdict != "rename":
+                break
+            if attempt:   # a token cannot hold an identifier; refuse rather than loop
+                verdict, detail = "quarantine", "its folder name still holds an identifier after renaming"
+                break
+            # The folder name identifies the patient: the drop is renamed to its token and
+            # judged again under it (run tags, _processed/ and the DB only see the token).
+            new = _rename_target(store, name, sig)
+            store.move_prefix(name, new)
+            notes.append(f"{new}: the drop folder was renamed to its token; its name held the "
+                         f"patient's {', '.join(find_identifiers(name, ids))}")
+            seen.pop(token)
+            versions = store.list_versions(new + "/")
+            listing = {k: size for k, (size, _v) in versions.items()}
+            entry["sig"] = _signature({k: f"{size}:{v}" for k, (size, v) in versions.items()})
+            name, token = new, drop_token(new, key=key)
+            seen[token] = entry
+            present.add(token)
+            alive.add(new)
+            if only is not None:
+                only.add(new)
+        label = name if entry["hash"] else token   # a folder name is shown once it was screened
+        if verdict in ("wait", "retry"):
+            notes.append(f"{label}: {redact_identifiers(detail, ids)[0]}")
         elif verdict == "quarantine":
-            dest = quarantine(store, name, detail, sig)
-            notes.append(f"{name}: quarantined to {dest}: {detail[:200]}")
-            seen.pop(name)
+            dest = quarantine(store, name, detail, sig, identifiers=ids)
+            notes.append(f"{token}: quarantined to {dest}: {redact_identifiers(detail, ids)[0][:200]}")
+            seen.pop(token)
         elif verdict == "duplicate":
             digest, case_dict = detail
             dest = f"{DUPLICATES}/{name}-{digest[:8]}"
-            _retire_duplicate(store, name, dest, listing, (
+            retire_duplicate(store, name, dest, listing, (
                 f"same content (sha256 {digest}) as drop {requested[digest]!r}, "
                 f"case {case_dict['case_id']!r}, which was already requested"))
             notes.append(f"{name}: duplicate of {requested[digest]}, recorded in {dest}/REASON.txt")
-            seen.pop(name)
+            seen.pop(token)
         elif verdict == "request":
             digest, case_dict = detail
             requested[digest] = name
@@ -310,12 +294,12 @@ def scan_drop(store: ObjectStore, state: dict, *, stable_ticks: int = 2,
             run_key = digest if entry["runs"] == 1 else f"{digest}-{entry['runs']}"
             requests.append({"drop": name, "case_id": case_dict["case_id"], "content_hash": digest,
                              "run_key": run_key, "case": case_dict})
-    for name in list(seen):
-        if name not in groups:  # moved to _processed/ by its run (or removed by a person)
-            seen.pop(name)
-            for digest, drop_name in requested.items():
-                if drop_name == name:
-                    requested[digest] = f"{name} (processed)"
+    for token in list(seen):
+        if token not in present:  # moved to _processed/ by its run (or removed by a person)
+            seen.pop(token)
+    for digest, drop_name in requested.items():
+        if drop_name not in alive and not drop_name.endswith(" (processed)"):
+            requested[digest] = f"{drop_name} (processed)"
     return requests, {"seen": seen, "requested": requested}, notes
 
 

@@ -5,7 +5,7 @@ retinal location. ``case.json`` looks like::
 
     {
       "schema_version": 1,
-      "case_id": "S001_OD_T2",
+      "case_id": "C017_OD_T2",
       "subject_id": "S001",
       "eye": "OD",
       "location_deg": {"horizontal": 2.0, "vertical": 0.0},
@@ -267,7 +267,7 @@ def validate_case_dict(data: Any, *, source: str | Path = "case.json",
     )
 
 
-_EXAMPLE = '{"schema_version": 1, "case_id": "S001_OD", ...} (see aooct_core/casefile.py)'
+_EXAMPLE = '{"schema_version": 1, "case_id": "C001_OD", ...} (see aooct_core/casefile.py)'
 
 
 def parse_case_json(path: str | Path, *, check_files: bool = True,

@@ -247,6 +247,7 @@ def validate_case_folder(
             on_read(Path(path))
         read_volume(path)
     acq = case.acquisition
+    _refuse_identifying_names(folder, acq.case_id, acq.subject_id, [Path(p) for p in case.volume_paths])
     return ValidatedCase(
         folder=folder,
         case_id=acq.case_id,
@@ -257,6 +258,26 @@ def validate_case_folder(
         files=tuple(str(p.relative_to(folder)) for p in files),
         total_bytes=total,
     )
+
+
+def _refuse_identifying_names(folder: Path, case_id: str, subject_id: str, volumes: list[Path]) -> None:
+    """Refuse a case whose ``case_id`` or a volume's file name holds its own identifiers
+    (``subject_id`` as received, the DICOM headers' patient names, IDs and birth date;
+    :func:`aooct_core.io.phi.screen_case_names`): they would be stored as keys and rows. The
+    error names the kind of identifier, never its value."""
+    from aooct_core.io.deid import dicom_identifiers, looks_like_dicom
+    from aooct_core.io.phi import Identifier, screen_case_names
+
+    ids = [Identifier("subject_id", subject_id)]
+    for path in volumes:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+        if looks_like_dicom(path.name, head):
+            ids += dicom_identifiers(path)
+    problems = screen_case_names(case_id, [p.relative_to(folder).as_posix() for p in volumes], ids)
+    if problems:
+        raise InputError(folder / "case.json", "names that identify the patient are never stored: "
+                         + "; ".join(problems))
 
 
 def drop_for_ingest(case: ValidatedCase, drop: str, *, store=None) -> str:

@@ -16,6 +16,7 @@ from aooct_core.io import content_hash_of_case
 from aooct_core.io.jsonsafe import loads_bounded
 from aooct_core.io.deid import DEID_PROFILE
 from aooct_core.io.drop_layout import DEID_RECORD, PROCESSED
+from aooct_core.io.phi import find_identifiers, identifiers_of_case, redact_identifiers, screen_case_names
 from resources.config import deid_uid_key
 from resources.dagster_resources import unwrap
 
@@ -29,11 +30,13 @@ class RawVolumeConfig(Config):
     content_hash: str = ""
 
 
-def _deidentified(drop, src: str, name: str, data: bytes, uid_key: bytes, deid: dict) -> bytes:
+def _deidentified(drop, src: str, name: str, data: bytes, uid_key: bytes, deid: dict,
+                  ids: list) -> bytes:
     """The bytes to store for volume ``name``: DICOM de-identified, anything else as is.
 
-    A DICOM that cannot be de-identified (burned-in annotation, unreadable) quarantines
-    the drop with the reason; nothing of it is stored.
+    The header's patient identifiers are added to ``ids``. A DICOM that cannot be
+    de-identified (burned-in annotation, unreadable) quarantines the drop with the reason;
+    nothing of it is stored.
     """
     from aooct_core.io import InputError
     from aooct_core.io.deid import deidentify_dicom_bytes, looks_like_dicom
@@ -43,25 +46,50 @@ def _deidentified(drop, src: str, name: str, data: bytes, uid_key: bytes, deid: 
     try:
         res = deidentify_dicom_bytes(data, uid_key=uid_key, source=drop.uri(f"{src}/{name}"))
     except InputError as exc:
-        dest = quarantine(drop, src, f"refused at de-identification: {exc}", hashlib.sha256(data).hexdigest())
-        raise Failure(f"{exc}; the drop was moved to {dest}", allow_retries=False) from exc
+        dest = quarantine(drop, src, f"refused at de-identification: {exc}", hashlib.sha256(data).hexdigest(),
+                          identifiers=ids)
+        raise Failure(f"{redact_identifiers(str(exc), ids)[0]}; the drop was moved to {dest}",
+                      allow_retries=False) from exc
+    ids.extend(res.identifiers)
     deid[name] = {"removed": list(res.removed), "replaced_uids": list(res.replaced_uids)}
     return res.data
 
 
-def _pseudonymized_case(case_dict: dict, db, key: bytes) -> bytes:
-    """case.json as stored: ``subject_id`` replaced by the subject's pseudonym.
+def _refuse_identifying_names(drop, src: str, case_dict: dict, ids: list, store, written: dict) -> None:
+    """Fail (quarantining the drop, deleting what this step wrote) when the ``case_id`` or a
+    volume's file name holds one of the case's identifiers: they would become keys,
+    partition names and rows. The drop sensor refuses such drops first; this is the step's
+    own guard, also for drops it was not given by the sensor."""
+    problems = screen_case_names(case_dict["case_id"], case_dict["volumes"], ids)
+    if not problems:
+        return
+    for key in list(written):
+        store.delete(key)
+        written.pop(key)
+    reason = "names that identify the patient are never stored: " + "; ".join(problems)
+    dest = quarantine(drop, src, reason, hashlib.sha256(reason.encode()).hexdigest(), identifiers=ids)
+    raise Failure(f"{reason}; the drop was moved to {dest}", allow_retries=False)
 
-    The original is recorded only in the metadata DB's Admin-only subject map
+
+def _pseudonymized_case(case_dict: dict, db, key: bytes, ids: list) -> tuple[bytes, list[str]]:
+    """case.json as stored, and the kinds of identifier taken out of its ``notes``.
+
+    ``subject_id`` is replaced by the subject's pseudonym; the original is recorded only in
+    the metadata DB's Admin-only subject map
     (:meth:`~resources.metadata_db.MetadataDB.map_subject`); a subject already mapped
-    keeps its pseudonym.
+    keeps its pseudonym. Every token of ``notes`` holding one of ``ids`` (the subject_id
+    as received, the DICOM patient names, IDs and birth date) becomes ``[removed]``.
     """
     from aooct_core.io.deid import is_subject_pseudonym, pseudonymize_subject
 
     subject = case_dict["subject_id"]
     if not is_subject_pseudonym(subject):
         subject = db.map_subject(subject, pseudonym=pseudonymize_subject(subject, key=key))
-    return json_bytes({**case_dict, "subject_id": subject})
+    stored = {**case_dict, "subject_id": subject}
+    kinds: list[str] = []
+    if isinstance(stored.get("notes"), str):
+        stored["notes"], kinds = redact_identifiers(stored["notes"], ids)
+    return json_bytes(stored), kinds
 
 
 def _merge_earlier_deid(deid: dict, record: dict, source: str) -> dict:
@@ -120,6 +148,8 @@ def raw_volume(context: AssetExecutionContext, config: RawVolumeConfig) -> Mater
     written: dict = {}
     deid: dict[str, dict] = {}
     earlier: dict = {}
+    ids: list = []          # the case's identifiers, in memory only
+    notes_redacted: list[str] = []
     with step_errors(f"ingest of case {case_id}"):
         drop = unwrap(context.resources.drop_store)
         src = config.drop_prefix.strip("/")
@@ -132,13 +162,17 @@ def raw_volume(context: AssetExecutionContext, config: RawVolumeConfig) -> Mater
                               f"{case_id!r}", allow_retries=False)
             # Checked as received, before its subject_id is mapped to a pseudonym.
             validate_case_dict(case_dict, source=drop.uri(f"{src}/case.json"))
+            ids += identifiers_of_case(case_dict)
+            _refuse_identifying_names(drop, src, case_dict, ids, store, written)
             _refuse_overwrite(store, db, case_id, raw, config.content_hash)
             uid_key = deid_uid_key()
 
             def ingest_volume(name: str) -> tuple[int, list[bytes]]:
-                # Hashed as received (the sensor's hash); stored de-identified.
+                # Hashed as received (the sensor's hash); stored de-identified, under a
+                # name screened against every identifier read so far.
                 data = drop.get_bytes(f"{src}/{name}")
-                stored = _deidentified(drop, src, name, data, uid_key, deid)
+                stored = _deidentified(drop, src, name, data, uid_key, deid, ids)
+                _refuse_identifying_names(drop, src, case_dict, ids, store, written)
                 put(store, f"{raw}/{name}", stored, written)
                 return len(data), [data]
 
@@ -148,7 +182,7 @@ def raw_volume(context: AssetExecutionContext, config: RawVolumeConfig) -> Mater
                 earlier = _merge_earlier_deid(
                     deid, loads_bounded(drop.get_bytes(f"{src}/{DEID_RECORD}"), source=record_uri),
                     record_uri)
-            case_bytes = _pseudonymized_case(case_dict, db, uid_key)
+            case_bytes, notes_redacted = _pseudonymized_case(case_dict, db, uid_key, ids)
             case_dict = json.loads(case_bytes)
             put(store, f"{raw}/case.json", case_bytes, written)
         elif store.exists(f"{raw}/case.json"):
@@ -163,6 +197,7 @@ def raw_volume(context: AssetExecutionContext, config: RawVolumeConfig) -> Mater
                    if store.exists(f"{raw}/manifest.json") else {})
             deid = old.get("deidentification", {}).get("files", {})
             earlier = old.get("deidentification", {}).get("before_drop", {})
+            notes_redacted = old.get("notes_redacted", [])
             # The content hash is of the case as received; stored DICOM is de-identified.
             digest = old.get("content_hash") or content_hash_of_drop(store, raw, case_dict)
         else:
@@ -177,6 +212,8 @@ def raw_volume(context: AssetExecutionContext, config: RawVolumeConfig) -> Mater
         manifest = {"case_id": case_id, "content_hash": digest,
                     "files": {k.rsplit("/", 1)[1]: v["sha256"] for k, v in written.items()},
                     "subject_id": "pseudonym (the original is in the Admin-only subject map)"}
+        if notes_redacted:
+            manifest["notes_redacted"] = notes_redacted
         if deid:
             manifest["deidentification"] = {"profile": DEID_PROFILE, "files": deid}
             if earlier:
@@ -185,7 +222,10 @@ def raw_volume(context: AssetExecutionContext, config: RawVolumeConfig) -> Mater
         if from_drop:
             # Only now, with every byte committed in the store, is the drop retired, its
             # DICOM files replaced by their de-identified copies (no PHI is kept anywhere).
-            _retire_drop(drop, src, f"{PROCESSED}/{src}-{digest[:8]}", store, raw, deid)
+            # A folder name holding an identifier is the sensor's to rename; one given
+            # otherwise is retired under the case's partition name instead.
+            kept = src if not find_identifiers(src, ids) else case_id
+            _retire_drop(drop, src, f"{PROCESSED}/{kept}-{digest[:8]}", store, raw, deid)
         ecc = eccentricity_deg(spec.location_deg)
         db.upsert_case(case_id=case_id, subject_id=spec.subject_id, eye=spec.eye,
                        location_h_deg=spec.location_deg[0], location_v_deg=spec.location_deg[1],

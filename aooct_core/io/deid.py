@@ -41,9 +41,10 @@ import pydicom
 
 from aooct_core.io.dicom import PHI_KEYWORDS
 from aooct_core.io.errors import InputError
+from aooct_core.io.phi import Identifier, identifiers_of_dicom
 
 __all__ = ["DEID_PROFILE", "DeidentifiedDicom", "deidentify_dicom_bytes", "deidentify_dicom_file",
-           "strip_identifiers",
+           "strip_identifiers", "dicom_identifiers",
            "looks_like_dicom", "pseudonymize_subject", "is_subject_pseudonym"]
 
 DEID_PROFILE = ("aooct-basic-1: PS3.15 E.1 basic profile subset (PHI_KEYWORDS removed), private "
@@ -72,6 +73,10 @@ class DeidentifiedDicom:
     patient_id : str or None
         The ``PatientID`` as received, for the caller's subject map (pseudonymize it with
         :func:`pseudonymize_subject`; never store it anywhere else).
+    identifiers : tuple of Identifier
+        The patient's names, IDs and birth date as received
+        (:func:`aooct_core.io.phi.identifiers_of_dicom`), for screening the case's own
+        names and notes (:mod:`aooct_core.io.phi`); held in memory only.
     """
 
     data: bytes
@@ -79,6 +84,11 @@ class DeidentifiedDicom:
     replaced_uids: tuple[str, ...]
     profile: str = DEID_PROFILE
     patient_id: str | None = None
+    identifiers: tuple[Identifier, ...] = ()
+
+    def __repr__(self) -> str:   # never the bytes or the identifiers
+        return (f"DeidentifiedDicom({len(self.data)} bytes, removed={self.removed!r}, "
+                f"replaced_uids={self.replaced_uids!r})")
 
 
 def looks_like_dicom(name: str, head: bytes) -> bool:
@@ -206,6 +216,7 @@ def deidentify_dicom_file(path: str | Path, *, uid_key: bytes, source: str | Non
                                  "(often the patient's name) that cannot be removed by editing "
                                  "attributes — export the scan without annotations")
             patient_id = str(ds.get("PatientID", "") or "").strip() or None
+            identifiers = tuple(identifiers_of_dicom(ds))
             removed, replaced = strip_identifiers(ds, uid_key=uid_key)
             ds.PatientIdentityRemoved = "YES"
             ds.DeidentificationMethod = DEID_PROFILE[:64]
@@ -215,7 +226,32 @@ def deidentify_dicom_file(path: str | Path, *, uid_key: bytes, source: str | Non
         if source is not None and exc.path == path:  # name the file as the caller knows it
             raise InputError(source, exc.problem, problems=exc.problems) from exc
         raise
-    return DeidentifiedDicom(out.getvalue(), removed, replaced, patient_id=patient_id)
+    return DeidentifiedDicom(out.getvalue(), removed, replaced, patient_id=patient_id,
+                             identifiers=identifiers)
+
+
+def dicom_identifiers(path: str | Path, *, source: str | None = None) -> list[Identifier]:
+    """The patient's names, IDs and birth date in the DICOM file at ``path``
+    (:func:`aooct_core.io.phi.identifiers_of_dicom`), read through the bounded opener
+    without reading pixel data.
+
+    Raises
+    ------
+    InputError
+        When the file is not DICOM within the read budget.
+    """
+    from aooct_core.io.budget import default_budget
+    from aooct_core.io.dicom_open import dicom_errors, open_deferred
+
+    path = Path(path)
+    try:
+        ds, _ = open_deferred(path, default_budget())
+        with dicom_errors(path):
+            return identifiers_of_dicom(ds)
+    except InputError as exc:
+        if source is not None and exc.path == path:
+            raise InputError(source, exc.problem, problems=exc.problems) from exc
+        raise
 
 
 def pseudonymize_subject(subject_id: str, *, key: bytes) -> str:

@@ -189,7 +189,7 @@ def make_phantom(*, seed: int, n_repeats: int = 3, shape_px: tuple[int, int, int
         raise ValueError("static_speckle_correlation must be in [0, 1) (0 = independent speckle per "
                          f"repeat); got {static_speckle_correlation!r}")
     n_b, n_d, n_a = shape
-    acq = Acquisition(case_id=case_id or f"phantom-s{int(seed)}", subject_id="phantom", eye=eye,
+    acq = Acquisition(case_id=case_id or f"phantom-s{int(seed)}", subject_id="phantom-subject", eye=eye,
                       location_deg=(float(location_deg[0]), float(location_deg[1])),
                       axial_length_mm=float(axial_length_mm),
                       scan_field_deg=(float(scan_field_deg[0]), float(scan_field_deg[1])),

@@ -281,3 +281,52 @@ def test_one_bad_drop_never_stalls_the_others(env, tmp_path, bad):
     assert not store.list_keys("bad/") and not store.refused_entries("bad/")
     if bad == "symlink":
         assert "symbolic link" in reason
+
+
+def test_folder_named_by_the_subject_is_renamed_to_its_token_before_the_run(env):
+    """Issue 17: a drop folder's name holding the case's subject_id is never stored: the
+    cursor and skip reasons name it by token, the run gets the renamed folder."""
+    store, instance, tick = env
+    _drop(store, "S1-scan")                       # _case_json's subject_id is "S1"
+    first = tick()
+    assert "S1-scan" not in first.cursor and "S1-scan" not in first.skip_reason.skip_message
+    (req,) = tick().run_requests
+    renamed = req.run_config["ops"]["raw_volume"]["config"]["drop_prefix"]
+    assert renamed.startswith("drop-") and req.tags["aooct/drop"] == renamed
+    assert not store.list_keys("S1-scan/") and store.exists(f"{renamed}/case.json")
+    assert "S1-scan" not in tick().cursor
+    assert not tick().run_requests                  # still one run for it
+
+
+def test_interrupted_rename_is_resumed_into_the_same_token(env):
+    from aooct_assets.quarantine import drop_token
+
+    store, instance, tick = env
+    _drop(store, "S1-scan")
+    token = drop_token("S1-scan")
+    store.move("S1-scan/vol_00.tif", f"{token}/vol_00.tif")   # as a killed move leaves it
+    tick()
+    (req,) = tick().run_requests
+    assert req.run_config["ops"]["raw_volume"]["config"]["drop_prefix"] == token
+    assert sorted(store.list_keys(f"{token}/")) == [f"{token}/{n}" for n in ("case.json", "vol_00.tif", "vol_01.tif")]
+
+
+@pytest.mark.parametrize("case_id, volumes, why", [
+    ("S1_OD", ("vol_00.tif",), "case_id holds the patient's subject_id"),
+    ("CASE7", ("vol_00.tif", "s1_repeat.tif"), "volume 2 of 2's file name holds the patient's subject_id"),
+])
+def test_case_id_or_volume_name_holding_the_subject_is_quarantined_without_it(env, case_id, volumes, why):
+    from aooct_core.io.phi import Identifier, find_identifiers
+
+    store, instance, tick = env
+    _drop(store, "incoming", case_id=case_id, volumes=volumes)
+    tick()
+    result = tick()
+    assert not result.run_requests and instance.get_dynamic_partitions("cases") == []
+    (reason_key,) = [k for k in store.list_keys("_quarantine/") if k.endswith("REASON.txt")]
+    reason = store.get_bytes(reason_key).decode()
+    assert why in reason
+    assert find_identifiers(reason, [Identifier("subject_id", "S1")]) == []
+    keys = store.list_keys("_quarantine/")
+    assert all(not find_identifiers(k, [Identifier("subject_id", "S1")]) for k in keys), keys
+    assert find_identifiers(result.skip_reason.skip_message + result.cursor, [Identifier("subject_id", "S1")]) == []

@@ -10,7 +10,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian
 
-__all__ = ["OPT", "PLANTED", "NEEDLES", "write_opt", "dicom_case", "db_hits", "file_hits", "free_port"]
+__all__ = ["OPT", "PLANTED", "NEEDLES", "WRITTEN", "write_opt", "dicom_case", "db_hits", "file_hits",
+           "spelled_hits", "free_port"]
 
 OPT = "1.2.840.10008.5.1.4.1.1.77.1.5.4"
 PLANTED = {"PatientName": "Doe^Jane", "PatientID": "MRN-5550123", "PatientBirthDate": "19610704",
@@ -52,7 +53,7 @@ def write_opt(path: Path, volume: np.ndarray, index: int, *, burned_in: bool = F
     ds.save_as(path, enforce_file_format=True)
 
 
-def dicom_case(folder: Path, *, burned_in: bool = False, case_id: str = "PHI1") -> Path:
+def dicom_case(folder: Path, *, burned_in: bool = False, case_id: str = "PHI1", notes: str | None = None) -> Path:
     from aooct_core.phantom import make_phantom
     ph = make_phantom(seed=21, shape_px=(32, 256, 48), case_id=case_id)
     folder.mkdir(parents=True)
@@ -66,6 +67,8 @@ def dicom_case(folder: Path, *, burned_in: bool = False, case_id: str = "PHI1") 
             "location_deg": {"horizontal": 2.0, "vertical": 0.0}, "axial_length_mm": 24.0,
             "scan_field_deg": {"bscan": 1.0, "aline": 1.0}, "depth_um_per_px": g.depth_um_per_px,
             "volumes": names}
+    if notes is not None:
+        spec["notes"] = notes
     (folder / "case.json").write_text(json.dumps(spec))
     return folder
 
@@ -104,6 +107,31 @@ def file_hits(root: Path, *, db_file: str = "") -> dict[str, list[str]]:
             for needle in NEEDLES:
                 if needle.encode() in data:
                     hits.setdefault(needle, []).append(str(path.relative_to(root)))
+    return hits
+
+
+#: How a lab's own text spells the planted identifiers (a folder name, notes).
+WRITTEN = {"folder": "DOE_JANE_19610704", "notes": "Jane Doe, MRN-5550123, born 1961-07-04: blinked a lot"}
+
+
+def spelled_hits(root: Path, *, db_file: str = "") -> dict[str, list[str]]:
+    """The identifiers as a lab writes them (:data:`WRITTEN`: ``DOE_JANE``, ``Jane Doe``, the
+    birth date with dashes) in any path under ``root`` (case-insensitive) or file content."""
+    import re
+
+    needles = ["DOE_JANE", "Jane Doe", "1961-07-04", "19610704", "5550123"]
+    hits: dict[str, list[str]] = {}
+    for path in root.rglob("*"):
+        rel = str(path.relative_to(root))
+        if re.search(r"(?i)(^|[^a-z])(doe|jane)([^a-z]|$)|19610704|5550123", rel):
+            hits.setdefault("path", []).append(rel)
+        if db_file and path.name.startswith(Path(db_file).name):
+            continue
+        if path.is_file() and not path.is_symlink():
+            data = path.read_bytes()
+            for needle in needles:
+                if needle.encode() in data:
+                    hits.setdefault(needle, []).append(rel)
     return hits
 
 

@@ -23,7 +23,7 @@ if sys.path[0] != _REPO:
 
 from aooct_assets.sensors import make_drop_sensor  # noqa: E402
 from aooct_assets.testing import make_test_resources, materialized, run_case, weights_for_tests  # noqa: E402
-from phi_planted import PLANTED, db_hits, dicom_case, file_hits, free_port  # noqa: E402
+from phi_planted import PLANTED, WRITTEN, db_hits, dicom_case, file_hits, free_port, spelled_hits  # noqa: E402
 
 
 @pytest.fixture
@@ -118,6 +118,59 @@ def test_dicom_drop_quarantined_by_the_sensor_keeps_no_planted_identifier(platfo
     assert kept.PatientIdentityRemoved == "YES" and "PatientName" not in kept
     assert json.loads(drop.get_bytes("_quarantine/no-eye/case.json"))["subject_id"].startswith("P-")
     assert file_hits(home, db_file=res["metadata_db"].engine.url.database) == {}, "planted identifiers found"
+
+
+def test_identifiers_in_the_folder_name_and_notes_are_kept_nowhere(platform, tmp_path):
+    """Issue 17: the drop folder named after the patient, notes naming them: the folder is
+    renamed to its token before the run, the notes redacted; neither spelling survives in the
+    store, the drop, the Dagster instance or the metadata DB (the subject map aside)."""
+    home, res, instance = platform
+    case = dicom_case(tmp_path / "incoming", case_id="PHI4", notes=WRITTEN["notes"])
+    for f in case.iterdir():
+        res["drop_store"].put_file(f"{WRITTEN['folder']}/{f.name}", f)
+    (req,) = _sensor_run(res, instance)
+    renamed = req.run_config["ops"]["raw_volume"]["config"]["drop_prefix"]
+    assert renamed.startswith("drop-")
+    result = run_case(req.partition_key, res, drop_prefix=renamed, instance=instance)
+    assert "metrics" in set(materialized(result))
+    store, db = res["object_store"], res["metadata_db"]
+    stored = json.loads(store.get_bytes("cases/PHI4/raw/case.json"))
+    assert stored["notes"] == "[removed], born [removed]: blinked a lot"
+    manifest = json.loads(store.get_bytes("cases/PHI4/raw/manifest.json"))
+    # subject_id is the MRN in these headers, so it is named as well
+    assert manifest["notes_redacted"] == ["PatientBirthDate", "PatientID", "PatientName", "subject_id"]
+    assert res["drop_store"].list_keys(f"_processed/{renamed}-")
+    assert spelled_hits(home, db_file=db.engine.url.database) == {}, "identifiers as written found"
+    assert file_hits(home, db_file=db.engine.url.database) == {}, "planted identifiers found"
+    assert db_hits(db) == {}, "planted identifiers found in the metadata DB"
+
+
+def test_case_id_holding_the_patients_name_is_quarantined_and_nothing_stored(platform, tmp_path):
+    """Only the DICOM headers tell that ``JANE-DOE-OD`` is the patient's name."""
+    home, res, instance = platform
+    case = dicom_case(tmp_path / "incoming", case_id="JANE-DOE-OD")
+    for f in case.iterdir():
+        res["drop_store"].put_file(f"{WRITTEN['folder']}/{f.name}", f)
+    assert _sensor_run(res, instance) == []
+    assert instance.get_dynamic_partitions("cases") == []
+    drop = res["drop_store"]
+    (reason_key,) = [k for k in drop.list_keys("_quarantine/") if k.endswith("REASON.txt")]
+    reason = drop.get_bytes(reason_key).decode()
+    assert "case_id holds the patient's PatientName" in reason
+    assert not res["object_store"].list_keys("cases/")
+    assert spelled_hits(home, db_file=res["metadata_db"].engine.url.database) == {}, "identifiers as written found"
+    assert file_hits(home, db_file=res["metadata_db"].engine.url.database) == {}, "planted identifiers found"
+
+
+def test_upload_whose_case_id_holds_an_identifier_is_refused_without_repeating_it(tmp_path):
+    from api.uploads import validate_case_folder
+    from aooct_core.io import InputError
+
+    case = dicom_case(tmp_path / "incoming", case_id="MRN-5550123-OD")
+    with pytest.raises(InputError) as err:
+        validate_case_folder(case)
+    assert "case_id holds the patient's PatientID, subject_id" in str(err.value)
+    assert "5550123" not in str(err.value)
 
 
 def test_dicom_upload_keeps_no_planted_identifier_anywhere(platform, tmp_path):

@@ -18,7 +18,7 @@ __all__ = ["tiff_seeds", "npy_seeds", "dicom_seeds", "png_seeds", "case_json_see
            "all_seeds", "CASE_DICT"]
 
 CASE_DICT = {
-    "schema_version": 1, "case_id": "F001_OD", "subject_id": "F001", "eye": "OD",
+    "schema_version": 1, "case_id": "FZ-CASE-1", "subject_id": "F001", "eye": "OD",
     "location_deg": {"horizontal": 2.0, "vertical": 0.0}, "axial_length_mm": 24.0,
     "scan_field_deg": {"bscan": 1.0, "aline": 1.0}, "depth_um_per_px": 2.0,
     "um_per_px": {"bscan": 1.1, "aline": 1.1}, "volumes": ["vol_00.npy"],
