@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 
 from aooct_core.io.drop_layout import QUARANTINE
-from aooct_core.io.phi import Identifier, find_identifiers, identifiers_of_case, neutral_name, redact_identifiers
+from aooct_core.io.phi import (REMOVED, Identifier, find_identifiers, identifiers_of_case, neutral_name,
+                               redact_identifiers)
 from resources.object_store import ObjectStore
 
 __all__ = ["quarantine", "scrub_quarantined", "retire_duplicate", "drop_token"]
@@ -27,18 +29,37 @@ def drop_token(name: str, *, key: bytes | None = None) -> str:
     return neutral_name(name, key=key if key is not None else deid_uid_key())
 
 
+#: ``"subject_id": "..."`` in a case.json that is not valid JSON (a trailing comma, a cut).
+_SUBJECT_IN_TEXT = re.compile(rb'"subject_id"\s*:\s*"((?:[^"\\\r\n]|\\.){1,256})"')
+
+
+def _subjects_in_text(data: bytes) -> list[tuple[bytes, str]]:
+    """Each ``subject_id`` string written in ``data`` (raw bytes, decoded value)."""
+    out = []
+    for m in _SUBJECT_IN_TEXT.finditer(data):
+        try:
+            value = json.loads(b'"' + m.group(1) + b'"')
+        except ValueError:
+            value = m.group(1).decode("utf-8", "replace")
+        if value.strip():
+            out.append((m.group(1), value))
+    return out
+
+
 def _case_identifiers(store: ObjectStore, prefix: str) -> list[Identifier]:
-    """``subject_id`` of ``prefix/case.json`` when it parses; none otherwise."""
+    """``subject_id`` of ``prefix/case.json``: parsed, or found in its text when it does not
+    parse (a lab's half-written case.json still names its subject)."""
     from aooct_core.io import InputError
     from aooct_core.io.jsonsafe import loads_bounded
 
     key = f"{prefix}/case.json"
     if not store.exists(key):
         return []
+    data = store.get_bytes(key)
     try:
-        return identifiers_of_case(loads_bounded(store.get_bytes(key), source=store.uri(key)))
+        return identifiers_of_case(loads_bounded(data, source=store.uri(key)))
     except InputError:
-        return []
+        return [Identifier("subject_id", v.strip()) for _raw, v in _subjects_in_text(data)]
 
 
 def quarantine(store: ObjectStore, name: str, reason: str, sig: str, *,
@@ -110,7 +131,9 @@ def scrub_quarantined(store: ObjectStore, prefix: str, *, uid_key: bytes | None 
     annotation, unreadable, over the read budget) is deleted. A ``case.json`` that parses
     to an object with a string ``subject_id`` gets the subject's pseudonym instead
     (:func:`aooct_core.io.deid.pseudonymize_subject`; the original is not kept: it is the
-    lab's own, and the subject map only holds subjects of stored cases).
+    lab's own, and the subject map only holds subjects of stored cases); one that does not
+    parse keeps its text with each ``"subject_id": "..."`` in it pseudonymized and the
+    drop's other identifiers replaced by ``[removed]``.
 
     Returns
     -------
@@ -125,9 +148,7 @@ def scrub_quarantined(store: ObjectStore, prefix: str, *, uid_key: bytes | None 
     from pathlib import Path
 
     from aooct_core.io import InputError
-    from aooct_core.io.deid import (deidentify_dicom_file, dicom_identifiers, looks_like_dicom,
-                                    pseudonymize_subject)
-    from aooct_core.io.jsonsafe import loads_bounded
+    from aooct_core.io.deid import deidentify_dicom_file, dicom_identifiers, looks_like_dicom
     from resources.config import deid_uid_key
 
     lines: list[str] = []
@@ -138,24 +159,12 @@ def scrub_quarantined(store: ObjectStore, prefix: str, *, uid_key: bytes | None 
         nonlocal key_bytes
         key_bytes = key_bytes if key_bytes is not None else deid_uid_key()
         return key_bytes
-    for key, size in sorted(store.list_objects(prefix + "/").items()):
+    objects = store.list_objects(prefix + "/")
+    case_key = f"{prefix}/case.json"
+    for key, size in sorted(objects.items()):
         name = key[len(prefix) + 1:]
-        if name == "REASON.txt":
-            continue
-        if name == "case.json":
-            data = store.get_bytes(key)
-            try:
-                spec = loads_bounded(data, source=store.uri(key))
-            except InputError:
-                continue      # unreadable: kept as is, the reason above says why
-            if isinstance(spec, dict) and isinstance(spec.get("subject_id"), str):
-                found += identifiers_of_case(spec)
-                pseudonym = pseudonymize_subject(spec["subject_id"], key=secret())
-                if pseudonym != spec["subject_id"]:
-                    store.put_bytes(key, json.dumps({**spec, "subject_id": pseudonym}, indent=2).encode())
-                    lines.append(f"case.json: subject_id replaced by its pseudonym {pseudonym}; "
-                                 f"as received {size} bytes, sha256 {hashlib.sha256(data).hexdigest()}")
-            continue
+        if name == "REASON.txt" or key == case_key:
+            continue     # case.json last: the DICOM headers' identifiers screen its text too
         with tempfile.TemporaryDirectory(prefix="aooct-scrub-") as tmp:
             path = store.get_file(key, Path(tmp) / "file")
             sha = hashlib.sha256()
@@ -182,7 +191,55 @@ def scrub_quarantined(store: ObjectStore, prefix: str, *, uid_key: bytes | None 
         store.put_bytes(key, res.data)
         lines.append(f"{name}: de-identified in place ({', '.join(res.removed) or 'nothing to remove'}); "
                      f"as received {size} bytes, sha256 {digest}")
+    if case_key in objects:
+        data = store.get_bytes(case_key)
+        changed = _scrub_case_json(data, found, secret, source=store.uri(case_key))
+        if changed is not None:
+            store.put_bytes(case_key, changed[0])
+            lines.append(f"case.json: {changed[1]}; as received {objects[case_key]} bytes, "
+                         f"sha256 {hashlib.sha256(data).hexdigest()}")
     return lines, found
+
+
+def _scrub_case_json(data: bytes, found: list[Identifier], secret, *, source: str
+                     ) -> tuple[bytes, str] | None:
+    """case.json without its identifiers, and what was changed; ``None`` when nothing was.
+
+    One that parses gets the pseudonym in ``subject_id``. One that does not keeps its text
+    for the lab to fix: each ``"subject_id": "..."`` written in it gets the pseudonym, then
+    every identifier of the drop (``found``, extended in place) is replaced by ``[removed]``.
+    """
+    from aooct_core.io import InputError
+    from aooct_core.io.deid import pseudonymize_subject
+    from aooct_core.io.jsonsafe import loads_bounded
+
+    try:
+        spec = loads_bounded(data, source=source)
+    except InputError:
+        pass
+    else:
+        if not (isinstance(spec, dict) and isinstance(spec.get("subject_id"), str)):
+            return None
+        found += identifiers_of_case(spec)
+        pseudonym = pseudonymize_subject(spec["subject_id"], key=secret())
+        if pseudonym == spec["subject_id"]:
+            return None
+        return (json.dumps({**spec, "subject_id": pseudonym}, indent=2).encode(),
+                f"subject_id replaced by its pseudonym {pseudonym}")
+    text, whats = data, []
+    for raw, value in _subjects_in_text(data):
+        found.append(Identifier("subject_id", value.strip()))
+        pseudonym = pseudonymize_subject(value.strip(), key=secret())
+        if pseudonym != value.strip():
+            text = text.replace(b'"' + raw + b'"', b'"' + pseudonym.encode() + b'"')
+            whats.append(f"subject_id replaced by its pseudonym {pseudonym}")
+    redacted, kinds = redact_identifiers(text.decode("utf-8", "surrogateescape"), found)
+    if kinds:
+        text = redacted.encode("utf-8", "surrogateescape")
+        whats.append(f"the patient's {', '.join(kinds)} replaced by {REMOVED}")
+    if not whats:
+        return None
+    return text, "not valid JSON, kept for you to fix: " + "; ".join(dict.fromkeys(whats))
 
 
 def retire_duplicate(store: ObjectStore, name: str, dest: str, listing: dict, why: str) -> None:

@@ -120,6 +120,25 @@ def test_dicom_drop_quarantined_by_the_sensor_keeps_no_planted_identifier(platfo
     assert file_hits(home, db_file=res["metadata_db"].engine.url.database) == {}, "planted identifiers found"
 
 
+def test_quarantined_case_json_that_is_not_json_keeps_no_identifier(platform, tmp_path):
+    """A half-written case.json (a trailing comma) naming the subject and, in its notes, the
+    patient: kept for the lab to fix, with the pseudonym and ``[removed]`` in their place."""
+    home, res, instance = platform
+    case = dicom_case(tmp_path / "incoming", case_id="PHI5", notes=WRITTEN["notes"])
+    text = (case / "case.json").read_text().rstrip().rstrip("}").rstrip() + ",\n}\n"
+    (case / "case.json").write_text(text)
+    for f in case.iterdir():
+        res["drop_store"].put_file(f"broken/{f.name}", f)
+    assert _sensor_run(res, instance) == []
+    drop = res["drop_store"]
+    reason = drop.get_bytes("_quarantine/broken/REASON.txt").decode()
+    assert "case.json is invalid" in reason and "case.json: not valid JSON, kept for you to fix" in reason
+    kept = drop.get_bytes("_quarantine/broken/case.json").decode()
+    assert '"subject_id": "P-' in kept and "[removed]" in kept and "blinked a lot" in kept
+    assert spelled_hits(home, db_file=res["metadata_db"].engine.url.database) == {}, "identifiers as written found"
+    assert file_hits(home, db_file=res["metadata_db"].engine.url.database) == {}, "planted identifiers found"
+
+
 def test_identifiers_in_the_folder_name_and_notes_are_kept_nowhere(platform, tmp_path):
     """Issue 17: the drop folder named after the patient, notes naming them: the folder is
     renamed to its token before the run, the notes redacted; neither spelling survives in the
