@@ -5,7 +5,9 @@ against the budget and against the bytes the file occupies on disk, and every
 deflate- or LZMA-compressed segment is inflated once into a bounded buffer that is
 thrown away, to prove it inflates to no more than its declared size: tifffile's
 fallback decoders (without imagecodecs) inflate a whole segment at once, so a 60 KB
-LZMA strip inside a 64 × 64 page could otherwise take gigabytes. That proof costs one
+LZMA strip inside a 64 × 64 page could otherwise take gigabytes. LZMA is counted over
+every stream of a concatenation, as the decoder inflates them, and a stream whose header
+asks for a dictionary over 256 MiB is refused before it is allocated. That proof costs one
 extra inflation of compressed files (uncompressed files, what :func:`write_volume`
 writes, pay nothing).
 
@@ -55,6 +57,13 @@ def _segment_bytes(page) -> int:
     return n * samples * item
 
 
+_LZMA_MEMLIMIT = 256 << 20   # xz -9 (64 MiB dictionary) decodes in ~65 MiB
+
+
+class _DecoderMemory(Exception):
+    """An LZMA stream whose declared dictionary needs more than ``_LZMA_MEMLIMIT``."""
+
+
 def _inflated_size(data: bytes, compression: int, limit: int) -> int:
     """Bytes ``data`` inflates to, counting at most ``limit + 1`` (the rest is not decoded)."""
     if compression in _DEFLATE:
@@ -63,10 +72,26 @@ def _inflated_size(data: bytes, compression: int, limit: int) -> int:
         while d.unconsumed_tail and total <= limit:
             total += len(d.decompress(d.unconsumed_tail, _INFLATE_CHUNK))
         return total
-    d = lzma.LZMADecompressor()
-    total = len(d.decompress(data, _INFLATE_CHUNK))
-    while not d.eof and not d.needs_input and total <= limit:
-        total += len(d.decompress(b"", _INFLATE_CHUNK))
+    # As lzma.decompress (tifffile's decoder) does: every stream of a concatenation, until
+    # trailing bytes that are not one (an empty first stream hid a bomb behind it).
+    # A stream's header sets the decoder's dictionary: one over the memory limit is refused
+    # here, since tifffile's decoder would allocate it unbounded.
+    total, first = 0, True
+    while data and total <= limit:
+        d = lzma.LZMADecompressor(memlimit=_LZMA_MEMLIMIT)
+        try:
+            total += len(d.decompress(data, _INFLATE_CHUNK))
+        except lzma.LZMAError as exc:
+            if "memory usage limit" in str(exc).lower():
+                raise _DecoderMemory from exc
+            if first:
+                raise
+            break
+        while not d.eof and not d.needs_input and total <= limit:
+            total += len(d.decompress(b"", _INFLATE_CHUNK))
+        if not d.eof:
+            break
+        data, first = d.unused_data, False
     return total
 
 
@@ -81,6 +106,11 @@ def _check_segments(fh, page, index: int, path: Path) -> None:
         fh.seek(offset)
         try:
             size = _inflated_size(fh.read(count), int(page.compression), limit)
+        except _DecoderMemory:
+            raise InputError(path, f"page {index} segment {k}: its LZMA stream needs more than "
+                             f"{_LZMA_MEMLIMIT >> 20} MiB of decoder memory — a corrupt file or a "
+                             "memory bomb; export it again (xz presets up to -9 decode in 65 MiB)"
+                             ) from None
         except (zlib.error, lzma.LZMAError, EOFError):
             continue  # malformed stream: tifffile's decoder reports it when it gets there
         if size > limit:

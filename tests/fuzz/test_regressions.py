@@ -58,6 +58,30 @@ def test_strip_inflating_past_its_page(capped, compression):
     _refused(capped, "read_volume", ".tif", data, match="inflate to more than")
 
 
+def test_lzma_bomb_behind_an_empty_stream(capped):
+    """Found by the coverage-guided run: tifffile's decoder (``lzma.decompress``) inflates
+    every stream of a concatenation, so the bomb check must count past the first one."""
+    import lzma
+
+    from fuzz_bombs import lzma_zeros
+
+    blob = lzma.compress(b"") + lzma_zeros(64 << 20)
+    data = tiff_bytes([{"width": 64, "height": 64, "compression": 34925, "strips": [0]}], [blob])
+    _refused(capped, "read_enface", ".tif", data, match="inflate to more than")
+
+
+def test_lzma_stream_declaring_a_huge_dictionary(capped):
+    """An LZMA header asking for a 1.5 GiB dictionary (the format's largest): refused before
+    the decoder allocates it (the crasher ``atheris_tiff_lzma_dictionary.tif`` hides one
+    behind an empty stream)."""
+    import lzma
+
+    blob = lzma.compress(bytes(4096), format=lzma.FORMAT_ALONE,
+                         filters=[{"id": lzma.FILTER_LZMA1, "dict_size": 1536 << 20}])
+    data = tiff_bytes([{"width": 64, "height": 64, "compression": 34925, "strips": [0]}], [blob])
+    _refused(capped, "read_enface", ".tif", data, match="decoder memory")
+
+
 def test_sparse_tiff(capped):
     data, size = tiff_sparse(n_pages=100)
     _refused(capped, "read_volume", ".tif", data, size, match="sparse file")
