@@ -9,6 +9,8 @@ and call these, so the same decision holds for every client of the gateway.
 """
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +35,8 @@ class Context:
     principal: Principal
     db: object
     client: str | None = None
+    #: The front end the call came through, for the audit log (the review app passes its own).
+    channel: str = "gateway"
 
 
 def authorize(ctx: Context, permission: str, *, case_id: str | None = None) -> None:
@@ -183,12 +187,12 @@ def ingest_upload(ctx: Context, zip_path: Path, *, name: str, work_dir: Path, li
         where = drop_for_ingest(case, "" if drop_store is not None else drop, store=drop_store)
     except InputError as exc:
         ctx.db.audit(ctx.principal.subject, "upload_rejected",
-                     detail={"source": name, "problems": exc.problems, "via": "gateway", "client": ctx.client})
+                     detail={"source": name, "problems": exc.problems, "via": ctx.channel, "client": ctx.client})
         raise Problem(422, "invalid-upload", f"{_shown(exc.path, work_dir, name)}: {exc.problem}") from exc
     ctx.db.audit(ctx.principal.subject, "upload", case_id=case.case_id,
                  detail={"source": name, "dropped_at": where, "n_volumes": case.n_volumes,
                          "volume_shape_px": list(case.volume_shape_px), "bytes": case.total_bytes,
-                         "via": "gateway", "client": ctx.client})
+                         "via": ctx.channel, "client": ctx.client})
     return {"case_id": case.case_id, "n_volumes": case.n_volumes,
             "volume_shape_px": list(case.volume_shape_px), "bytes": case.total_bytes, "queued": True}
 
@@ -200,14 +204,21 @@ def list_reviews(ctx: Context, case_id: str) -> list[dict]:
 
 
 def add_review(ctx: Context, case_id: str, *, decision: str, comment: str) -> dict:
-    """Approve or reject a case (its status follows); audited."""
+    """Approve or reject the case's latest finished run (:mod:`api.decisions`); audited.
+    409 while it is processing, or when approval is asked of a run that did not pass."""
+    from api.decisions import DecisionRefused, record_decision
+
     authorize(ctx, "review_case", case_id=case_id)
     _case_or_404(ctx, case_id)
-    review_id = ctx.db.add_review(case_id, ctx.principal.subject, decision, comment)
-    ctx.db.set_case_status(case_id, "approved" if decision == "approve" else "rejected")
+    try:
+        made = record_decision(ctx.db, case_id, reviewer=ctx.principal.subject, decision=decision,
+                               comment=comment)
+    except DecisionRefused as exc:
+        raise Problem(409, "decision-refused", str(exc)) from exc
     ctx.db.audit(ctx.principal.subject, "review", case_id=case_id,
-                 detail={"decision": decision, "review_id": review_id, "via": "gateway", "client": ctx.client})
-    return {"id": review_id, "case_id": case_id, "decision": decision}
+                 detail={"decision": decision, "review_id": made["id"], "run_id": made["run_id"],
+                         "via": ctx.channel, "client": ctx.client})
+    return made
 
 
 def list_labels(ctx: Context, case_id: str, *, structure: str | None = None, annotator: str | None = None,
@@ -223,7 +234,7 @@ def add_label(ctx: Context, case_id: str, *, structure: str, payload: dict) -> d
     _case_or_404(ctx, case_id)
     version = ctx.db.add_label(case_id, structure, ctx.principal.subject, payload)
     ctx.db.audit(ctx.principal.subject, "save_label", case_id=case_id,
-                 detail={"structure": structure, "version": version, "via": "gateway", "client": ctx.client})
+                 detail={"structure": structure, "version": version, "via": ctx.channel, "client": ctx.client})
     return {"case_id": case_id, "structure": structure, "annotator": ctx.principal.subject, "version": version}
 
 
@@ -241,7 +252,7 @@ def launch_run(ctx: Context, runs, case_id: str, *, idempotency_key: str) -> dic
         raise Problem(502, "orchestrator-error", str(exc)) from exc
     if run["created"]:
         ctx.db.audit(ctx.principal.subject, "launch_run", case_id=case_id,
-                     detail={"run_id": run["run_id"], "via": "gateway", "client": ctx.client})
+                     detail={"run_id": run["run_id"], "via": ctx.channel, "client": ctx.client})
     return {**run, "case_id": case_id}
 
 
@@ -262,6 +273,7 @@ def run_status(ctx: Context, runs, run_id: str) -> dict:
 
 #: Shortest password the gateway (and the review app's admin page) accepts.
 MIN_PASSWORD_CHARS = 8
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
 
 
 def create_user(ctx: Context, *, username: str, name: str, email: str, password: str, role: str) -> dict:
@@ -269,14 +281,24 @@ def create_user(ctx: Context, *, username: str, name: str, email: str, password:
     from api.sessions import hash_password
 
     authorize(ctx, "manage_users")
-    username = username.strip()
+    username, email = username.strip(), email.strip()
+    if not username:
+        raise Problem(400, "bad-user", "a user needs a username")
     if len(password) < MIN_PASSWORD_CHARS:
         raise Problem(400, "weak-password", f"a password needs at least {MIN_PASSWORD_CHARS} characters")
+    # Single sign-on finds the account by e-mail: it must be there, look like one, be unique.
+    if not _EMAIL.fullmatch(email):
+        raise Problem(400, "bad-email", f"{email or 'an empty e-mail'!r} is not an e-mail address; single "
+                                        "sign-on matches users by e-mail, so each user needs theirs")
     if ctx.db.get_user(username):
         raise Problem(409, "user-exists",
                       f"user {username!r} already exists; change the role with PATCH /users/{username}")
+    taken = [u["username"] for u in ctx.db.list_users() if (u.get("email") or "").lower() == email.lower()]
+    if taken:
+        raise Problem(409, "email-taken", f"{email!r} is already the e-mail of user {taken[0]!r}; single "
+                                          "sign-on could not tell the two apart")
     ctx.db.create_user(username, name=name or username, email=email, password_hash=hash_password(password), role=role)
-    ctx.db.audit(ctx.principal.subject, "create_user", detail={"username": username, "role": role, "via": "gateway"})
+    ctx.db.audit(ctx.principal.subject, "create_user", detail={"username": username, "role": role, "via": ctx.channel})
     return {"username": username, "role": role, "active": True}
 
 
@@ -288,13 +310,18 @@ def update_user(ctx: Context, username: str, *, role: str | None, active: bool |
         raise Problem(404, "not-found", f"no user {username!r}; list them with GET /users")
     if username == ctx.principal.subject and (active is False or (role is not None and role != "Admin")):
         raise Problem(409, "self-lockout", "an Admin cannot deactivate or demote themselves; ask another Admin")
+    losing_admin = user["role"] == "Admin" and bool(user["active"]) and (
+        active is False or (role is not None and role != "Admin"))
+    if losing_admin and not [u for u in ctx.db.list_users()
+                             if u["role"] == "Admin" and u["active"] and u["username"] != username]:
+        raise Problem(409, "last-admin", f"{username!r} is the last active Admin; make another Admin first")
     if role is not None and role != user["role"]:
         ctx.db.set_role(username, role)
-        ctx.db.audit(ctx.principal.subject, "set_role", detail={"username": username, "role": role, "via": "gateway"})
+        ctx.db.audit(ctx.principal.subject, "set_role", detail={"username": username, "role": role, "via": ctx.channel})
     if active is not None and bool(active) != bool(user["active"]):
         ctx.db.set_active(username, bool(active))
         ctx.db.audit(ctx.principal.subject, "set_active",
-                     detail={"username": username, "active": bool(active), "via": "gateway"})
+                     detail={"username": username, "active": bool(active), "via": ctx.channel})
     after = ctx.db.get_user(username)
     return {"username": username, "role": after["role"], "active": bool(after["active"])}
 
@@ -304,7 +331,7 @@ def look_up_subject(ctx: Context, pseudonym: str) -> dict:
     authorize(ctx, "look_up_subject")
     original = ctx.db.subject_for(pseudonym)
     ctx.db.audit(ctx.principal.subject, "look_up_subject",
-                 detail={"pseudonym": pseudonym, "found": original is not None, "via": "gateway"})
+                 detail={"pseudonym": pseudonym, "found": original is not None, "via": ctx.channel})
     if original is None:
         raise Problem(404, "not-found", f"no subject is mapped to {pseudonym!r}")
     return {"pseudonym": pseudonym, "subject_id": original}
@@ -331,7 +358,7 @@ def export_metrics(ctx: Context, export_store, *, fmt: str, case_id: str | None 
     uri = write_table(pl.DataFrame(rows, infer_schema_length=None), export_store, actor=ctx.principal.subject,
                       fmt=fmt)
     ctx.db.audit(ctx.principal.subject, "export", case_id=case_id,
-                 detail={"format": fmt, "rows": len(rows), "uri": uri, "via": "gateway"})
+                 detail={"format": fmt, "rows": len(rows), "uri": uri, "via": ctx.channel})
     return {"uri": uri, "rows": len(rows), "format": fmt}
 
 

@@ -308,7 +308,8 @@ def create_app(*, db, verifier, tokens=None, service_tokens=None, limiter: Limit
     @route("POST", "/cases/{case_id}/reviews", status_code=201)
     def review(case_id: str, body: NewReview,
                ctx: appl.Context = Depends(context)) -> dict:
-        """Approve or reject the case."""
+        """Approve or reject the case's latest finished run (409 while it is processing, or an
+        approval of a run that did not pass its checks)."""
         return appl.add_review(ctx, case_id, decision=body.decision, comment=body.comment)
 
     @route("GET", "/cases/{case_id}/labels")

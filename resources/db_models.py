@@ -119,6 +119,7 @@ reviews = Table(
     Column("reviewer", String(128), nullable=False),
     Column("decision", String(16), nullable=False),
     Column("comment", Text),
+    Column("run_id", String(64)),   # the run whose results were decided on
     _ts("created_at", nullable=False),
 )
 

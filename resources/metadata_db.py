@@ -29,7 +29,7 @@ __all__ = ["MetadataDB", "SqlMetadataDB", "make_test_metadata_db", "upgrade", "h
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 #: Newest alembic revision; a DB already there skips the (slow to load) alembic machinery.
-HEAD_REVISION = "0004"
+HEAD_REVISION = "0005"
 CASE_STATUSES = ("new", "ingested", "processing", "processed", "failed", "qc_failed",
                  "approved", "rejected")
 _QC_LEVEL = {2: "fail", 1: "warn", 0: "pass"}
@@ -169,7 +169,9 @@ class MetadataDB(abc.ABC):
     def get_labels(self, case_id: str, *, structure=None, annotator=None,
                    latest_only: bool = False) -> list[dict]: ...
     @abc.abstractmethod
-    def add_review(self, case_id: str, reviewer: str, decision: str, comment: str = "") -> int: ...
+    def add_review(self, case_id: str, reviewer: str, decision: str, comment: str = "", *,
+                   run_id: str | None = None, case_status: str | None = None,
+                   only_from: str | None = None) -> int | None: ...
     @abc.abstractmethod
     def get_reviews(self, case_id: str) -> list[dict]: ...
     @abc.abstractmethod

@@ -78,13 +78,28 @@ class PeopleRecords:
             rows = list(latest.values())
         return rows
 
-    def add_review(self, case_id: str, reviewer: str, decision: str, comment: str = "") -> int:
+    def add_review(self, case_id: str, reviewer: str, decision: str, comment: str = "", *,
+                   run_id: str | None = None, case_status: str | None = None,
+                   only_from: str | None = None) -> int | None:
+        """Append a review (about run ``run_id``); with ``case_status``, set the case's status
+        in the same transaction — only while it is still ``only_from`` when that is given.
+        Returns the review's id, or None (nothing written) when the status had changed."""
         if decision not in m.REVIEW_DECISIONS:
             raise ValueError(f"decision must be one of {m.REVIEW_DECISIONS}; got {decision!r}")
+        if case_status not in (None, "approved", "rejected"):
+            raise ValueError(f"a review sets the case approved or rejected; got {case_status!r}")
+        now = _now()
         with self.engine.begin() as conn:
+            if case_status is not None:
+                where = m.cases.c.case_id == case_id
+                if only_from is not None:
+                    where = where & (m.cases.c.status == only_from)
+                if conn.execute(update(m.cases).where(where).values(
+                        status=case_status, updated_at=now)).rowcount == 0:
+                    return None
             res = conn.execute(insert(m.reviews).values(
                 case_id=case_id, reviewer=reviewer, decision=decision, comment=comment,
-                created_at=_now()))
+                run_id=run_id, created_at=now))
             return int(res.inserted_primary_key[0])
 
     def get_reviews(self, case_id: str) -> list[dict]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import math
-
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -126,6 +126,12 @@ def seed_case(db, store, case_id: str, *, subject_id: str, eye: str = "OD",
     db.upsert_case(case_id=case_id, subject_id=subject_id, eye=eye, location_h_deg=eccentricity_deg,
                    location_v_deg=0.0, eccentricity_deg=eccentricity_deg, axial_length_mm=24.0,
                    acquired_at=acquired_at, status=status)
+    # The run that "made" these results: a decision is about a finished run (api.decisions).
+    run_status = {"failed": "failure", "qc_failed": "qc_failed"}.get(
+        status, "running" if status in ("new", "ingested", "processing") else "success")
+    when = datetime.fromisoformat(acquired_at).replace(tzinfo=timezone.utc)
+    db.record_run(f"seed-{case_id}", case_id, status=run_status, started_at=when,
+                  finished_at=None if run_status == "running" else when, code_version="seed")
     from aooct_core.metrics import normative_cone_density
 
     # A plausible density for the eccentricity (not measured from the synthetic picture).

@@ -29,6 +29,10 @@ def gateway():
     db = make_test_metadata_db()
     db.upsert_case(case_id=CASE, status="processed", subject_id="SUBJ-7f3a", eye="OD")
     db.upsert_case(case_id="CASE-0002", status="failed", subject_id="SUBJ-11aa", eye="OS")
+    db.upsert_case(case_id="CASE-0003", status="processing", subject_id="SUBJ-11aa", eye="OD")
+    db.record_run("run-ok", CASE, status="success")
+    db.record_run("run-failed", "CASE-0002", status="failure")
+    db.record_run("run-going", "CASE-0003", status="running")
     db.record_metrics(CASE, [{"structure": "cones", "metric": "density_cells_per_mm2", "value": 24372.0,
                               "unit": "cells/mm²", "ci_low": 23923.0, "ci_high": 24794.0}])
     db.record_qc(CASE, [{"check_name": "cone_mosaic", "passed": True, "severity": None, "value": 9.1}])
@@ -106,7 +110,7 @@ def test_cases_are_listed_filtered_and_paged(gateway):
     client, _, _, key = gateway
     h = {"Authorization": f"Bearer {key.token(roles=['Researcher'])}"}
     page = client.get("/cases", headers=h, params={"limit": 1}).json()
-    assert page["total"] == 2 and len(page["items"]) == 1 and page["items"][0]["case_id"] == CASE
+    assert page["total"] == 3 and len(page["items"]) == 1 and page["items"][0]["case_id"] == CASE
     failed = client.get("/cases", headers=h, params={"status": "failed"}).json()
     assert [c["case_id"] for c in failed["items"]] == ["CASE-0002"]
     bad = client.get("/cases", headers=h, params={"status": "lost", "limit": 0})
@@ -186,6 +190,12 @@ def test_reviews_and_label_versions(gateway):
     assert r.status_code == 201 and db.get_case("CASE-0002")["status"] == "rejected"
     assert client.get("/cases/CASE-0002/reviews", headers=labeler).json()[0]["decision"] == "reject"
     assert client.post("/cases/CASE-0002/reviews", headers=labeler, json={"decision": "approve"}).status_code == 403
+    # issue 22 bug 1: no decision on a run that has not finished, none approving a failed run
+    r = client.post("/cases/CASE-0003/reviews", headers=researcher, json={"decision": "approve"})
+    assert r.status_code == 409 and "still processing" in r.json()["detail"]
+    r = client.post("/cases/CASE-0002/reviews", headers=researcher, json={"decision": "approve"})
+    assert r.status_code == 409 and "'failure'" in r.json()["detail"]
+    assert db.get_case("CASE-0003")["status"] == "processing" and db.get_reviews("CASE-0003") == []
     pts = {"structure": "cones", "payload": {"kind": "points", "points_rc": [[1.5, 2.0], [3, 4]]}}
     v1 = client.post("/cases/CASE-0002/labels", headers=labeler, json=pts).json()
     v2 = client.post("/cases/CASE-0002/labels", headers=labeler, json=pts).json()
@@ -204,12 +214,26 @@ def test_admins_create_and_change_users_and_look_up_subjects(gateway):
     client, _, db, key = gateway
     admin = {"Authorization": f"Bearer {key.token(roles=['Admin'], email='boss@lab.example')}"}
     made = client.post("/users", headers=admin, json={"username": "newtech", "password": "long-enough-1",
-                                                      "role": "Tech"})
+                                                      "email": "newtech@lab.example", "role": "Tech"})
     assert made.status_code == 201 and db.get_user("newtech")["password_hash"].startswith("$2")
+    # issue 22 bug 9: single sign-on matches by e-mail, so each user has a distinct, real one
+    for email, status in (("", 400), ("newtech", 400), ("NEWTECH@lab.example", 409)):
+        r = client.post("/users", headers=admin, json={"username": "other", "password": "long-enough-1",
+                                                       "email": email, "role": "Tech"})
+        assert r.status_code == status, (email, r.json())
+    assert db.get_user("other") is None
+    # issue 22 bug 2: the last active Admin is neither demoted nor deactivated
+    assert client.post("/users", headers=admin, json={"username": "solo", "password": "long-enough-1",
+                                                      "email": "solo@lab.example", "role": "Admin"}
+                       ).status_code == 201
+    for change in ({"role": "Researcher"}, {"active": False}):
+        r = client.patch("/users/solo", headers=admin, json=change)
+        assert r.status_code == 409 and "last active Admin" in r.json()["detail"]
+    assert db.get_user("solo")["role"] == "Admin"
     assert client.post("/users", headers=admin, json={"username": "x", "password": "short", "role": "Tech"}
                        ).status_code == 400
     assert client.post("/users", headers=admin, json={"username": "newtech", "password": "long-enough-1",
-                                                      "role": "Tech"}).status_code == 409
+                                                      "email": "n2@lab.example", "role": "Tech"}).status_code == 409
     changed = client.patch("/users/newtech", headers=admin, json={"role": "Labeler", "active": False}).json()
     assert changed == {"username": "newtech", "role": "Labeler", "active": False}
     assert client.patch("/users/ghost", headers=admin, json={"active": False}).status_code == 404

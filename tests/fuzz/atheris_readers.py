@@ -58,15 +58,21 @@ def main(argv: list[str]) -> None:
     import atheris
 
     sys.path.insert(0, str(Path(__file__).parent))
+    logging.disable(logging.CRITICAL)     # the decoders log every oddity they tolerate
+    warnings.simplefilter("ignore")
+    # Everything the readers run is imported here, instrumented, before anything else
+    # (the seed writer) imports the decoders uninstrumented.
+    with atheris.instrument_imports(include=["aooct_core", "tifffile", "pydicom", "PIL",
+                                             "numpy.lib.format", "numpy.lib._format_impl"]):
+        import PIL.PngImagePlugin  # noqa: F401
+        import pydicom  # noqa: F401
+        import tifffile  # noqa: F401
+
+        from aooct_core.io import InputError
+        from fuzz_harness import READERS, _prepare_folder, run_reader
     corpus = next((Path(a) for a in argv[1:] if not a.startswith("-")), None)
     if corpus is not None and not any(corpus.glob("*")):
         write_seed_corpus(corpus)
-    logging.disable(logging.CRITICAL)     # the decoders log every oddity they tolerate
-    warnings.simplefilter("ignore")
-    with atheris.instrument_imports(include=["aooct_core", "tifffile", "pydicom", "PIL",
-                                             "numpy.lib.format", "numpy.lib._format_impl"]):
-        from aooct_core.io import InputError
-        from fuzz_harness import READERS, _prepare_folder, run_reader
     folder = Path(tempfile.mkdtemp(prefix="aooct-atheris-"))
     _prepare_folder(folder)
     resource.setrlimit(resource.RLIMIT_AS, (CAP_BYTES, CAP_BYTES))

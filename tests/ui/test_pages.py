@@ -149,6 +149,27 @@ def test_review_overlays_bscan_and_decision(ui_env):
     assert db.list_audit(actor="tech", action="review_approve")[0]["case_id"] == ids[0]
 
 
+def test_review_refused_while_processing_and_rejection_spelled(ui_env):
+    """Issue 22 bugs 1 and 3: no decision on a run still going (the run's end would have
+    overwritten it), and "rejected", not "rejectd"."""
+    db, _, ids, _ = ui_env
+    from datetime import datetime, timezone
+
+    db.record_run("run-again", ids[1], status="running", started_at=datetime.now(timezone.utc))
+    db.set_case_status(ids[1], "processing")
+    at = open_page("review", "Tech", case_id=ids[1])
+    at.text_area(key="review_comment").input("looks fine")
+    _button(at, "Submit decision").click().run()
+    assert "still processing" in _texts(at) and db.get_reviews(ids[1]) == []
+    assert db.get_case(ids[1])["status"] == "processing"
+    at = open_page("review", "Tech", case_id=ids[0])
+    at.radio(key="decision").set_value("reject")
+    at.text_area(key="review_comment").input("blink in repeat 2")
+    _button(at, "Submit decision").click().run()
+    assert f"Case {ids[0]} rejected." in _texts(at), _texts(at)
+    assert db.get_reviews(ids[0])[0]["run_id"] == f"seed-{ids[0]}"
+
+
 def test_review_decision_denied_for_labeler(ui_env):
     db, _, ids, _ = ui_env
     at = open_page("review", "Labeler", case_id=ids[0])

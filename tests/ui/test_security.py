@@ -123,8 +123,8 @@ def test_admin_page_deactivates_and_revokes(ui_env):
     assert db.get_user("tech")["active"] is False
     tech.run()
     assert _on_sign_in_page(tech)
-    assert db.list_audit(actor="admin", action="set_active")[0]["detail"] == {"username": "tech",
-                                                                             "active": False}
+    assert db.list_audit(actor="admin", action="set_active")[0]["detail"] == {
+        "username": "tech", "active": False, "via": "review app"}
 
 
 # --- sessions ---------------------------------------------------------------------------
@@ -372,3 +372,34 @@ def test_browser_sign_in_sets_httponly_cookie_survives_reload_and_csp_holds(ui_e
             browser.close()
     revoked = [r for r in db.list_audit(actor="admin", action="session_ended")]
     assert revoked and revoked[-1]["detail"]["reason"] == "revoked:role_changed"
+
+
+def test_the_only_admin_cannot_demote_or_deactivate_themselves(ui_env):
+    """Issue 22 bug 2: the role form has no default role, and the application layer the
+    gateway uses refuses a self-demotion (and leaving no active Admin)."""
+    db = ui_env[0]
+    at = open_page("admin", "Admin")
+    at.selectbox(key="role_user").set_value("admin")
+    next(b for b in at.button if b.label == "Set role").click().run()
+    assert any("Choose the new role" in str(e.value) for e in at.error)
+    at.selectbox(key="role_new").set_value("Researcher")
+    next(b for b in at.button if b.label == "Set role").click().run()
+    assert any("cannot deactivate or demote themselves" in str(e.value) for e in at.error)
+    at.selectbox(key="active_user").set_value("admin")
+    at.checkbox(key="active_flag").set_value(False)
+    next(b for b in at.button if b.label == "Save account").click().run()
+    admin = db.get_user("admin")
+    assert admin["role"] == "Admin" and admin["active"]
+
+
+def test_a_user_needs_a_unique_email(ui_env):
+    """Issue 22 bug 9: single sign-on matches accounts by e-mail."""
+    db = ui_env[0]
+    at = open_page("admin", "Admin")
+    _submit_create_user(at, "noemail", "Tech")
+    assert db.get_user("noemail") is None and any("not an e-mail address" in str(e.value) for e in at.error)
+    taken = db.get_user("tech")["email"]
+    at.text_input(key="new_email").input(taken.upper())
+    _submit_create_user(at, "twin", "Tech")
+    assert db.get_user("twin") is None and any("already the e-mail of user 'tech'" in str(e.value)
+                                               for e in at.error)

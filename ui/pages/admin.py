@@ -4,7 +4,8 @@ from __future__ import annotations
 import streamlit as st
 
 from ui import data
-from ui.auth import audit, authorize, hash_password, require_page
+from api.application import create_user, update_user
+from ui.auth import audit, authorize, require_page
 from ui.roles import ROLES
 from ui.widgets import flash, show_flash
 
@@ -18,26 +19,44 @@ users = db.list_users()
 st.dataframe([{k: u.get(k) for k in ("username", "name", "email", "role", "active", "created_at")}
               for u in users], hide_index=True, width="stretch")
 
+def _application(call, **kwargs) -> bool:
+    """Run a user-management call of the application layer the gateway uses (the same rules:
+    no self-lockout, never without an active Admin, a unique e-mail); show its refusal."""
+    from api import application as appl
+    from api.policy import Principal
+    from api.problems import Problem
+
+    ctx = appl.Context(principal=Principal(user.username, frozenset({user.role}), via=user.via),
+                       db=db, channel="review app")
+    try:
+        call(ctx, **kwargs)
+    except Problem as exc:
+        st.error(exc.detail[:1].upper() + exc.detail[1:] + ".")
+        return False
+    return True
+
+
 c1, c2, c3 = st.columns(3)
 with c1, st.form("role_form"):
     st.markdown("**Change a role**")
     who = st.selectbox("User", [u["username"] for u in users], key="role_user")
-    role = st.selectbox("Role", ROLES, key="role_new")
+    # No default: a click on "Set role" never applies a role nobody chose.
+    role = st.selectbox("Role", ROLES, index=None, placeholder="Choose a role", key="role_new")
     change = st.form_submit_button("Set role")
 if change and authorize("manage_users", action="set_role"):
     old = next(u["role"] for u in users if u["username"] == who)
-    db.set_role(who, role)  # a real change also revokes who's open sessions
-    audit(user.username, "set_role", detail={"username": who, "from": old, "to": role})
-    flash(f"{who} is now {role}" + (" and must sign in again." if old != role else "."))
-    st.rerun()
+    if role is None:
+        st.error("Choose the new role first.")
+    elif _application(update_user, username=who, role=role, active=None):
+        flash(f"{who} is now {role}" + (" and must sign in again." if old != role else "."))
+        st.rerun()
 with c3, st.form("active_form"):
     st.markdown("**Activate or deactivate**")
     active_who = st.selectbox("User", [u["username"] for u in users], key="active_user")
     active = st.checkbox("Active (may sign in)", value=True, key="active_flag")
     save_active = st.form_submit_button("Save account")
-if save_active and authorize("manage_users", action="set_active"):
-    db.set_active(active_who, active)  # deactivating revokes the user's open sessions
-    audit(user.username, "set_active", detail={"username": active_who, "active": active})
+if save_active and authorize("manage_users", action="set_active") and \
+        _application(update_user, username=active_who, role=None, active=active):
     flash(f"{active_who} is {'active' if active else 'deactivated and signed out everywhere'}.")
     st.rerun()
 with c2, st.form("user_form", clear_on_submit=True):
@@ -48,17 +67,11 @@ with c2, st.form("user_form", clear_on_submit=True):
     password = st.text_input("Password", type="password", key="new_password")
     new_role = st.selectbox("Role", ROLES, key="new_role")
     create = st.form_submit_button("Create user")
-if create and authorize("manage_users", action="create_user"):
-    if not username.strip() or len(password) < 8:
-        st.error("A user needs a username and a password of at least 8 characters.")
-    elif db.get_user(username.strip()):
-        st.error(f"User {username.strip()!r} already exists; change the role instead.")
-    else:
-        db.create_user(username.strip(), name=name or username.strip(), email=email,
-                       password_hash=hash_password(password), role=new_role)
-        audit(user.username, "create_user", detail={"username": username.strip(), "role": new_role})
-        flash(f"Created {username.strip()} ({new_role}).")
-        st.rerun()
+if create and authorize("manage_users", action="create_user") and \
+        _application(create_user, username=username, name=name, email=email, password=password,
+                     role=new_role):
+    flash(f"Created {username.strip()} ({new_role}).")
+    st.rerun()
 
 st.subheader("Subject map")
 st.caption("Cases carry a pseudonym (P-…) for their subject; the subject_id received is kept only "

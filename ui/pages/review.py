@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from api.decisions import DecisionRefused, decision_state, record_decision
 from ml.recipe import SLAB_OF
 from ui import data
 from ui.auth import audit, authorize, require_page
@@ -113,21 +114,26 @@ with side_col:
                      hide_index=True, width="stretch")
 
     st.subheader("Decision")
+    state = decision_state(db, case_id)
     for r in db.get_reviews(case_id):
-        st.write(f"**{r['decision']}** by {r['reviewer']} ({r['created_at'][:16]}): {r.get('comment') or ''}")
+        run = f", run {r['run_id'][:8]}" if r.get("run_id") else ""
+        st.write(f"**{r['decision']}** by {r['reviewer']} ({r['created_at'][:16]}{run}): "
+                 f"{r.get('comment') or ''}")
+    if state.decision and not state.current:
+        st.warning("The latest decision is about an earlier run; these results want review again.")
     with st.form("review_form", clear_on_submit=True):
         decision = st.radio("Decision", ["approve", "reject"], horizontal=True, key="decision")
         comment = st.text_area("Comment", key="review_comment")
         submitted = st.form_submit_button("Submit decision")
     if submitted and authorize("review_case", action="review_case", case_id=case_id):
-        if decision == "reject" and not comment.strip():
-            st.error("Say why the case is rejected in the comment.")
+        try:
+            made = record_decision(db, case_id, reviewer=user.username, decision=decision, comment=comment)
+        except DecisionRefused as exc:
+            st.error(str(exc)[:1].upper() + str(exc)[1:] + ".")
         else:
-            review_id = db.add_review(case_id, user.username, decision, comment)
-            db.set_case_status(case_id, "approved" if decision == "approve" else "rejected")
             audit(user.username, f"review_{decision}", case_id=case_id,
-                  detail={"review_id": review_id, "comment": comment})
-            flash(f"Case {case_id} {decision}d.")
+                  detail={"review_id": made["id"], "run_id": made["run_id"], "comment": comment})
+            flash(f"Case {case_id} {'approved' if decision == 'approve' else 'rejected'}.")
             st.rerun()
 
     if art.report is not None:
