@@ -341,11 +341,14 @@ def look_up_subject(ctx: Context, pseudonym: str) -> dict:
 MAX_EXPORT_ROWS = 2_000_000
 
 
-def export_metrics(ctx: Context, export_store, *, fmt: str, case_id: str | None = None) -> dict:
-    """Write the metrics (of one case, or all) as CSV or Parquet to the export location; audited."""
+def export_metrics(ctx: Context, export_store, *, fmt: str, case_id: str | None = None,
+                   include_rejected: bool = False) -> dict:
+    """Write the metrics (of one case, or all) as CSV or Parquet to the export location; audited.
+    All cases' export leaves rejected cases out unless ``include_rejected``; one case named is
+    exported whatever its status."""
     import polars as pl
 
-    from api.exports import write_table
+    from api.exports import LEFT_OUT, write_table
 
     authorize(ctx, "export", case_id=case_id)
     if case_id is not None:
@@ -355,11 +358,18 @@ def export_metrics(ctx: Context, export_store, *, fmt: str, case_id: str | None 
         raise Problem(413, "export-too-large", f"{total} metric rows, over the {MAX_EXPORT_ROWS}-row budget of "
                       "one export; export case by case")
     rows = ctx.db.get_metrics(case_id)
+    left_out = set()
+    if case_id is None and not include_rejected:
+        for status in LEFT_OUT:
+            n = ctx.db.count_cases(status=status)
+            left_out |= {c["case_id"] for c in ctx.db.list_cases(status=status, limit=max(n, 1))}
+        rows = [r for r in rows if r["case_id"] not in left_out]
     uri = write_table(pl.DataFrame(rows, infer_schema_length=None), export_store, actor=ctx.principal.subject,
                       fmt=fmt)
     ctx.db.audit(ctx.principal.subject, "export", case_id=case_id,
-                 detail={"format": fmt, "rows": len(rows), "uri": uri, "via": ctx.channel})
-    return {"uri": uri, "rows": len(rows), "format": fmt}
+                 detail={"format": fmt, "rows": len(rows), "uri": uri, "via": ctx.channel,
+                         "cases_left_out": len(left_out)})
+    return {"uri": uri, "rows": len(rows), "format": fmt, "cases_left_out": sorted(left_out)}
 
 
 def list_models(ctx: Context, registry) -> list[dict]:

@@ -1,23 +1,28 @@
 """Exports to the export location (a folder, an NFS mount or an S3 prefix): metrics tables as
-CSV or Parquet and case reports, each under its own ``exports/<UTC stamp>_<actor>/`` prefix so
-that no export ever overwrites another. Shared by the review app and the gateway."""
+CSV or Parquet and case reports, each under its own ``<UTC stamp>_<actor>/`` prefix directly
+below the location (the location is the exports folder itself) so that no export ever
+overwrites another. Shared by the review app and the gateway."""
 from __future__ import annotations
 
 import io
 import re
 from datetime import datetime, timezone
 
-__all__ = ["export_prefix", "write_table", "copy_report"]
+__all__ = ["export_prefix", "table_bytes", "write_table", "copy_report", "LEFT_OUT"]
+
+#: Case statuses a cohort export leaves out unless asked to include them: a rejected case's
+#: numbers are not for publication.
+LEFT_OUT = ("rejected",)
 
 
 def export_prefix(actor: str) -> str:
-    """``exports/<stamp>_<actor>`` with the actor made store-safe."""
+    """``<stamp>_<actor>`` (below the export location) with the actor made store-safe."""
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-    return f"exports/{stamp}_{re.sub(r'[^A-Za-z0-9_.-]', '_', actor)}"
+    return f"{stamp}_{re.sub(r'[^A-Za-z0-9_.-]', '_', actor)}"
 
 
-def write_table(df, store, *, actor: str, fmt: str) -> str:
-    """Write a polars DataFrame as CSV or Parquet to ``store``; return its URI."""
+def table_bytes(df, fmt: str) -> bytes:
+    """A polars DataFrame as CSV or Parquet bytes (the export file, or a browser download)."""
     if fmt not in ("csv", "parquet"):
         raise ValueError(f"export format must be 'csv' or 'parquet'; got {fmt!r}")
     buf = io.BytesIO()
@@ -25,8 +30,14 @@ def write_table(df, store, *, actor: str, fmt: str) -> str:
         df.write_csv(buf)
     else:
         df.write_parquet(buf)
+    return buf.getvalue()
+
+
+def write_table(df, store, *, actor: str, fmt: str) -> str:
+    """Write a polars DataFrame as CSV or Parquet to ``store``; return its URI."""
+    data = table_bytes(df, fmt)
     key = f"{export_prefix(actor)}/metrics.{fmt}"
-    store.put_bytes(key, buf.getvalue())
+    store.put_bytes(key, data)
     return store.uri(key)
 
 

@@ -365,10 +365,12 @@ def create_app(*, db, verifier, tokens=None, service_tokens=None, limiter: Limit
 
     @route("POST", "/exports", status_code=201)
     def export(body: NewExport, ctx: appl.Context = Depends(context)) -> dict:
-        """Write the metrics to the export location (a new, never overwritten, prefix per export)."""
+        """Write the metrics to the export location (a new, never overwritten, prefix per export;
+        rejected cases left out of an all-cases export unless ``include_rejected``)."""
         if export_store is None:
             raise Problem(404, "exports-off", "this gateway has no export location configured (AOOCT_EXPORT)")
-        return appl.export_metrics(ctx, export_store, fmt=body.format, case_id=body.case_id)
+        return appl.export_metrics(ctx, export_store, fmt=body.format, case_id=body.case_id,
+                                   include_rejected=body.include_rejected)
 
     @route("GET", "/models")
     def models(ctx: appl.Context = Depends(context)) -> list[dict]:

@@ -62,6 +62,7 @@ class NewUser(BaseModel):
 class NewExport(BaseModel):
     format: Literal["csv", "parquet"] = "csv"
     case_id: str | None = Field(None, max_length=140, description="one case; all cases when omitted")
+    include_rejected: bool = Field(False, description="all cases: also the rejected ones (left out by default)")
 
 
 class UserChange(BaseModel):

@@ -276,6 +276,7 @@ def metrics_frame():
         rec = {k: r.get(k) for k in keep}
         rec.update(subject_id=c.get("subject_id"), eye=c.get("eye"),
                    eccentricity_deg=c.get("eccentricity_deg"),
-                   acquired_at=str(c.get("acquired_at") or ""), qc=qc[r["case_id"]])
+                   acquired_at=str(c.get("acquired_at") or ""), qc=qc[r["case_id"]],
+                   status=c.get("status"))
         records.append(rec)
     return pl.DataFrame(records, infer_schema_length=None)

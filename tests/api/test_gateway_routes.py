@@ -254,6 +254,14 @@ def test_metrics_are_exported_as_csv_and_parquet_to_new_prefixes(gateway):
     assert a["uri"] != b["uri"] and a["rows"] >= 1 and b["rows"] == 1
     assert client.post("/exports", headers=h, json={"case_id": "NOPE"}).status_code == 404
     assert db.list_audit(action="export", actor="exp@lab.example")
+    # issue 22 bug 8: a rejected case's numbers are left out unless asked for
+    db.record_metrics("CASE-0002", [{"structure": "cones", "metric": "density_cells_per_mm2", "value": 1.0,
+                                     "unit": "cells/mm²"}])
+    db.set_case_status("CASE-0002", "rejected")
+    c = client.post("/exports", headers=h, json={"format": "csv"}).json()
+    assert c["cases_left_out"] == ["CASE-0002"] and c["rows"] == a["rows"]
+    d = client.post("/exports", headers=h, json={"format": "csv", "include_rejected": True}).json()
+    assert d["cases_left_out"] == [] and d["rows"] == a["rows"] + 1
     labeler = {"Authorization": f"Bearer {key.token(roles=['Labeler'])}"}
     assert client.post("/exports", headers=labeler, json={}).status_code == 403
 

@@ -146,3 +146,18 @@ def test_labeling_page_click_moves_a_point_and_paints_a_mask(ui_env):
     label = db.get_labels(ids[0], structure="capillaries")[0]
     assert labeling.payload_mask(label["payload"])[100, 5]
     assert label["payload"]["edits"][0] == {"op": "paint", "rc": [100.0, 5.0], "radius_px": 3, "via": "click"}
+
+
+def test_switching_structure_shows_that_structures_slab(ui_env):
+    """Issue 22 bug 4: the slab chosen for cones stayed under the capillary mask."""
+    from ui_helpers import open_page
+
+    _, _, ids, _ = ui_env
+    at = open_page("labeling", "Labeler", case_id=ids[0])
+    at.selectbox(key="label_slab::cones").set_value("cost").run()
+    at.selectbox(key="label_structure").set_value("capillaries").run()
+    assert not at.exception
+    assert at.selectbox(key="label_slab::capillaries").value == "svp"
+    assert "capillaries labels on the svp slab" in " ".join(c.value for c in at.caption)
+    at.selectbox(key="label_structure").set_value("cones").run()
+    assert at.selectbox(key="label_slab::cones").value == "cost"   # each keeps its own choice

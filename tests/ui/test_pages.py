@@ -224,17 +224,21 @@ def test_labeling_mask_paint_and_erase(ui_env):
 
 
 def test_dashboards_export_and_denied_export(ui_env):
-    db, _, _, tmp_path = ui_env
+    db, _, ids, tmp_path = ui_env
+    db.set_case_status(ids[1], "rejected")
     at = open_page("dashboards", "Researcher")
     assert not at.exception
     at.radio(key="d_fmt").set_value("parquet")
     at.button(key="export_metrics").click().run()
     files = list((tmp_path / "exports").rglob("metrics.parquet"))
-    assert len(files) == 1
+    # issue 22 bug 8: right below the export location the page names, not exports/exports/
+    assert len(files) == 1 and files[0].parent.parent == tmp_path / "exports", files
     import polars as pl
 
     df = pl.read_parquet(files[0])
     assert {"case_id", "metric", "value", "ci_low", "ci_high", "subject_id", "qc"} <= set(df.columns)
+    assert ids[1] not in df["case_id"].to_list() and ids[0] in df["case_id"].to_list()   # bug 8
+    assert at.get("download_button"), "no browser download of the table"
     at.selectbox(key="d_eye").set_value("OD").run()
     at.radio(key="d_fmt").set_value("csv")
     at.button(key="export_metrics").click().run()

@@ -6,8 +6,10 @@ import numpy as np
 import polars as pl
 import streamlit as st
 
+from api.exports import LEFT_OUT, table_bytes
 from ui import data
 from ui.auth import audit, authorize, require_page
+from ui.roles import has_permission
 
 user = require_page("dashboards")
 st.title("Cohort dashboards")
@@ -32,6 +34,10 @@ if qc != "any":
     df = df.filter(pl.col("qc") == qc)
 if date_range:
     df = df.filter((pl.col("acquired_at") >= date_range[0]) & (pl.col("acquired_at") <= date_range[1]))
+# Rejected cases are left out of the plots and exports unless asked for (as the gateway does).
+include_rejected = st.checkbox("Include rejected cases", value=False, key="d_rejected")
+if not include_rejected:
+    df = df.filter(~pl.col("status").is_in(list(LEFT_OUT)))
 st.caption(f"{df['case_id'].n_unique()} case(s), {len(df)} metric rows after filters")
 
 st.subheader("Cone density vs eccentricity")
@@ -79,12 +85,20 @@ st.subheader("Export")
 cfg = data.ui_config()
 st.caption(f"Export location: {cfg.export}")
 fmt = st.radio("Format", ["csv", "parquet"], horizontal=True, key="d_fmt")
-if st.button("Export metrics", key="export_metrics", type="primary"):
+e1, e2 = st.columns(2)
+if e1.button("Export metrics", key="export_metrics", type="primary"):
     if authorize("export", action="export_metrics"):
         uri = data.export_table(df, actor=user.username, fmt=fmt)
         audit(user.username, "export_metrics",
               detail={"uri": uri, "format": fmt, "rows": len(df), "cases": df["case_id"].n_unique()})
         st.success(f"Exported {len(df)} rows to {uri}")
+if has_permission(user.role, "export"):
+    # The same table to this browser; the download is audited like an export.
+    e2.download_button(
+        f"Download ({fmt})", table_bytes(df, fmt), file_name=f"aooct-metrics.{fmt}",
+        mime="text/csv" if fmt == "csv" else "application/vnd.apache.parquet", key="download_metrics",
+        on_click=audit, args=(user.username, "download_metrics"),
+        kwargs={"detail": {"format": fmt, "rows": len(df), "cases": df["case_id"].n_unique()}})
 report_cases = [cid for cid in sorted(df["case_id"].unique().to_list())
                 if data.case_artifacts(cid).report is not None]
 pick = st.multiselect("Case reports", report_cases, key="d_reports")

@@ -32,8 +32,10 @@ if not art.enface:
 structure = st.selectbox("Structure", ["cones", "rpe", "capillaries", "nfl"], key="label_structure")
 slab_default = SLAB_OF[structure]  # the slab the pipeline analysed this structure on
 slabs = sorted(art.enface)
+# One slab choice per structure: switching structure shows that structure's slab, not the
+# one chosen for the last (a widget key keeps its value whatever ``index`` says).
 slab = st.selectbox("Slab", slabs, index=slabs.index(slab_default) if slab_default in slabs else 0,
-                    key="label_slab")
+                    key=f"label_slab::{structure}")
 image = data.load_array(art.enface[slab])
 layers = enface_layers(art, image.shape)
 is_points = structure in ("cones", "rpe")
