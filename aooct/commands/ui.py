@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -51,10 +50,7 @@ def register(app: typer.Typer) -> None:
             "--server.headless", "true", "--browser.gatherUsageStats", "false",
             "--server.maxUploadSize", str(max_upload_mb), "--client.toolbarMode", "viewer",
         ]
-        print(f"aooct ui: http://{address}:{port}  (Ctrl+C to stop)")
-        try:
-            code = subprocess.call(cmd, env=os.environ.copy())
-        except KeyboardInterrupt:
-            code = 0
-        if code:
-            raise CliError(f"streamlit exited with status {code}")
+        print(f"aooct ui: http://{address}:{port}  (Ctrl+C or kill {os.getpid()} to stop)", flush=True)
+        # Streamlit replaces this process (same PID): stopping the PID `aooct ui` printed stops
+        # the server and frees the port — a child left behind held it (issue 22 bug 7).
+        os.execve(sys.executable, cmd, os.environ.copy())
