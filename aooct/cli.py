@@ -22,7 +22,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-_COMMAND_MODULES = ("phantom", "analyze", "process", "train", "demo", "ui", "dicom_scp", "api")
+_COMMAND_MODULES = ("phantom", "analyze", "process", "train", "demo", "ui", "dicom_scp", "api", "users")
 
 
 def _register_commands() -> None:
