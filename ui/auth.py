@@ -212,8 +212,13 @@ def _signed_in(username: str, via: str, client: str | None) -> None:
     code = start_session(username, via=via, client=client, handoff=handoff)
     audit(username, "sign_in", detail={"via": via, "client": client})
     if code:
-        # The browser fetches its HttpOnly cookie and comes back; this tab works meanwhile.
-        _redirect(f"{http_security.HANDOFF_PATH}?code={code}")
+        # The browser fetches its HttpOnly cookie and comes back — to the page it asked for
+        # (a deep link such as /admin); this tab works meanwhile.
+        from urllib.parse import quote, urlencode, urlsplit
+
+        query = urlencode(st.query_params.to_dict())
+        target = http_security.safe_next(urlsplit(st.context.url or "/").path + (f"?{query}" if query else ""))
+        _redirect(f"{http_security.HANDOFF_PATH}?code={code}&next={quote(target, safe='')}")
         st.info("Signed in; loading…")
         return
     st.rerun()  # start over with the full navigation

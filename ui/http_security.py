@@ -37,10 +37,14 @@ __all__ = [
     "security_headers",
     "SecurityHeadersMiddleware",
     "routes",
+    "safe_next",
 ]
 
 HANDOFF_PATH = "/aooct/session"
 SIGNOUT_PATH = "/aooct/signout"
+#: A page of this app with its query (``/review?case_id=S001_OD_T2``): where a deep link asked
+#: to go before sign-in. Nothing else — no scheme, host, ``//`` or ``..`` — is followed.
+_NEXT = re.compile(r"/(?!/)[A-Za-z0-9_\-/]*(\?[A-Za-z0-9_\-.=&~%]*)?")
 _state = {"cookie_routes": False}
 
 
@@ -177,7 +181,8 @@ async def _session_handoff(request):
         return PlainTextResponse("sign-in handoff refused: started by another site", status_code=403)
     redeemed = await run_in_threadpool(sessions.redeem_handoff, _get_db(),
                                        request.query_params.get("code", ""))
-    response = RedirectResponse("/", status_code=303)
+    # Back to the page a deep link asked for before sign-in (only a page of this app).
+    response = RedirectResponse(safe_next(request.query_params.get("next")), status_code=303)
     response.headers["cache-control"] = "no-store"
     if redeemed is not None:
         token, row = redeemed
@@ -201,6 +206,20 @@ async def _sign_out(request):
     response.delete_cookie(cookie_name(), path="/", secure=cookie_secure(), httponly=True,
                            samesite="strict")
     return response
+
+
+def safe_next(target: str | None) -> str:
+    """``target`` when it is a same-origin page path of this app, else ``"/"``.
+
+    >>> safe_next("/admin"), safe_next("/review?case_id=S001_OD_T2")
+    ('/admin', '/review?case_id=S001_OD_T2')
+    >>> safe_next("//evil.example/x"), safe_next("https://evil.example"), safe_next("/a/../b")
+    ('/', '/', '/')
+    """
+    if not target or not _NEXT.fullmatch(target) or ".." in target or \
+            target.split("?")[0] in (HANDOFF_PATH, SIGNOUT_PATH, "/signin"):
+        return "/"
+    return target
 
 
 def routes() -> list:

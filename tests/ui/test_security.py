@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import io
 import os
+from urllib.parse import quote
 import zipfile
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -308,6 +309,40 @@ def test_session_cookie_is_httponly_secure_strict_one_time_and_revocable(server)
                                 {"Cookie": f"__Host-aooct_session={cookie_token}"})
     assert "max-age=0" in headers["set-cookie"].lower()
     assert sessions.resolve_session(db, cookie_token)[1] == "revoked:sign_out"
+
+
+def test_the_handoff_returns_to_the_page_asked_for_and_nowhere_else(server):
+    """Issue 22 bug 6: a deep link survives sign-in; the target is only ever a page here."""
+    url, db = server
+    for asked, location in (("/admin", "/admin"), ("/review?case_id=S001_OD_T2", "/review?case_id=S001_OD_T2"),
+                            ("//evil.example/x", "/"), ("https://evil.example/", "/"), ("/a/../b", "/")):
+        _token, code = sessions.open_session(db, "admin", via="password", handoff=True)
+        status, headers = _request(url, f"/aooct/session?code={code}&next={quote(asked, safe='')}")
+        assert status == 303 and headers["location"] == location, (asked, headers["location"])
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} not found")
+def test_browser_deep_link_survives_sign_in_and_reload(ui_env):
+    from playwright.sync_api import expect, sync_playwright
+
+    _db, _store, _ids, tmp_path = ui_env
+    with served_app(dict(os.environ), tmp_path) as url, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                     args=["--headless", "--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(30_000)
+            page.goto(f"{url}/admin")
+            page.get_by_role("textbox", name="Username").fill("admin")
+            page.get_by_role("textbox", name="Password").fill(DEMO_PASSWORD)
+            page.get_by_role("button", name="Login").click()
+            expect(page.get_by_role("heading", name="Admin")).to_be_visible()
+            assert page.url.rstrip("/").endswith("/admin"), page.url
+            page.reload()
+            expect(page.get_by_role("heading", name="Admin")).to_be_visible()
+        finally:
+            browser.close()
 
 
 @pytest.mark.browser
