@@ -161,3 +161,22 @@ def test_switching_structure_shows_that_structures_slab(ui_env):
     assert "capillaries labels on the svp slab" in " ".join(c.value for c in at.caption)
     at.selectbox(key="label_structure").set_value("cones").run()
     assert at.selectbox(key="label_slab::cones").value == "cost"   # each keeps its own choice
+
+
+def test_adding_by_click_clears_the_selection(ui_env):
+    """Issue 22 bug 5: a point selected, then a click adding one: "Remove selected (1)" stayed
+    enabled over a chart that showed no selection, and removed nothing."""
+    from ui_helpers import open_page
+
+    _, _, ids, _ = ui_env
+    at = open_page("labeling", "Labeler", case_id=ids[0])
+    chart = f"label_chart::{ids[0]}::cones::"
+    at.session_state[chart + "0"] = {"selection": {"points": [_label(2)], "box": [], "lasso": []}}
+    at.run()
+    assert at.button(key="remove_selected").label == "Remove selected (1)"
+    at.session_state[chart + "0"] = {"selection": {"points": [_grid(40, 30, 30 * 128 + 40)], "box": [], "lasso": []}}
+    at.run()
+    work = at.session_state[f"work::{ids[0]}::cones"]
+    assert work["selected"] == [] and work["edits"][-1]["op"] == "add"
+    button = at.button(key="remove_selected")
+    assert button.label == "Remove selected (0)" and button.disabled

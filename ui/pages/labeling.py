@@ -77,7 +77,11 @@ def _apply_click(action: dict) -> str | None:
         return None
     if op == "none":
         return None
-    work["chart"] += 1  # consumed: the next chart starts with no selection
+    # Consumed: the next chart starts with no selection, so neither does the working copy
+    # (a kept selection left "Remove selected (1)" enabled over a chart showing none, and the
+    # new chart's empty selection then cleared it before the button ran: nothing removed).
+    work["chart"] += 1
+    work["selected"] = []
     if op == "error":
         return action["message"]
     r, c = action["rc"]
@@ -87,7 +91,6 @@ def _apply_click(action: dict) -> str | None:
     elif op == "move":
         work["data"] = labeling.move_point(work["data"], action["index"], r, c)
         work["edits"].append({"op": "move", "index": action["index"], "rc": [r, c], "via": "click"})
-        work["selected"] = []
     else:  # paint / erase a disc of the brush radius
         radius = int(st.session_state.get("brush", 3))
         work["data"] = labeling.paint_disc(work["data"], r, c, radius, value=op == "paint")
