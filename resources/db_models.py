@@ -112,6 +112,17 @@ labels = Table(
                      name="uq_labels_case_structure_annotator_version"),
 )
 
+#: The labeling page's autosaved working copy, one per (case, structure, annotator): what a
+#: reload or a lost tab would otherwise drop. Replaced on every edit, deleted on save/discard.
+label_drafts = Table(
+    "label_drafts", metadata,
+    Column("case_id", String(128), ForeignKey("cases.case_id"), primary_key=True),
+    Column("structure", String(32), primary_key=True),
+    Column("annotator", String(128), primary_key=True),
+    Column("payload", JSON, nullable=False),
+    _ts("updated_at", nullable=False),
+)
+
 reviews = Table(
     "reviews", metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),

@@ -29,7 +29,7 @@ __all__ = ["MetadataDB", "SqlMetadataDB", "make_test_metadata_db", "upgrade", "h
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 #: Newest alembic revision; a DB already there skips the (slow to load) alembic machinery.
-HEAD_REVISION = "0005"
+HEAD_REVISION = "0006"
 CASE_STATUSES = ("new", "ingested", "processing", "processed", "failed", "qc_failed",
                  "approved", "rejected")
 _QC_LEVEL = {2: "fail", 1: "warn", 0: "pass"}
@@ -165,6 +165,12 @@ class MetadataDB(abc.ABC):
     # people --------------------------------------------------------------------
     @abc.abstractmethod
     def add_label(self, case_id: str, structure: str, annotator: str, payload: dict) -> int: ...
+    @abc.abstractmethod
+    def save_label_draft(self, case_id: str, structure: str, annotator: str, payload: dict) -> None: ...
+    @abc.abstractmethod
+    def get_label_draft(self, case_id: str, structure: str, annotator: str) -> dict | None: ...
+    @abc.abstractmethod
+    def delete_label_draft(self, case_id: str, structure: str, annotator: str) -> None: ...
     @abc.abstractmethod
     def get_labels(self, case_id: str, *, structure=None, annotator=None,
                    latest_only: bool = False) -> list[dict]: ...

@@ -60,6 +60,28 @@ class PeopleRecords:
                 last_error = exc
         raise RuntimeError(f"could not save a label for case {case_id!r}: {last_error}") from last_error
 
+    def save_label_draft(self, case_id: str, structure: str, annotator: str, payload: dict) -> None:
+        """Replace the annotator's autosaved working copy of (case, structure)."""
+        key = dict(case_id=case_id, structure=structure, annotator=annotator)
+        t = m.label_drafts.c
+        with self.engine.begin() as conn:
+            conn.execute(delete(m.label_drafts).where(and_(
+                t.case_id == case_id, t.structure == structure, t.annotator == annotator)))
+            conn.execute(insert(m.label_drafts).values(**key, payload=payload, updated_at=_now()))
+
+    def get_label_draft(self, case_id: str, structure: str, annotator: str) -> dict | None:
+        t = m.label_drafts.c
+        with self.engine.connect() as conn:
+            row = conn.execute(select(m.label_drafts).where(and_(
+                t.case_id == case_id, t.structure == structure, t.annotator == annotator))).first()
+        return None if row is None else _plain(row)
+
+    def delete_label_draft(self, case_id: str, structure: str, annotator: str) -> None:
+        t = m.label_drafts.c
+        with self.engine.begin() as conn:
+            conn.execute(delete(m.label_drafts).where(and_(
+                t.case_id == case_id, t.structure == structure, t.annotator == annotator)))
+
     def get_labels(self, case_id: str, *, structure=None, annotator=None,
                    latest_only: bool = False) -> list[dict]:
         t = m.labels.c

@@ -180,3 +180,32 @@ def test_adding_by_click_clears_the_selection(ui_env):
     assert work["selected"] == [] and work["edits"][-1]["op"] == "add"
     button = at.button(key="remove_selected")
     assert button.label == "Remove selected (0)" and button.disabled
+
+
+def test_a_reload_keeps_the_autosaved_edits(ui_env):
+    """Issue 22: F5 dropped unsaved label edits. Each edit autosaves a draft; a new session
+    (what a reload is) starts from it; saving or discarding removes it."""
+    from ui_helpers import open_page
+
+    db, _, ids, _ = ui_env
+    at = open_page("labeling", "Labeler", case_id=ids[0])
+    work_key = f"work::{ids[0]}::cones"
+    n_model = len(at.session_state[work_key]["data"])
+    at.session_state[f"label_chart::{ids[0]}::cones::0"] = {"selection": {
+        "points": [_grid(40, 30, 30 * 128 + 40)], "box": [], "lasso": []}}
+    at.run()
+    at.button(key="add_point").click().run()
+    assert len(db.get_label_draft(ids[0], "cones", "labeler")["payload"]["edits"]) == 2
+    again = open_page("labeling", "Labeler", case_id=ids[0])      # the reload: a new session
+    work = again.session_state[work_key]
+    assert len(work["data"]) == n_model + 2 and [e["op"] for e in work["edits"]] == ["add", "add"]
+    assert "restored the draft" in " ".join(c.value for c in again.caption)
+    again.button(key="save_label").click().run()
+    assert db.get_label_draft(ids[0], "cones", "labeler") is None
+    saved = db.get_labels(ids[0], structure="cones", annotator="labeler")[0]["payload"]
+    assert len(saved["points_rc"]) == n_model + 2 and len(saved["edits"]) == 2
+    third = open_page("labeling", "Labeler", case_id=ids[0])
+    assert third.session_state[work_key]["edits"] == [] and "v1" in third.session_state[work_key]["source"]
+    third.button(key="add_point").click().run()
+    third.button(key="discard_label").click().run()
+    assert db.get_label_draft(ids[0], "cones", "labeler") is None

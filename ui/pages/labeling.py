@@ -14,6 +14,7 @@ import streamlit as st
 from ml.recipe import SLAB_OF
 from ui import data, label_chart, labeling
 from ui.auth import audit, authorize, require_page
+from ui.roles import has_permission
 from ui.widgets import enface_layers, enface_picture, flash, pick_case, show_flash
 
 user = require_page("labeling")
@@ -40,12 +41,18 @@ image = data.load_array(art.enface[slab])
 layers = enface_layers(art, image.shape)
 is_points = structure in ("cones", "rpe")
 
-# Working copy per (case, structure): starts from this annotator's latest version,
-# else from the model output, else empty.
+# Working copy per (case, structure): starts from this annotator's autosaved draft (a reload
+# or a closed tab loses nothing), else their latest version, else the model output, else empty.
 state_key = f"work::{case_id}::{structure}"
+may_label = has_permission(user.role, "label")
 if state_key not in st.session_state:
     mine = db.get_labels(case_id, structure=structure, annotator=user.username, latest_only=True)
-    if mine:
+    draft = db.get_label_draft(case_id, structure, user.username) if may_label else None
+    if draft is not None:
+        payload = draft["payload"]
+        work = labeling.payload_points(payload) if is_points else labeling.payload_mask(payload)
+        source = payload["source"]
+    elif mine:
         payload, source = mine[-1]["payload"], f"{user.username} v{mine[-1]['version']}"
         work = labeling.payload_points(payload) if is_points else labeling.payload_mask(payload)
     elif is_points and structure in layers["points"]:
@@ -58,8 +65,11 @@ if state_key not in st.session_state:
     # "selected": label points picked on the chart; "chart": bumped after each applied
     # click so the chart starts with a fresh selection (a click is applied once).
     # (The counter continues after a discard, so a stale chart selection is never re-applied.)
-    st.session_state[state_key] = {"data": work, "source": source, "edits": [], "selected": [],
-                                   "chart": st.session_state.pop(f"chart_base::{state_key}", 0)}
+    edits = list(draft["payload"].get("edits", [])) if draft is not None else []
+    st.session_state[state_key] = {"data": work, "source": source, "edits": edits, "selected": [],
+                                   "chart": st.session_state.pop(f"chart_base::{state_key}", 0),
+                                   "autosaved": len(edits),
+                                   "draft_at": str(draft["updated_at"])[:19] if draft is not None else None}
 work = st.session_state[state_key]
 rows_max, cols_max = float(image.shape[0] - 1), float(image.shape[1] - 1)
 # The typed cursor: defaults to the centre, kept inside this image when the case changes.
@@ -67,6 +77,13 @@ st.session_state["lab_row"] = min(float(st.session_state.get("lab_row", image.sh
 st.session_state["lab_col"] = min(float(st.session_state.get("lab_col", image.shape[1] // 2)), cols_max)
 mode_key = "click_mode_points" if is_points else "click_mode_mask"
 chart_key = f"label_chart::{case_id}::{structure}::{work['chart']}"
+
+
+def _payload() -> dict:
+    """The working copy as a label payload (what a save stores and the draft holds)."""
+    if is_points:
+        return labeling.points_payload(work["data"], source=work["source"], edits=work["edits"])
+    return labeling.mask_payload(work["data"], source=work["source"], edits=work["edits"])
 
 
 def _apply_click(action: dict) -> str | None:
@@ -159,19 +176,26 @@ with tools:
             work["data"] = labeling.paint_disc(work["data"], r, c, radius, value=False)
             work["edits"].append({"op": "erase", "rc": [r, c], "radius_px": radius})
         st.caption(f"Mask covers {work['data'].mean() * 100:.1f} % of the field")
-    status.caption(f"Started from: {work['source']} · unsaved edits: {len(work['edits'])}")
+    if may_label and len(work["edits"]) != work["autosaved"]:
+        # Every edit autosaves the working copy (one row per case, structure and annotator).
+        db.save_label_draft(case_id, structure, user.username, _payload())
+        work["autosaved"] = len(work["edits"])
+    restored = f" · restored the draft of {work['draft_at']}" if work.get("draft_at") else ""
+    status.caption(f"Started from: {work['source']} · unsaved edits: {len(work['edits'])}"
+                   + (" (autosaved)" if work["edits"] and may_label else "") + restored)
     if st.button("Save new version", key="save_label", type="primary"):
         if authorize("label", action="save_label", case_id=case_id):
-            payload = (labeling.points_payload(work["data"], source=work["source"], edits=work["edits"])
-                       if is_points else
-                       labeling.mask_payload(work["data"], source=work["source"], edits=work["edits"]))
-            version = db.add_label(case_id, structure, user.username, payload)
+            version = db.add_label(case_id, structure, user.username, _payload())
+            db.delete_label_draft(case_id, structure, user.username)
             audit(user.username, "save_label", case_id=case_id,
                   detail={"structure": structure, "version": version, "n_edits": len(work["edits"])})
-            work["source"], work["edits"] = f"{user.username} v{version}", []
+            work["source"], work["edits"], work["autosaved"], work["draft_at"] = \
+                f"{user.username} v{version}", [], 0, None
             flash(f"Saved {structure} labels as version {version} for {user.username}.")
             st.rerun()
     if st.button("Discard edits", key="discard_label"):
+        if may_label:
+            db.delete_label_draft(case_id, structure, user.username)
         st.session_state[f"chart_base::{state_key}"] = work["chart"] + 1
         del st.session_state[state_key]
         st.rerun()
