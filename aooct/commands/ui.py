@@ -50,6 +50,12 @@ def register(app: typer.Typer) -> None:
             "--server.headless", "true", "--browser.gatherUsageStats", "false",
             "--server.maxUploadSize", str(max_upload_mb), "--client.toolbarMode", "viewer",
         ]
+        from resources.orchestrator import sensor_daemon_state
+
+        daemon = sensor_daemon_state()
+        if not daemon.running:   # uploads would sit in the drop, shown as "queued", for ever
+            print(f"aooct ui: warning: {daemon.detail}; until then uploaded cases wait in the drop",
+                  flush=True)
         print(f"aooct ui: http://{address}:{port}  (Ctrl+C or kill {os.getpid()} to stop)", flush=True)
         # Streamlit replaces this process (same PID): stopping the PID `aooct ui` printed stops
         # the server and frees the port — a child left behind held it (issue 22 bug 7).

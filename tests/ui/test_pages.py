@@ -266,10 +266,13 @@ def test_upload_valid_and_bad_folder(ui_env, tmp_path, monkeypatch):
         "location_deg": {"horizontal": 1.0, "vertical": 0.0}, "axial_length_mm": 24.0,
         "scan_field_deg": {"bscan": 1.0, "aline": 1.0}, "depth_um_per_px": 2.0,
         "volumes": ["vol_00.npy"]}))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "no-daemon-here"))
     at = open_page("upload", "Tech")
     at.text_input(key="upload_folder").input("newcase")
     at.button(key="upload_folder_go").click().run()
-    assert "queued for ingest" in _texts(at)
+    # issue 22: no daemon runs the drop sensor here, so the page does not say "queued"
+    assert "will not be processed yet" in _texts(at) and "queued for ingest" not in _texts(at)
+    assert "aooct process" in _texts(at)
     assert (tmp_path / "drop" / "UP1" / "case.json").is_file()
     assert db.list_audit(actor="tech", action="upload")[0]["case_id"] == "UP1"
     at.text_input(key="upload_folder").input("nope")
@@ -292,9 +295,21 @@ def _zip_bytes(members: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
-def test_upload_zip_valid_and_zip_slip(ui_env, tmp_path):
+def test_upload_zip_valid_and_zip_slip(ui_env, tmp_path, monkeypatch):
     """The page's zip path: a valid zip is queued; a zip-slip zip is refused, audited, nothing dropped."""
     import io
+    import time
+
+    from dagster import DagsterInstance
+    from dagster._core.instance.ref import InstanceRef
+    from dagster._daemon.types import DaemonHeartbeat
+
+    home = tmp_path / "dagster"        # a daemon that beats: the upload is really queued
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    with DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:
+        instance.add_daemon_heartbeat(DaemonHeartbeat(time.time(), "SENSOR", "d1"))
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
 
     db = ui_env[0]
     vol = io.BytesIO()

@@ -52,8 +52,15 @@ def _validate_and_drop(source: Path, *, kind: str, name: str, work_dir: Path) ->
     audit(user.username, "upload", case_id=case.case_id,
           detail={"source": name, "dropped_at": where, "n_volumes": case.n_volumes,
                   "volume_shape_px": list(case.volume_shape_px), "bytes": case.total_bytes})
-    st.success(f"Case {case.case_id} ({case.n_volumes} volume(s) of {case.volume_shape_px}) "
-               f"is queued for ingest at {where}.")
+    from resources.orchestrator import sensor_daemon_state
+
+    daemon = sensor_daemon_state()
+    if daemon.running:
+        st.success(f"Case {case.case_id} ({case.n_volumes} volume(s) of {case.volume_shape_px}) "
+                   f"is queued for ingest at {where}.")
+    else:  # nothing would pick it up: say so instead of a "queued" that never moves
+        st.warning(f"Case {case.case_id} ({case.n_volumes} volume(s) of {case.volume_shape_px}) is in "
+                   f"the drop at {where}, but it will not be processed yet: {daemon.detail}.")
 
 
 tab_zip, tab_folder = st.tabs(["Zip file", "Folder on the server"])
