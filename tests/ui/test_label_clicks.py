@@ -209,3 +209,34 @@ def test_a_reload_keeps_the_autosaved_edits(ui_env):
     third.button(key="add_point").click().run()
     third.button(key="discard_label").click().run()
     assert db.get_label_draft(ids[0], "cones", "labeler") is None
+
+
+def test_undo_and_redo_step_through_the_edits(ui_env):
+    """Issue 22: undo/redo of label edits (clicks and buttons alike), bounded in depth."""
+    from ui_helpers import open_page
+
+    db, _, ids, _ = ui_env
+    at = open_page("labeling", "Labeler", case_id=ids[0])
+    work_key = f"work::{ids[0]}::cones"
+    n_model = len(at.session_state[work_key]["data"])
+    assert at.button(key="undo").disabled
+    at.session_state[f"label_chart::{ids[0]}::cones::0"] = {"selection": {
+        "points": [_grid(40, 30, 30 * 128 + 40)], "box": [], "lasso": []}}
+    at.run()
+    at.button(key="add_point").click().run()
+    assert len(at.session_state[work_key]["data"]) == n_model + 2
+    at.button(key="undo").click().run()
+    work = at.session_state[work_key]
+    assert len(work["data"]) == n_model + 1 and [e["op"] for e in work["edits"]] == ["add"]
+    assert at.button(key="redo").label == "Redo (1)"
+    at.button(key="undo").click().run()
+    assert len(at.session_state[work_key]["data"]) == n_model and at.session_state[work_key]["edits"] == []
+    at.button(key="redo").click().run()
+    at.button(key="redo").click().run()
+    work = at.session_state[work_key]
+    assert len(work["data"]) == n_model + 2 and len(work["edits"]) == 2 and at.button(key="redo").disabled
+    # an undo is autosaved like any edit; a new edit after an undo drops the redo steps
+    at.button(key="undo").click().run()
+    assert len(db.get_label_draft(ids[0], "cones", "labeler")["payload"]["edits"]) == 1
+    at.button(key="add_point").click().run()
+    assert at.button(key="redo").disabled and at.button(key="undo").label == "Undo (2)"

@@ -86,6 +86,20 @@ def _payload() -> dict:
     return labeling.mask_payload(work["data"], source=work["source"], edits=work["edits"])
 
 
+def _step_back(w: dict) -> None:
+    data_prev, n = w["undo"].pop()
+    w["redo"].append((w["data"].copy(), w["edits"][n:]))
+    w["data"], w["edits"] = data_prev, w["edits"][:n]
+    w["selected"], w["chart"] = [], w["chart"] + 1
+
+
+def _step_forward(w: dict) -> None:
+    data_next, tail = w["redo"].pop()
+    w["undo"].append((w["data"].copy(), len(w["edits"])))
+    w["data"], w["edits"] = data_next, w["edits"] + tail
+    w["selected"], w["chart"] = [], w["chart"] + 1
+
+
 def _apply_click(action: dict) -> str | None:
     """Apply a chart action to the working copy; returns a warning or None."""
     op = action["op"]
@@ -116,6 +130,10 @@ def _apply_click(action: dict) -> str | None:
     st.session_state["lab_row"], st.session_state["lab_col"] = float(r), float(c)
     return None
 
+
+# Undo / redo: the working copy as it was before each run that edited it, UNDO_STEPS deep.
+UNDO_STEPS = 30
+before = (work["data"].copy(), len(work["edits"]))
 
 # A click on the chart arrives as this run's widget state: apply it before drawing.
 event = st.session_state.get(chart_key)
@@ -176,6 +194,15 @@ with tools:
             work["data"] = labeling.paint_disc(work["data"], r, c, radius, value=False)
             work["edits"].append({"op": "erase", "rc": [r, c], "radius_px": radius})
         st.caption(f"Mask covers {work['data'].mean() * 100:.1f} % of the field")
+    undo, redo = work.setdefault("undo", []), work.setdefault("redo", [])
+    if len(work["edits"]) > before[1]:        # this run edited: one step back to its start
+        undo.append(before)
+        del undo[:-UNDO_STEPS]
+        redo.clear()
+    u1, u2 = st.columns(2)
+    # Callbacks: they run before the next script run, so labels and the chart show the result.
+    u1.button(f"Undo ({len(undo)})", key="undo", disabled=not undo, on_click=_step_back, args=(work,))
+    u2.button(f"Redo ({len(redo)})", key="redo", disabled=not redo, on_click=_step_forward, args=(work,))
     if may_label and len(work["edits"]) != work["autosaved"]:
         # Every edit autosaves the working copy (one row per case, structure and annotator).
         db.save_label_draft(case_id, structure, user.username, _payload())
@@ -191,6 +218,7 @@ with tools:
                   detail={"structure": structure, "version": version, "n_edits": len(work["edits"])})
             work["source"], work["edits"], work["autosaved"], work["draft_at"] = \
                 f"{user.username} v{version}", [], 0, None
+            work["undo"], work["redo"] = [], []   # steps before a saved version are in its edits
             flash(f"Saved {structure} labels as version {version} for {user.username}.")
             st.rerun()
     if st.button("Discard edits", key="discard_label"):
