@@ -69,12 +69,12 @@ def main(argv: list[str]) -> None:
         import tifffile  # noqa: F401
 
         from aooct_core.io import InputError
-        from fuzz_harness import READERS, _prepare_folder, run_reader
+        from fuzz_harness import READERS, prepare_folder, place_input, run_reader
     corpus = next((Path(a) for a in argv[1:] if not a.startswith("-")), None)
     if corpus is not None and not any(corpus.glob("*")):
         write_seed_corpus(corpus)
     folder = Path(tempfile.mkdtemp(prefix="aooct-atheris-"))
-    _prepare_folder(folder)
+    prepare_folder(folder)
     resource.setrlimit(resource.RLIMIT_AS, (CAP_BYTES, CAP_BYTES))
 
     def one_input(entry: bytes) -> None:
@@ -82,13 +82,7 @@ def main(argv: list[str]) -> None:
             return
         suffix, data = decode(entry)
         for reader in READERS[suffix]:
-            if suffix == ".json":
-                path = folder / ("enface.json" if reader == "enface_sidecar" else "case.json")
-            else:
-                path = folder / f"input{suffix}"
-            for stale in (folder / "case.json", folder / "enface.json", folder / "deid.dcm"):
-                stale.unlink(missing_ok=True)
-            path.write_bytes(data)
+            path = place_input(folder, reader, suffix, data)
             try:
                 run_reader(reader, path)
             except InputError:

@@ -22,7 +22,7 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["CappedReader", "Outcome", "READERS", "run_reader", "CAP_BYTES"]
+__all__ = ["CappedReader", "Outcome", "READERS", "run_reader", "place_input", "prepare_folder", "CAP_BYTES"]
 
 CAP_BYTES = 2 << 30
 #: Which readers are fuzzed for each file suffix.
@@ -73,7 +73,24 @@ def run_reader(reader: str, path: Path) -> None:
         raise ValueError(f"unknown reader {reader!r}")
 
 
-def _prepare_folder(folder: Path) -> None:
+def place_input(folder: Path, reader: str, suffix: str, data: bytes, extend_to: int | None = None) -> Path:
+    """Write ``data`` where ``reader`` reads it in ``folder`` (a case.json, an en face sidecar,
+    or ``input<suffix>``), extended with a hole to ``extend_to`` bytes; earlier inputs'
+    files are removed first."""
+    if suffix == ".json":
+        path = folder / ("enface.json" if reader == "enface_sidecar" else "case.json")
+    else:
+        path = folder / f"input{suffix}"
+    for stale in (folder / "case.json", folder / "enface.json", folder / "deid.dcm"):
+        stale.unlink(missing_ok=True)
+    with path.open("wb") as fh:
+        fh.write(data)
+        if extend_to:
+            fh.truncate(extend_to)
+    return path
+
+
+def prepare_folder(folder: Path) -> None:
     """The files a case.json and a sidecar refer to."""
     import numpy as np
 
@@ -102,23 +119,14 @@ def _worker(conn, cap_bytes: int, timeout_s: float, folder: str) -> None:
 
     signal.signal(signal.SIGALRM, _alarm)
     folder = Path(folder)
-    _prepare_folder(folder)
+    prepare_folder(folder)
     conn.send("ready")
     while True:
         job = conn.recv()
         if job is None:
             break
         reader, suffix, data, extend_to = job
-        if suffix == ".json":
-            path = folder / ("enface.json" if reader == "enface_sidecar" else "case.json")
-        else:
-            path = folder / f"input{suffix}"
-        for stale in (folder / "case.json", folder / "enface.json", folder / "deid.dcm"):
-            stale.unlink(missing_ok=True)
-        with path.open("wb") as fh:
-            fh.write(data)
-            if extend_to:
-                fh.truncate(extend_to)
+        path = place_input(folder, reader, suffix, data, extend_to)
         signal.setitimer(signal.ITIMER_REAL, timeout_s)
         try:
             run_reader(reader, path)

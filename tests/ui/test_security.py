@@ -311,6 +311,17 @@ def test_session_cookie_is_httponly_secure_strict_one_time_and_revocable(server)
     assert sessions.resolve_session(db, cookie_token)[1] == "revoked:sign_out"
 
 
+def _chromium(pw):
+    return pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                              args=["--headless", "--no-sandbox", "--disable-gpu"])
+
+
+def _page(browser):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(30_000)
+    return page
+
+
 def test_the_handoff_returns_to_the_page_asked_for_and_nowhere_else(server):
     """Issue 22 bug 6: a deep link survives sign-in; the target is only ever a page here."""
     url, db = server
@@ -328,11 +339,9 @@ def test_browser_deep_link_survives_sign_in_and_reload(ui_env):
 
     _db, _store, _ids, tmp_path = ui_env
     with served_app(dict(os.environ), tmp_path) as url, sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                     args=["--headless", "--no-sandbox", "--disable-gpu"])
+        browser = _chromium(pw)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.set_default_timeout(30_000)
+            page = _page(browser)
             page.goto(f"{url}/admin")
             page.get_by_role("textbox", name="Username").fill("admin")
             page.get_by_role("textbox", name="Password").fill(DEMO_PASSWORD)
@@ -354,11 +363,9 @@ def test_browser_sign_in_sets_httponly_cookie_survives_reload_and_csp_holds(ui_e
 
     db, _store, ids, tmp_path = ui_env
     with served_app(dict(os.environ), tmp_path) as url, sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                     args=["--headless", "--no-sandbox", "--disable-gpu"])
+        browser = _chromium(pw)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.set_default_timeout(30_000)
+            page = _page(browser)
             violations = []
             page.on("console", lambda m: violations.append(m.text)
                     if "Content Security Policy" in m.text else None)
