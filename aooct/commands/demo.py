@@ -79,7 +79,8 @@ def run_demo(n_cases: int = 3, *, seed: int = 0, shape_px=(128, 256, 128), log=p
         "               dagster-webserver -w workspace.yaml -p 3000   # one terminal\n"
         "               dagster-daemon run -w workspace.yaml          # another (sensor, queued runs)\n"
         "               then open http://127.0.0.1:3000")
-    log(f"  Review app : AOOCT_HOME={cfg.home} aooct ui")
+    log(f"  Review app : AOOCT_HOME={cfg.home} aooct users add NAME --role Admin --email ADDRESS\n"
+        f"               AOOCT_HOME={cfg.home} aooct ui   # then sign in as NAME")
     log(f"  New cases  : copy a case folder (case.json + volumes) into {cfg.drop}/ while the daemon runs")
     return summary
 
