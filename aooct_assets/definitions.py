@@ -50,7 +50,7 @@ def build_definitions(cfg: PlatformConfig | None = None, *, sensor_interval_s: i
                                   minimum_interval_seconds=sensor_interval_s,
                                   conflict_policy=cfg.case_id_conflict),
                  make_failure_sensor(cfg.db_url),
-                 make_run_watchdog(on_failed=lambda run, _why: mark_case_failed(cfg.db_url, run))],
+                 make_run_watchdog(on_failed=lambda run, why: mark_case_failed(cfg.db_url, run, why))],
         resources=build_resources(cfg),
         executor=executor_from_env(),
     )

@@ -38,8 +38,10 @@ def mark_case_failed(context: HookContext) -> None:
         return  # failed before ingest registered the case
     qc = isinstance(context.op_exception, DagsterAssetCheckFailedError)
     db.set_case_status(case_id, "qc_failed" if qc else "failed")
+    exc = context.op_exception
+    reason = f"{context.step_key}: " + (f"{type(exc).__name__}: {exc}" if exc is not None else "failed")
     db.record_run(context.run_id, case_id, status="qc_failed" if qc else "failure",
-                  dagster_run_id=context.run_id)
+                  dagster_run_id=context.run_id, reason=reason.splitlines()[0])
 
 
 case_job = define_asset_job(

@@ -180,7 +180,7 @@ def _sigterm_as_interrupt():
 def _mark_failed(cfg):
     from aooct_assets.sensors import mark_case_failed
 
-    return lambda run, reason: mark_case_failed(cfg.db_url, run)
+    return lambda run, reason: mark_case_failed(cfg.db_url, run, reason)
 
 
 def _failure_text(event) -> str:

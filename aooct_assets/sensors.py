@@ -381,8 +381,9 @@ def make_drop_sensor(drop: str | ObjectStore, *, job_name: str, name: str = "cas
     return _drop_sensor
 
 
-def mark_case_failed(db_url: str, run) -> None:
-    """Mark the case of the failed ``run`` (its ``dagster/partition``) as ``failed``."""
+def mark_case_failed(db_url: str, run, reason: str | None = None) -> None:
+    """Mark the case of the failed ``run`` (its ``dagster/partition``) as ``failed``; ``reason``
+    when given (a dead run worker), else the step's own, recorded by the failure hook, stays."""
     from resources.metadata_db import SqlMetadataDB
 
     case_id = run.tags.get("dagster/partition")
@@ -392,7 +393,7 @@ def mark_case_failed(db_url: str, run) -> None:
     try:
         if db.get_case(case_id) is not None:
             db.set_case_status(case_id, "failed")
-            db.record_run(run.run_id, case_id, status="failure", dagster_run_id=run.run_id)
+            db.record_run(run.run_id, case_id, status="failure", dagster_run_id=run.run_id, reason=reason)
     finally:
         db.close()
 

@@ -55,6 +55,7 @@ runs = Table(
     _ts("finished_at"),
     Column("code_version", String(64)),
     Column("model_versions", JSON),
+    Column("reason", Text),   # why a failed run failed (step and error), for the case list
 )
 
 artifacts = Table(

@@ -29,7 +29,7 @@ __all__ = ["MetadataDB", "SqlMetadataDB", "make_test_metadata_db", "upgrade", "h
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 #: Newest alembic revision; a DB already there skips the (slow to load) alembic machinery.
-HEAD_REVISION = "0006"
+HEAD_REVISION = "0007"
 CASE_STATUSES = ("new", "ingested", "processing", "processed", "failed", "qc_failed",
                  "approved", "rejected")
 _QC_LEVEL = {2: "fail", 1: "warn", 0: "pass"}
@@ -139,7 +139,7 @@ class MetadataDB(abc.ABC):
     @abc.abstractmethod
     def record_run(self, run_id: str, case_id: str, *, status: str, dagster_run_id=None,
                    started_at=None, finished_at=None, code_version=None,
-                   model_versions=None) -> None: ...
+                   model_versions=None, reason=None) -> None: ...
     @abc.abstractmethod
     def record_artifact(self, case_id: str, asset_key: str, uri: str, *, content_hash=None,
                         size_bytes=None, run_id=None) -> int: ...
@@ -331,10 +331,11 @@ class SqlMetadataDB(PeopleRecords, MetadataDB):
     # pipeline records ----------------------------------------------------------
     def record_run(self, run_id: str, case_id: str, *, status: str, dagster_run_id=None,
                    started_at=None, finished_at=None, code_version=None,
-                   model_versions=None) -> None:
+                   model_versions=None, reason=None) -> None:
         values = {"case_id": case_id, "status": status, "dagster_run_id": dagster_run_id,
                   "started_at": started_at, "finished_at": finished_at,
-                  "code_version": code_version, "model_versions": model_versions}
+                  "code_version": code_version, "model_versions": model_versions,
+                  "reason": None if reason is None else str(reason)[:500]}
         values = {k: v for k, v in values.items() if v is not None}
         with self.engine.begin() as conn:
             if conn.execute(select(m.runs.c.run_id).where(m.runs.c.run_id == run_id)).first():

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import streamlit as st
 
+from api.decisions import decision_state
 from aooct_core.artifact_keys import ARTIFACT_KINDS, case_prefix, classify
 
 __all__ = [
@@ -242,6 +243,9 @@ def case_rows(cases: list[dict]) -> list[dict]:
         metrics = db.get_metrics(c["case_id"])
         density = _metric_lookup(metrics, "cones", "density_cells_per_mm2")
         failed = sorted({r["check_name"] for r in qc if not r.get("passed")})
+        runs = db.list_runs(c["case_id"])
+        last = runs[-1] if runs else None
+        decision = decision_state(db, c["case_id"])
         out.append({
             "case_id": c["case_id"],
             "subject_id": c.get("subject_id"),
@@ -249,6 +253,11 @@ def case_rows(cases: list[dict]) -> list[dict]:
             "eccentricity_deg": c.get("eccentricity_deg"),
             "acquired_at": c.get("acquired_at"),
             "status": c.get("status"),
+            # the latest run: running / success / failure (why) — refreshed while one runs
+            "last_run": None if last is None else (
+                last["status"] + (f": {last['reason']}" if last.get("reason") else "")),
+            "decision": None if decision.decision is None else (
+                decision.decision + ("" if decision.current else " (earlier run)")),
             "qc": qc_status(qc),
             "qc_flags": ", ".join(failed),
             "cone_density_cells_per_mm2": density["value"] if density else None,

@@ -81,6 +81,10 @@ def test_bad_volume_fails_once_with_a_clear_error(tmp_path, phantom_case):
     assert "vol_01.tif" in failures[0].event_specific_data.error.to_string()
     assert not [ev for ev in result.all_events if ev.event_type_value == "STEP_RESTARTED"]
     assert res["metadata_db"].get_case("PH1")["status"] == "failed"
+    # the case list says why (issue 22): the step and the error, naming the file
+    (run,) = res["metadata_db"].list_runs("PH1")
+    assert run["status"] == "failure" and run["reason"].startswith("preprocess_case: ")
+    assert "vol_01.tif" in run["reason"]
 
 
 class _FlakyStore(InMemoryObjectStore):

@@ -384,3 +384,23 @@ def test_admin_looks_up_a_subject_pseudonym_and_the_lookup_is_audited(ui_env):
     # nobody else reaches the page, let alone the lookup
     denied = open_page("admin", "Researcher")
     assert not denied.text_input and "Access denied" in " ".join(e.value for e in denied.error)
+
+
+def test_case_list_shows_each_runs_state_and_refreshes_while_one_runs(ui_env):
+    """Issue 22 live status: the latest run (running, or failed with its step and error) and
+    the decision beside the pipeline status; a table with a run in flight refreshes itself."""
+    from datetime import datetime, timezone
+
+    db, _, ids, _ = ui_env
+    now = datetime.now(timezone.utc)
+    db.record_run("run-live", ids[0], status="running", started_at=now)
+    db.set_case_status(ids[0], "processing")
+    db.record_run("run-bad", ids[1], status="failure", started_at=now,
+                  reason="preprocess_case: InputError: vol_01.tif: is truncated")
+    db.set_case_status(ids[1], "failed")
+    at = open_page("cases", "Tech")
+    assert not at.exception
+    rows = {r["case_id"]: r for r in at.dataframe[0].value.to_dict("records")}
+    assert rows[ids[0]]["last_run"] == "running" and rows[ids[0]]["status"] == "processing"
+    assert rows[ids[1]]["last_run"] == "failure: preprocess_case: InputError: vol_01.tif: is truncated"
+    assert "refreshes every 5 s" in _texts(at)

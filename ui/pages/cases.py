@@ -13,6 +13,7 @@ require_page("cases")
 st.title("Cases")
 
 PAGE_SIZE = 25
+REFRESH_S = 5
 db = data.get_db()
 
 c1, c2, c3, c4 = st.columns(4)
@@ -37,7 +38,19 @@ if not cases:
     st.info("No cases match these filters.")
     st.stop()
 
-st.dataframe(data.case_rows(cases), hide_index=True, width="stretch")
+#: Statuses of a case whose run has not finished: the table then refreshes by itself.
+IN_FLIGHT = ("new", "ingested", "processing")
+
+
+@st.fragment(run_every=REFRESH_S if any(c.get("status") in IN_FLIGHT for c in cases) else None)
+def _table() -> None:
+    fresh = [db.get_case(c["case_id"]) or c for c in cases]
+    st.dataframe(data.case_rows(fresh), hide_index=True, width="stretch")
+    if any(c.get("status") in IN_FLIGHT for c in fresh):
+        st.caption(f"Runs in progress: this table refreshes every {REFRESH_S} s.")
+
+
+_table()
 
 ids = [c["case_id"] for c in cases]
 default = ids.index(st.session_state["case_id"]) if st.session_state.get("case_id") in ids else 0
