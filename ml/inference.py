@@ -30,7 +30,7 @@ from ml.uncertainty import (DIHEDRAL, apply_transform, cell_confidence, enable_m
                             invert_angle, invert_transform)
 
 __all__ = ["CellDetections", "VesselSegmentation", "detect_cells", "segment_vessels",
-           "predict_maps", "find_peaks", "load_task_model", "weights_dir"]
+           "predict_maps", "find_peaks", "load_task_model", "weights_dir", "clear_model_cache"]
 
 _TILE_PX = 512
 _TILE_OVERLAP_PX = 32
@@ -92,6 +92,11 @@ def weights_dir() -> Path:
 
 
 @functools.lru_cache(maxsize=16)
+def clear_model_cache() -> None:
+    """Forget the loaded models (weights changed on disk, or a test swaps them)."""
+    _cached.cache_clear()
+
+
 def _cached(task: str, backend: str, device: str, weights: str):
     from ml.backends import make_backend
     from ml.checkpoint import load_checkpoint

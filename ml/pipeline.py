@@ -92,7 +92,7 @@ def finalize_task(task: str, model, meta: dict, train_set: list[Sample],
     from ml.backends import TorchBackend, export_onnx
     from ml.calibrate import calibrate_log_threshold, calibrate_mask_threshold, calibrate_peaks
     from ml.checkpoint import model_version_of, round_to_stored_precision, save_checkpoint
-    from ml.inference import _cached, predict_maps
+    from ml.inference import clear_model_cache, predict_maps
     from ml.models import count_parameters
     from ml.tasks import HOLDOUT
 
@@ -121,7 +121,7 @@ def finalize_task(task: str, model, meta: dict, train_set: list[Sample],
     version = model_version_of(pt)
     export_onnx(model, out_dir / f"{task}.onnx", metadata={"task": task, "model_version": version,
                                                            "meta": json.dumps(meta, default=str)})
-    _cached.cache_clear()
+    clear_model_cache()
     meta["model_version"] = version
     scores = {}
     for set_name, samples in held.items():

@@ -31,3 +31,25 @@ def test_core_and_ml_import_without_platform_packages():
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "", f"platform packages imported by aooct_core/ml: {result.stdout}"
+
+
+#: The project's packages: a name starting with "_" in one of them is private to its module.
+PACKAGES = ("aooct_core", "ml", "api", "aooct_assets", "resources", "ui", "aooct")
+
+
+def test_no_module_imports_a_private_name_from_another():
+    """Issue 24: modules meet through public names (``__all__``), never another's ``_helper``."""
+    import ast
+
+    found = []
+    for path in sorted(REPO_ROOT.rglob("*.py")):
+        rel = path.relative_to(REPO_ROOT)
+        if rel.parts[0] not in PACKAGES:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            ours = node.level > 0 or (node.module or "").split(".")[0] in PACKAGES
+            found += [f"{rel}:{node.lineno}: {node.module}.{a.name}" for a in node.names
+                      if ours and a.name.startswith("_") and not a.name.startswith("__")]
+    assert found == [], "private names imported across modules:\n" + "\n".join(found)

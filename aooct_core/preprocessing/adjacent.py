@@ -2,8 +2,8 @@
 
 :func:`adjacent_shifts` registers each usable B-scan to the previous usable one and sums
 the steps; :func:`~aooct_core.preprocessing.registration.estimate_motion` runs the same
-track (``_adjacent_track``) on the reference repeat's spectra for its within-volume step,
-and uses ``_spectra_chunked`` / ``_row_weights`` for the across-repeat match. Split out of
+track (``adjacent_track``) on the reference repeat's spectra for its within-volume step,
+and uses ``spectra_chunked`` / ``row_weights_of`` for the across-repeat match. Split out of
 :mod:`aooct_core.preprocessing.registration`, which re-exports :func:`adjacent_shifts`.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from aooct_core.preprocessing.motion import match_spectra
 from aooct_core.preprocessing.spectra import Spectra, compute_spectra, lateral_row_weights
 from aooct_core.preprocessing.tracking import interp_invalid as _interp_invalid
 
-__all__ = ["adjacent_shifts"]
+__all__ = ["adjacent_shifts", "adjacent_track", "row_weights_of", "spectra_chunked"]
 
 
 def _per_bscan_shifts(spec_m, spec_f, shape, center, search_px, sigma_px, chunk, backend, lateral=True):
@@ -30,13 +30,13 @@ def _per_bscan_shifts(spec_m, spec_f, shape, center, search_px, sigma_px, chunk,
     return tuple(to_host(xp.concatenate([p[k] for p in parts])) for k in range(3))
 
 
-def _spectra_chunked(volume, chunk, backend, row_weights, as_fixed=True, row_mean=None) -> Spectra:
+def spectra_chunked(volume, chunk, backend, row_weights, as_fixed=True, row_mean=None) -> Spectra:
     # Spectra hold only the depth profiles and the structured rows (no full-volume copy),
     # so one call covers the whole volume; ``chunk`` bounds the matching, not this.
     return compute_spectra(volume, backend, row_weights=row_weights, as_fixed=as_fixed, row_mean=row_mean)
 
 
-def _row_weights(volume, device: str, max_bscans: int = 16):
+def row_weights_of(volume, device: str, max_bscans: int = 16):
     # The weights are a median over B-scans: an evenly spaced subset gives the same rows
     # (every 8th of 128 B-scans on the phantom: the same rows) for a fraction of the cost.
     step = max(1, volume.shape[0] // max_bscans)
@@ -62,11 +62,11 @@ def adjacent_shifts(volume, *, valid=None, device: str = "cpu", search_px=(8, 8)
     backend = get_backend(device)
     vol = to_device(volume, device)
     chunk = chunk_bscans or (vol.shape[0] if device == "cuda" else 128)
-    spec = _spectra_chunked(vol, chunk, backend, _row_weights(vol, device))
-    return _adjacent_track(spec, valid, tuple(vol.shape[1:]), search_px, sigma_px, chunk, backend)
+    spec = spectra_chunked(vol, chunk, backend, row_weights_of(vol, device))
+    return adjacent_track(spec, valid, tuple(vol.shape[1:]), search_px, sigma_px, chunk, backend)
 
 
-def _adjacent_track(spec: Spectra, valid, shape, search_px, sigma_px, chunk, backend, lateral=True):
+def adjacent_track(spec: Spectra, valid, shape, search_px, sigma_px, chunk, backend, lateral=True):
     xp = backend.xp
     n = len(spec)
     valid = np.ones(n, bool) if valid is None else np.asarray(valid, bool)

@@ -18,10 +18,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from aooct_core.preprocessing.motion import Spectra, compute_spectra
-from aooct_core.preprocessing.motion import _half_whiten, _kept_bins, _lateral_rows
+from aooct_core.preprocessing.motion import kept_bins
+from aooct_core.preprocessing.spectra import Spectra, compute_spectra, half_whiten, lateral_rows
 
-__all__ = ["cpu_pool", "run_split", "row_means_cpu", "parallel_spectra"]
+__all__ = ["cpu_pool", "run_split", "row_means_cpu", "parallel_spectra", "row_halves"]
 
 
 _POOLS: dict[int, ThreadPoolExecutor] = {}
@@ -62,7 +62,7 @@ def run_split(pool: ThreadPoolExecutor, fn, items: list) -> list:
     return first + [j.result() for j in jobs]
 
 
-def _halves(n: int, parts: int) -> list[slice]:
+def row_halves(n: int, parts: int) -> list[slice]:
     edges = np.linspace(0, n, parts + 1).round().astype(int)
     return [slice(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:]) if b > a]
 
@@ -94,9 +94,9 @@ def _fixed_spectra(bscans, backend, row_weights, row_mean, n_keep: int) -> Spect
     # whitened only to be dropped; the whitening floor then averages over the kept bins,
     # as on the moving side: shifts change by < 1e-5 px on the phantom).
     spec = compute_spectra(bscans, backend, row_weights=row_weights, row_mean=row_mean, as_fixed=False)
-    rows = _lateral_rows(bscans, np.broadcast_to(spec.rows[None, :], (bscans.shape[0], spec.rows.size)),
+    rows = lateral_rows(bscans, np.broadcast_to(spec.rows[None, :], (bscans.shape[0], spec.rows.size)),
                          spec.row_weight[spec.rows], backend)
-    row_spec = _half_whiten(backend.fft.rfft(rows, axis=2, **backend.fft_kwargs())[..., :n_keep], np, axes=(2,))
+    row_spec = half_whiten(backend.fft.rfft(rows, axis=2, **backend.fft_kwargs())[..., :n_keep], np, axes=(2,))
     return Spectra(bscans, spec.row_weight, spec.rows, row_spec, spec.profile)
 
 
@@ -106,8 +106,8 @@ def parallel_spectra(pool: ThreadPoolExecutor, volume, backend, row_weights, row
 
     Row spectra hold only the rfft bins kept for a correlation window of ``sigma_px``.
     """
-    n_keep = _kept_bins(volume.shape[2], sigma_px)
-    parts = _halves(volume.shape[0], 2)
+    n_keep = kept_bins(volume.shape[2], sigma_px)
+    parts = row_halves(volume.shape[0], 2)
     specs = run_split(pool, lambda sl: _fixed_spectra(volume[sl], backend, row_weights, row_mean[sl], n_keep), parts)
     return Spectra(volume, specs[0].row_weight, specs[0].rows,
                    np.concatenate([s.row_spec for s in specs]), np.concatenate([s.profile for s in specs]))

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from aooct_core.preprocessing.cpu_parallel import _halves, cpu_pool, run_split
+from aooct_core.preprocessing.cpu_parallel import row_halves, cpu_pool, run_split
 
 __all__ = ["average_repeats_cpu"]
 
@@ -139,5 +139,5 @@ def average_repeats_cpu(volumes, shifts_px: np.ndarray, w_norm: np.ndarray, *,
     if pool is None:
         _accumulate(volumes, shifts, w, mean, slice(0, n_bscans))
     else:
-        run_split(pool, lambda sl: _accumulate(volumes, shifts, w, mean, sl), _halves(n_bscans, 2))
+        run_split(pool, lambda sl: _accumulate(volumes, shifts, w, mean, sl), row_halves(n_bscans, 2))
     return mean

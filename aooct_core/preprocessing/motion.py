@@ -41,9 +41,9 @@ import numpy as np
 
 from aooct_core.preprocessing.backend import Backend, get_backend, to_device, to_host
 from aooct_core.preprocessing.resample import dim_bscans, shift_bscans  # noqa: F401  (re-exported)
-# Spectra and their helpers live in .spectra; re-exported (cpu_parallel imports the private ones from here).
+# Spectra and their helpers live in .spectra (Spectra, compute_spectra re-exported).
 from aooct_core.preprocessing.spectra import Spectra, compute_spectra, lateral_row_weights  # noqa: F401
-from aooct_core.preprocessing.spectra import _half_whiten, _lateral_rows  # noqa: F401
+from aooct_core.preprocessing.spectra import half_whiten, lateral_rows
 
 __all__ = [
     "ShiftEstimate",
@@ -55,6 +55,7 @@ __all__ = [
     "lateral_row_weights",
     "match_spectra",
     "peak_significance",
+    "kept_bins",
 ]
 
 
@@ -87,7 +88,7 @@ def _gaussian_window(shape: tuple[int, int], sigma_px: float, xp):
     return xp.exp(k * (f_depth[:, None] ** 2 + f_aline[None, :] ** 2)).astype(xp.float32)
 
 
-def _kept_bins(n: int, sigma_px: float) -> int:
+def kept_bins(n: int, sigma_px: float) -> int:
     # rfft bins where the Gaussian window exp(-2π²σ²f²) exceeds 1e-3 (f < 0.59/σ cycles/px):
     # the others are multiplied by ~0 anyway, so they are neither whitened nor correlated
     # (irfft zero-pads them back).
@@ -99,7 +100,7 @@ def _whitened_surface(spec_m, spec_f, window, inverse, full_shape, backend: Back
     # the last axis is the half (rfft) axis of a real transform of ``full_shape``.
     xp = backend.xp
     axes = tuple(range(1, spec_m.ndim))
-    n_bins = spec_m.shape[-1]       # may be truncated below the Nyquist bin (see _kept_bins)
+    n_bins = spec_m.shape[-1]       # may be truncated below the Nyquist bin (see kept_bins)
     window = window[..., :n_bins]
     twice = xp.full(n_bins, 2, dtype=xp.float32)   # interior half-axis bins count twice
     twice[0] = 1
@@ -246,10 +247,10 @@ def match_spectra(moving: Spectra, fixed: Spectra, shape, backend: Backend, *, c
     # on the phantom). Both sides use the fixed rows' weights.
     base = xp.rint(offset) if nearest_row else xp.floor(offset)
     src = fixed.rows[None, :] + base.astype(xp.int64)[:, None]
-    gathered = _lateral_rows(moving.bscans, src, fixed.row_weight[fixed.rows], backend,
+    gathered = lateral_rows(moving.bscans, src, fixed.row_weight[fixed.rows], backend,
                              frac=None if nearest_row else offset - base)
-    n_keep = _kept_bins(shape[1], sigma_px)
-    spec_rows = _half_whiten(fft.rfft(gathered, axis=2, **kw)[..., :n_keep], xp, axes=(2,))
+    n_keep = kept_bins(shape[1], sigma_px)
+    spec_rows = half_whiten(fft.rfft(gathered, axis=2, **kw)[..., :n_keep], xp, axes=(2,))
     del gathered
     win_a = _gaussian_window((1, shape[1]), sigma_px, xp)[0]
     surf2, ideal2 = _whitened_surface(spec_rows, fixed.row_spec[..., :n_keep], win_a,

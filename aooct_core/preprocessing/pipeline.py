@@ -40,7 +40,7 @@ from aooct_core.preprocessing.layers import segment_layers
 from aooct_core.preprocessing.normalization import (normalize_volume, snr_db, snr_lower_bound_db,
                                                      speckle_contrast)
 from aooct_core.preprocessing.motion_report import padded_columns
-from aooct_core.preprocessing.registration import MotionReport, _estimate_motion, estimate_motion
+from aooct_core.preprocessing.registration import MotionReport, estimate_motion_details, estimate_motion
 from aooct_core.preprocessing.tracking import fast_residual
 
 __all__ = ["Preprocessed", "preprocess_case", "speckle_mask"]
@@ -210,7 +210,7 @@ def preprocess_case(volumes, geometry: Geometry, *, device: str = "cpu", referen
                if v.kind is inspect.Parameter.KEYWORD_ONLY}
     options.update(reference=reference, device=device, search_px=search_px, within_volume=within_volume,
                    return_average=True)
-    report, average, decor, (e_lateral, usable) = _estimate_motion(volumes, geometry, **options)
+    report, average, decor, (e_lateral, usable) = estimate_motion_details(volumes, geometry, **options)
     tick("motion_and_average")
     volume, _ = normalize_volume(average, device=device, high_percentile=high_percentile)
     del average

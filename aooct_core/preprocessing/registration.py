@@ -60,7 +60,7 @@ from functools import partial
 import numpy as np
 
 from aooct_core.geometry import Geometry
-from aooct_core.preprocessing.adjacent import _adjacent_track, _row_weights, _spectra_chunked
+from aooct_core.preprocessing.adjacent import adjacent_track, row_weights_of, spectra_chunked
 from aooct_core.preprocessing.adjacent import adjacent_shifts  # noqa: F401  (re-exported)
 from aooct_core.preprocessing.averaging import average_repeats
 from aooct_core.preprocessing.backend import get_backend, to_device, to_host
@@ -80,7 +80,7 @@ from aooct_core.preprocessing.tracking import (
     within_volume_track as _within_volume_track,
 )
 
-__all__ = ["MotionReport", "estimate_motion", "pick_reference", "adjacent_shifts"]
+__all__ = ["MotionReport", "estimate_motion", "estimate_motion_details", "pick_reference", "adjacent_shifts"]
 
 
 def _check_volumes(volumes) -> None:
@@ -127,7 +127,7 @@ def _match_repeat(r, *, volumes, row_means, valid, ref, spec_ref, row_weights, s
     xp = backend.xp
     device = backend.device
     n_bscans = volumes.shape[1]
-    spec_r = _spectra_chunked(to_device(volumes[r], device), chunk, backend, row_weights, as_fixed=False,
+    spec_r = spectra_chunked(to_device(volumes[r], device), chunk, backend, row_weights, as_fixed=False,
                               row_mean=row_means[r])
     pair_ok = valid[r] & valid[ref]
     # Rigid shift, per axis, as the median of the per-B-scan peaks in a wide window
@@ -227,16 +227,18 @@ def estimate_motion(volumes, geometry: Geometry, *, reference: int | None = None
     -------
     MotionReport, or (MotionReport, average, decorrelation) when ``return_average``.
     """
-    report, average, decor, _ = _estimate_motion(**dict(locals()))
+    report, average, decor, _ = estimate_motion_details(**dict(locals()))
     return (report, average, decor) if return_average else report
 
 
-def _estimate_motion(volumes, geometry, *, reference, device, search_px, rigid_search_fraction, sigma_px,
+def estimate_motion_details(volumes, geometry, *, reference, device, search_px, rigid_search_fraction, sigma_px,
                      within_volume, axial_detrend_degree, saccade_threshold_px, min_quality, min_significance,
                      outlier_px, dim_fraction, max_rejected_fraction, max_weak_fraction, chunk_bscans,
                      return_average, cpu_threads):
-    # Body of estimate_motion; also returns what preprocess_case needs to re-estimate the
-    # residual after its lattice step: (e_clean lateral (R, B) px, usable (R, B) bool).
+    """:func:`estimate_motion` with every option explicit, returning also what
+    :func:`~aooct_core.preprocessing.pipeline.preprocess_case` needs to re-estimate the
+    residual after its lattice step: ``(report, average, decorrelation, (e_lateral, usable))``
+    with ``e_lateral`` the clean lateral shifts (R, B) px and ``usable`` (R, B) bool."""
     _check_volumes(volumes)
     if reference is not None and not 0 <= int(reference) < volumes.shape[0]:
         raise ValueError(f"reference must index a repeat in [0, {volumes.shape[0] - 1}]; got {reference}")
@@ -266,7 +268,7 @@ def _estimate_motion(volumes, geometry, *, reference, device, search_px, rigid_s
         # Reference known: only its row means now (its row weights beside them); each other
         # repeat's pass runs in its own matching task, just before its rows are gathered,
         # while that repeat is still in the cache (the estimate is memory-bound here).
-        weights_job = pool.submit(_row_weights, volumes[int(reference)], device)
+        weights_job = pool.submit(row_weights_of, volumes[int(reference)], device)
         row_means = [None] * n_repeats
         row_means[int(reference)] = _row_means_cpu(volumes[int(reference)][None])[0]
     else:
@@ -281,9 +283,9 @@ def _estimate_motion(volumes, geometry, *, reference, device, search_px, rigid_s
     quality = np.ones((n_repeats, n_bscans), np.float32)
     rigid = np.zeros((n_repeats, 2), np.float32)
     ref_vol = to_device(volumes[ref], device)
-    row_weights = _row_weights(ref_vol, device) if weights_job is None else weights_job.result()
+    row_weights = row_weights_of(ref_vol, device) if weights_job is None else weights_job.result()
     if pool is None:
-        spec_ref = _spectra_chunked(ref_vol, chunk, backend, row_weights, row_mean=row_means[ref])
+        spec_ref = spectra_chunked(ref_vol, chunk, backend, row_weights, row_mean=row_means[ref])
     else:
         spec_ref = _parallel_spectra(pool, ref_vol, backend, row_weights, row_means[ref], sigma_px=sigma_px)
     del ref_vol
@@ -307,7 +309,7 @@ def _estimate_motion(volumes, geometry, *, reference, device, search_px, rigid_s
         if within:
             # The reference's adjacent-B-scan track needs only spec_ref: it runs beside
             # the repeats (queued last, it fills the gap when one repeat finishes first).
-            track_job = pool.submit(_adjacent_track, spec_ref, valid[ref], shape, search_px, sigma_px,
+            track_job = pool.submit(adjacent_track, spec_ref, valid[ref], shape, search_px, sigma_px,
                                     chunk, backend, lateral=n_repeats < 3)
         # The calling thread matches the first repeat itself (the pool has one thread fewer).
         matched = [row_means_then_match(r) for r in others[:1]] + [j.result() for j in jobs]
@@ -334,7 +336,7 @@ def _estimate_motion(volumes, geometry, *, reference, device, search_px, rigid_s
 
     if within and track is None:
         # Adjacent B-scans of the reference (its spectra already at hand): m[ref] plus anatomy.
-        track, _ = _adjacent_track(spec_ref, valid[ref], shape, search_px, sigma_px, chunk, backend,
+        track, _ = adjacent_track(spec_ref, valid[ref], shape, search_px, sigma_px, chunk, backend,
                                    lateral=n_repeats < 3)
     # Saccades seen across repeats give back their mean-frame share (lateral axis). Two
     # repeats cannot say who moved; each repeat's own adjacent-B-scan track decides.
@@ -342,10 +344,10 @@ def _estimate_motion(volumes, geometry, *, reference, device, search_px, rigid_s
         other = others[0]
         # Its own structured rows: the reference's rows sit elsewhere in a repeat shifted in depth.
         other_vol = to_device(volumes[other], device)
-        spec_other = _spectra_chunked(other_vol, chunk, backend, _row_weights(other_vol, device),
+        spec_other = spectra_chunked(other_vol, chunk, backend, row_weights_of(other_vol, device),
                                       row_mean=row_means[other])
         del other_vol
-        other_track, _ = _adjacent_track(spec_other, valid[other], shape, search_px, sigma_px, chunk, backend,
+        other_track, _ = adjacent_track(spec_other, valid[other], shape, search_px, sigma_px, chunk, backend,
                                          lateral=True)
         del spec_other
         saccades, ambiguity_px = _two_repeat_saccades(d[..., 1], track[:, 1], other_track[:, 1], reference=ref,

@@ -14,7 +14,7 @@ import numpy as np
 
 from aooct_core.preprocessing.backend import Backend, get_backend, to_device
 
-__all__ = ["Spectra", "compute_spectra", "lateral_row_weights"]
+__all__ = ["Spectra", "compute_spectra", "lateral_row_weights", "half_whiten", "lateral_rows"]
 
 
 def _tukey(n: int, alpha: float, xp):
@@ -90,7 +90,7 @@ def lateral_row_weights(volume, *, device: str = "cpu", smooth_px: float = 2.0):
     return xp.where(top > 0, excess / xp.maximum(top, np.float32(1e-12)), np.float32(1)).astype(xp.float32)
 
 
-def _lateral_rows(bscans, rows, weight, backend: Backend, frac=None):
+def lateral_rows(bscans, rows, weight, backend: Backend, frac=None):
     """Gathered depth rows ready for the lateral correlation: (n, k, aline) float32.
 
     ``rows``: int (n, k) row of each B-scan to take; ``weight``: (k,) or (n, k) weights.
@@ -153,15 +153,15 @@ def compute_spectra(bscans, backend: Backend, *, row_weights=None, as_fixed: boo
         selected = xp.arange(n_depth)
     selected = selected[::row_step]
     if as_fixed:
-        rows = _lateral_rows(bscans, xp.broadcast_to(selected[None, :], (n, selected.size)),
+        rows = lateral_rows(bscans, xp.broadcast_to(selected[None, :], (n, selected.size)),
                              weight[selected], backend)
-        row_spec = _half_whiten(backend.fft.rfft(rows, axis=2, **kw), xp, axes=(2,))
+        row_spec = half_whiten(backend.fft.rfft(rows, axis=2, **kw), xp, axes=(2,))
     else:
         row_spec = xp.zeros((n, 0, 0), dtype=xp.complex64)
-    return Spectra(bscans, weight, selected, row_spec, _half_whiten(backend.fft.rfft(profile, axis=1, **kw), xp))
+    return Spectra(bscans, weight, selected, row_spec, half_whiten(backend.fft.rfft(profile, axis=1, **kw), xp))
 
 
-def _half_whiten(spec, xp, axes=None):
+def half_whiten(spec, xp, axes=None):
     # F / sqrt|F|: the product of two half-whitened spectra is the cross-power spectrum
     # whitened by |cross|^(1/2) — done once per spectrum instead of once per pair.
     # Relative floor so empty spectra (all-zero B-scans) give zeros, not NaN.
