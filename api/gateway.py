@@ -32,6 +32,7 @@ from api.schemas import (CaseStatus, MaskLabels, NewExport, NewLabels, NewReview
                          PasswordSignIn, UserChange, rle_problem)
 from api.problems import Problem, install_problem_handlers, problem_response
 from api.ratelimit import Limiter, MemoryLog, RateLimit, client_address
+from api.runs import OrchestratorError
 from api.service_tokens import ServiceTokens
 from api.sessions import password_sign_in
 from api.uploads import UploadLimits, new_staging, receive_body, sweep_stale_staging
@@ -257,10 +258,21 @@ def create_app(*, db, verifier, tokens=None, service_tokens=None, limiter: Limit
                                        declared_bytes=int(request.headers["content-length"]))
                 except ValueError as exc:
                     raise Problem(400, "incomplete-upload", str(exc)) from exc
-                return await run_in_threadpool(appl.ingest_upload, ctx, work / "upload.zip", name=name,
+                made = await run_in_threadpool(appl.ingest_upload, ctx, work / "upload.zip", name=name,
                                                work_dir=work, limits=upload_limits, drop=drop, drop_store=drop_store)
             finally:
                 await run_in_threadpool(shutil.rmtree, work, True)
+        # "queued" only when something will take it from the drop (issue 22): the orchestrator's
+        # sensor daemon, asked over its GraphQL API.
+        try:
+            made["queued"] = runs is not None and await run_in_threadpool(runs.sensor_daemon_running)
+        except OrchestratorError:
+            made["queued"] = False
+        if not made["queued"]:
+            made["waiting"] = ("the case is in the drop, but no Dagster daemon is known to run its sensor"
+                               + ("" if runs is not None else " (this gateway has no AOOCT_DAGSTER_URL)")
+                               + "; start dagster-daemon, or run aooct process where the drop is")
+        return made
 
     def artifact(call, *args, **kwargs):
         if store is None:

@@ -49,6 +49,12 @@ query Run($runId: ID!) {
 }"""
 
 
+_DAEMON = """
+query Daemon {
+  instance { daemonHealth { daemonStatus(daemonType: "SENSOR") { healthy required } } }
+}"""
+
+
 class OrchestratorError(RuntimeError):
     """Dagster could not be reached or refused the request (HTTP 502/503 at the gateway)."""
 
@@ -103,6 +109,11 @@ class DagsterRuns:
         if res["__typename"] != "LaunchRunSuccess":
             raise OrchestratorError(f"Dagster did not launch the run ({res['__typename']}): {res.get('message', '')}")
         return {"run_id": res["run"]["runId"], "status": res["run"]["status"], "created": True}
+
+    def sensor_daemon_running(self) -> bool:
+        """Whether Dagster's daemon runs the sensors (the drop sensor turns uploads into runs)."""
+        status = self._query(_DAEMON, {})["instance"]["daemonHealth"]["daemonStatus"]
+        return bool(status and status.get("healthy"))
 
     def status(self, run_id: str) -> dict | None:
         """A run's status and step events as Dagster has them; None when Dagster has no such run."""

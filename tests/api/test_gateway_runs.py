@@ -93,3 +93,9 @@ def test_an_unreachable_orchestrator_is_a_502_problem(tmp_path):
     r = client.post("/cases/CASE-R1/runs", headers={"Authorization": f"Bearer {tokens.issue('tess', 'Tech')}",
                                                     "Idempotency-Key": "k"})
     assert r.status_code == 502 and r.json()["type"].endswith("/orchestrator-error")
+
+
+def test_the_orchestrator_says_whether_its_sensor_daemon_runs(webserver):
+    """No dagster-daemon beside this webserver: uploads are then not reported as queued."""
+    url, _instance = webserver
+    assert DagsterRuns(url).sensor_daemon_running() is False

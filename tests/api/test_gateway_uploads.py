@@ -60,6 +60,8 @@ def test_a_valid_case_zip_is_queued_whole_and_audited(gateway):
     assert sorted(p.name for p in (tmp / "drop" / "C1").iterdir()) == ["case.json", "vol_00.npy", "vol_01.npy"]
     assert not list((tmp / "work").iterdir())                     # the staging folder is gone
     assert db.list_audit(action="upload")[0]["case_id"] == "C1"
+    # issue 22: no orchestrator known here, so the answer does not claim the case is queued
+    assert r.json()["queued"] is False and "AOOCT_DAGSTER_URL" in r.json()["waiting"]
     again = client.post("/uploads", content=_case_zip(), headers=headers("tess"))
     assert again.status_code == 422 and "already in the drop" in again.json()["detail"]
 
