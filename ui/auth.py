@@ -326,3 +326,20 @@ def require_page(page: str, *, case_id: str | None = None) -> User:
                  f"you are signed in as {user.role}.")
         st.stop()
     return user
+
+
+def call_application(user: User, call, *args, **kwargs):
+    """Run an :mod:`api.application` call as the signed-in ``user`` (the rules the gateway
+    applies, decided there once); its refusal is shown as an error and None returned."""
+    from api import application as appl
+    from api.policy import Principal
+    from api.problems import Problem
+    from ui.data import get_db
+
+    ctx = appl.Context(principal=Principal(user.username, frozenset({user.role}), via=user.via),
+                       db=get_db(), client=_client_address(), channel="review app")
+    try:
+        return call(ctx, *args, **kwargs)
+    except Problem as exc:
+        st.error(exc.detail[:1].upper() + exc.detail[1:] + ".")
+        return None

@@ -404,3 +404,22 @@ def test_case_list_shows_each_runs_state_and_refreshes_while_one_runs(ui_env):
     assert rows[ids[0]]["last_run"] == "running" and rows[ids[0]]["status"] == "processing"
     assert rows[ids[1]]["last_run"] == "failure: preprocess_case: InputError: vol_01.tif: is truncated"
     assert "refreshes every 5 s" in _texts(at)
+
+
+def test_review_page_shows_the_latest_run_and_runs_it_again_through_the_orchestrator(ui_env, monkeypatch):
+    """Issue 22: the run's state and reason, a link to it in Dagster, and a re-run button for
+    the roles with run_case, through the gateway's launch_run (here the orchestrator is down:
+    the page says so, as the gateway's 502 would)."""
+    db, _, ids, _ = ui_env
+    db.record_run("seed-" + ids[0], ids[0], status="failure", dagster_run_id="abc123",
+                  reason="preprocess_case: InputError: vol_01.tif: is truncated")
+    at = open_page("review", "Labeler", case_id=ids[0])
+    assert "failure" in _texts(at) and "vol_01.tif: is truncated" in _texts(at)
+    assert not [b for b in at.button if b.key == "rerun_case"]          # Labeler: no run_case
+    at = open_page("review", "Tech", case_id=ids[0])
+    assert "Set AOOCT_DAGSTER_URL" in _texts(at)
+    monkeypatch.setenv("AOOCT_DAGSTER_URL", "http://127.0.0.1:9")     # nothing listens there
+    at = open_page("review", "Tech", case_id=ids[0])
+    assert "http://127.0.0.1:9/runs/abc123" in _texts(at)
+    at.button(key="rerun_case").click().run()
+    assert any("Cannot reach the orchestrator" in str(e.value) for e in at.error), (at.exception, _texts(at)[-600:])

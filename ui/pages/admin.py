@@ -5,7 +5,7 @@ import streamlit as st
 
 from ui import data
 from api.application import create_user, update_user
-from ui.auth import audit, authorize, require_page
+from ui.auth import audit, authorize, call_application, require_page
 from ui.roles import ROLES
 from ui.widgets import flash, show_flash
 
@@ -20,20 +20,9 @@ st.dataframe([{k: u.get(k) for k in ("username", "name", "email", "role", "activ
               for u in users], hide_index=True, width="stretch")
 
 def _application(call, **kwargs) -> bool:
-    """Run a user-management call of the application layer the gateway uses (the same rules:
-    no self-lockout, never without an active Admin, a unique e-mail); show its refusal."""
-    from api import application as appl
-    from api.policy import Principal
-    from api.problems import Problem
-
-    ctx = appl.Context(principal=Principal(user.username, frozenset({user.role}), via=user.via),
-                       db=db, channel="review app")
-    try:
-        call(ctx, **kwargs)
-    except Problem as exc:
-        st.error(exc.detail[:1].upper() + exc.detail[1:] + ".")
-        return False
-    return True
+    """A user-management call of the application layer the gateway uses (the same rules: no
+    self-lockout, never without an active Admin, a unique e-mail); False when refused."""
+    return call_application(user, call, **kwargs) is not None
 
 
 c1, c2, c3 = st.columns(3)

@@ -2,13 +2,16 @@
 surfaces, metrics with CI and normative percentile, QC flags, approve/reject."""
 from __future__ import annotations
 
+import os
+
 import streamlit as st
 
-from api.decisions import DecisionRefused, decision_state, record_decision
+from api.decisions import DecisionRefused, decision_state, latest_run, record_decision
 from ml.recipe import SLAB_OF
 from ui import data
-from ui.auth import audit, authorize, require_page
+from ui.auth import audit, authorize, call_application, require_page
 from ui.overlays import compose_bscan, encode_png
+from ui.roles import has_permission
 from ui.widgets import enface_layers, enface_picture, flash, pick_case, show_flash
 
 user = require_page("review")
@@ -135,6 +138,30 @@ with side_col:
                   detail={"review_id": made["id"], "run_id": made["run_id"], "comment": comment})
             flash(f"Case {case_id} {'approved' if decision == 'approve' else 'rejected'}.")
             st.rerun()
+
+    st.subheader("Pipeline")
+    last = latest_run(db, case_id)
+    dagster_url = os.environ.get("AOOCT_DAGSTER_URL", "").rstrip("/")
+    if last is None:
+        st.info("No run recorded for this case yet.")
+    else:
+        why = f" — {last['reason']}" if last.get("reason") else ""
+        link = f" ([in Dagster]({dagster_url}/runs/{last['dagster_run_id']}))" \
+            if dagster_url and last.get("dagster_run_id") else ""
+        st.markdown(f"Latest run `{last['run_id'][:8]}`: **{last['status']}**{why}{link}")
+    if has_permission(user.role, "run_case"):
+        if not dagster_url:
+            st.caption("Set AOOCT_DAGSTER_URL to the Dagster webserver to run the case again from here.")
+        elif st.button("Run the case again", key="rerun_case"):
+            from api.application import launch_run
+            from api.runs import DagsterRuns
+
+            # Keyed by the run it repeats: a second click before it starts is the same run.
+            key = f"rerun-{case_id}-{last['run_id'] if last else 'none'}"
+            run = call_application(user, launch_run, DagsterRuns(dagster_url), case_id, idempotency_key=key)
+            if run is not None:
+                flash(f"Run {run['run_id'][:8]} of {case_id} " + ("started." if run["created"] else "was already started."))
+                st.rerun()
 
     if art.report is not None:
         st.download_button("Download report (HTML)", data.get_store().get_bytes(art.report),
