@@ -423,3 +423,7 @@ def test_review_page_shows_the_latest_run_and_runs_it_again_through_the_orchestr
     assert "http://127.0.0.1:9/runs/abc123" in _texts(at)
     at.button(key="rerun_case").click().run()
     assert any("Cannot reach the orchestrator" in str(e.value) for e in at.error), (at.exception, _texts(at)[-600:])
+    # a running case asks Dagster for its current step; unreachable, the page says so
+    db.record_run("seed-" + ids[0], ids[0], status="running", dagster_run_id="abc123")
+    at = open_page("review", "Tech", case_id=ids[0])
+    assert not at.exception and any("Cannot reach the orchestrator" in str(e.value) for e in at.error)

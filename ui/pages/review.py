@@ -149,6 +149,17 @@ with side_col:
         link = f" ([in Dagster]({dagster_url}/runs/{last['dagster_run_id']}))" \
             if dagster_url and last.get("dagster_run_id") else ""
         st.markdown(f"Latest run `{last['run_id'][:8]}`: **{last['status']}**{why}{link}")
+        if last["status"] == "running" and dagster_url and last.get("dagster_run_id"):
+            from api.application import run_status
+            from api.runs import DagsterRuns
+
+            live = call_application(user, run_status, DagsterRuns(dagster_url), last["dagster_run_id"])
+            if live is not None:   # Dagster's own view: which step runs now, which are done
+                steps = live["steps"]
+                now = [s["step"] for s in steps if s["status"] == "IN_PROGRESS"]
+                done = sum(s["status"] == "SUCCESS" for s in steps)
+                st.caption(f"Dagster: run {live['status'].lower()}, "
+                           + (f"now in {', '.join(now)}; " if now else "") + f"{done} step(s) done.")
     if has_permission(user.role, "run_case"):
         if not dagster_url:
             st.caption("Set AOOCT_DAGSTER_URL to the Dagster webserver to run the case again from here.")
