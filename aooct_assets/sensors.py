@@ -40,7 +40,7 @@ from aooct_assets.partitions import cases_partitions
 from aooct_assets.quarantine import drop_token, quarantine, retire_duplicate, scrub_quarantined
 from aooct_core.io import content_hash_of_case
 from aooct_core.io.drop_layout import DUPLICATES, RESERVED_PREFIXES
-from aooct_core.io.phi import find_identifiers, identifiers_of_case, redact_identifiers, screen_case_names
+from aooct_core.io.phi import find_identifiers, identifiers_of_case, names_refusal, redact_identifiers
 from resources.object_store import ObjectStore, make_object_store
 
 __all__ = ["make_drop_sensor", "mark_case_failed", "scan_drop", "run_requests_for", "content_hash_of_drop",
@@ -153,10 +153,9 @@ def _judge(store: ObjectStore, name: str, listing: dict[str, int], refused: dict
     if not digest:
         digest, dicom_ids = _hash_and_identifiers(store, name, case_dict)
         ids += dicom_ids
-        problems = screen_case_names(case_dict["case_id"], case_dict["volumes"], ids)
-        if problems:
-            return "quarantine", ("names that identify the patient are never stored: "
-                                  + "; ".join(problems)), ids
+        refusal = names_refusal(case_dict["case_id"], case_dict["volumes"], ids)
+        if refusal is not None:
+            return "quarantine", refusal, ids
         if find_identifiers(name, ids):
             return "rename", None, ids
         entry["hash"] = digest

@@ -77,12 +77,13 @@ def record_decision(db, case_id: str, *, reviewer: str, decision: str, comment: 
     return {"id": review_id, "case_id": case_id, "decision": decision, "run_id": run["run_id"]}
 
 
-def decision_state(db, case_id: str) -> DecisionState:
-    """The latest decision and whether it covers the latest finished run."""
+def decision_state(db, case_id: str, *, runs: list[dict] | None = None) -> DecisionState:
+    """The latest decision and whether it covers the latest finished run (``runs``: the
+    case's run records when the caller already has them, else read)."""
     reviews = db.get_reviews(case_id)
     if not reviews:
         return DecisionState(None, None, False)
     last = reviews[-1]
-    finished = [r for r in db.list_runs(case_id) if r["status"] in _FINISHED]
+    finished = [r for r in (db.list_runs(case_id) if runs is None else runs) if r["status"] in _FINISHED]
     current = bool(finished) and last.get("run_id") == finished[-1]["run_id"]
     return DecisionState(last["decision"], last.get("run_id"), current)

@@ -263,21 +263,20 @@ def validate_case_folder(
 def _refuse_identifying_names(folder: Path, case_id: str, subject_id: str, volumes: list[Path]) -> None:
     """Refuse a case whose ``case_id`` or a volume's file name holds its own identifiers
     (``subject_id`` as received, the DICOM headers' patient names, IDs and birth date;
-    :func:`aooct_core.io.phi.screen_case_names`): they would be stored as keys and rows. The
+    :func:`aooct_core.io.phi.names_refusal`): they would be stored as keys and rows. The
     error names the kind of identifier, never its value."""
     from aooct_core.io.deid import dicom_identifiers, looks_like_dicom
-    from aooct_core.io.phi import Identifier, screen_case_names
+    from aooct_core.io.phi import identifiers_of_case, names_refusal
 
-    ids = [Identifier("subject_id", subject_id)]
+    ids = identifiers_of_case({"subject_id": subject_id})
     for path in volumes:
         with open(path, "rb") as fh:
             head = fh.read(132)
         if looks_like_dicom(path.name, head):
             ids += dicom_identifiers(path)
-    problems = screen_case_names(case_id, [p.relative_to(folder).as_posix() for p in volumes], ids)
-    if problems:
-        raise InputError(folder / "case.json", "names that identify the patient are never stored: "
-                         + "; ".join(problems))
+    refusal = names_refusal(case_id, [p.relative_to(folder).as_posix() for p in volumes], ids)
+    if refusal is not None:
+        raise InputError(folder / "case.json", refusal)
 
 
 def drop_for_ingest(case: ValidatedCase, drop: str, *, store=None) -> str:

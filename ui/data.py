@@ -245,7 +245,7 @@ def case_rows(cases: list[dict]) -> list[dict]:
         failed = sorted({r["check_name"] for r in qc if not r.get("passed")})
         runs = db.list_runs(c["case_id"])
         last = runs[-1] if runs else None
-        decision = decision_state(db, c["case_id"])
+        decision = decision_state(db, c["case_id"], runs=runs)
         out.append({
             "case_id": c["case_id"],
             "subject_id": c.get("subject_id"),

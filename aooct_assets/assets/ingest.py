@@ -16,7 +16,7 @@ from aooct_core.io import content_hash_of_case
 from aooct_core.io.jsonsafe import loads_bounded
 from aooct_core.io.deid import DEID_PROFILE
 from aooct_core.io.drop_layout import DEID_RECORD, PROCESSED
-from aooct_core.io.phi import find_identifiers, identifiers_of_case, redact_identifiers, screen_case_names
+from aooct_core.io.phi import find_identifiers, identifiers_of_case, names_refusal, redact_identifiers
 from resources.config import deid_uid_key
 from resources.dagster_resources import unwrap
 
@@ -60,13 +60,12 @@ def _refuse_identifying_names(drop, src: str, case_dict: dict, ids: list, store,
     volume's file name holds one of the case's identifiers: they would become keys,
     partition names and rows. The drop sensor refuses such drops first; this is the step's
     own guard, also for drops it was not given by the sensor."""
-    problems = screen_case_names(case_dict["case_id"], case_dict["volumes"], ids)
-    if not problems:
+    reason = names_refusal(case_dict["case_id"], case_dict["volumes"], ids)
+    if reason is None:
         return
     for key in list(written):
         store.delete(key)
         written.pop(key)
-    reason = "names that identify the patient are never stored: " + "; ".join(problems)
     dest = quarantine(drop, src, reason, hashlib.sha256(reason.encode()).hexdigest(), identifiers=ids)
     raise Failure(f"{reason}; the drop was moved to {dest}", allow_retries=False)
 

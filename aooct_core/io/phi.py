@@ -36,7 +36,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 __all__ = ["Identifier", "identifiers_of_case", "identifiers_of_dicom", "find_identifiers",
-           "redact_identifiers", "screen_case_names", "neutral_name", "REMOVED"]
+           "redact_identifiers", "screen_case_names", "names_refusal", "neutral_name", "REMOVED"]
 
 REMOVED = "[removed]"
 #: DICOM attributes whose values identify the patient and may reappear in a lab's own text.
@@ -235,6 +235,17 @@ def screen_case_names(case_id: str, volume_files: Iterable[str],
                             f"{', '.join(kinds)}: rename the file (e.g. repeat{i}{ext}) and list the "
                             "new name in case.json")
     return problems
+
+
+def names_refusal(case_id: str, volume_files: Iterable[str],
+                  identifiers: Iterable[Identifier]) -> str | None:
+    """The one reason a case is refused for its names (:func:`screen_case_names`), or None.
+
+    >>> names_refusal("C17_OD", ["vol_00.dcm"], [Identifier("subject_id", "S01")]) is None
+    True
+    """
+    problems = screen_case_names(case_id, volume_files, identifiers)
+    return ("names that identify the patient are never stored: " + "; ".join(problems)) if problems else None
 
 
 def neutral_name(name: str, *, key: bytes, prefix: str = "drop-") -> str:
